@@ -1,0 +1,1 @@
+"""Repository-level pytest configuration: nothing here may depend on a running cluster."""

@@ -1,0 +1,112 @@
+"""Exceptions raised by flamepy_runner.
+
+The hierarchy says whose fault an error is::
+
+    FlameError                      root of everything this library raises on purpose
+    ├── ConfigError                 the configuration is missing or malformed (your setup)
+    ├── UsageError                  the API was called wrongly (your code)
+    ├── ClusterError                the cluster refused or failed a request
+    │   ├── NotFoundError           the named application, session, task or object does not exist
+    │   ├── AlreadyExistsError      the name is taken
+    │   ├── InvalidArgumentError    the cluster rejected a value (its message says which)
+    │   ├── InvalidStateError       the object is in a state that forbids the request
+    │   ├── UnavailableError        the endpoint did not answer (down, wrong address, network)
+    │   ├── DeadlineExceededError   the call ran past its deadline
+    │   └── InternalError           the cluster reported an internal failure
+    └── RemoteError                 user code raised inside a task; keeps the remote text
+
+Every error carries ``endpoint`` and, where known, ``session_id`` / ``task_id`` / ``key``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "ClusterError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "FlameError",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidStateError",
+    "NotFoundError",
+    "RemoteError",
+    "UnavailableError",
+    "UsageError",
+]
+
+
+class FlameError(Exception):
+    """Root of every error flamepy_runner raises on purpose.
+
+    Args:
+        message: what happened, and where possible what to do about it.
+        endpoint: the endpoint that was called, if any.
+        session_id: the session concerned, if any.
+        task_id: the task concerned, if any.
+        key: the object-cache key concerned, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+        task_id: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.endpoint = endpoint
+        self.session_id = session_id
+        self.task_id = task_id
+        self.key = key
+
+
+class ConfigError(FlameError):
+    """Raised when configuration is missing or malformed: fix flame.yaml, the environment or the arguments."""
+
+
+class UsageError(FlameError):
+    """Raised when the API is used wrongly (bad argument, closed object): a bug in the calling code."""
+
+
+class ClusterError(FlameError):
+    """Raised when the cluster refuses or fails a request; the subclass says how."""
+
+
+class NotFoundError(ClusterError):
+    """Raised when the named application, session, task or cached object does not exist."""
+
+
+class AlreadyExistsError(ClusterError):
+    """Raised when creating something whose name is already taken."""
+
+
+class InvalidArgumentError(ClusterError):
+    """Raised when the cluster rejects a value in the request; the message names it."""
+
+
+class InvalidStateError(ClusterError):
+    """Raised when the target's state forbids the request (a closed session, for instance)."""
+
+
+class UnavailableError(ClusterError):
+    """Raised when the endpoint cannot be reached: the service is down or the address is wrong."""
+
+
+class DeadlineExceededError(ClusterError):
+    """Raised when a remote call does not finish before its deadline."""
+
+
+class InternalError(ClusterError):
+    """Raised when the cluster reports an internal failure (gRPC INTERNAL, UNKNOWN and the like)."""
+
+
+class RemoteError(FlameError):
+    """Raised when user code failed inside a task; ``remote_message`` is the executor's text."""
+
+    def __init__(self, message: str, *, remote_message: str = "", **context: str | None) -> None:
+        super().__init__(message, **context)
+        self.remote_message = remote_message
