@@ -7,7 +7,8 @@ files and cannot drift from it.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf import message_factory
