@@ -1,0 +1,762 @@
+"""Client for Flame's object cache (an Arrow Flight service).
+
+:class:`CacheClient` speaks the same wire protocol as flamepy 0.6.0 (``flamepy.core.cache``), so
+objects it writes are readable by flamepy and the other way round, but it keeps every piece of
+state on the instance: endpoint and TLS settings come from a :class:`~flamepy_runner.FlameConfig`,
+and each client owns its Flight connections and its local object cache.
+
+Wire summary (see ``cache-and-executor.md`` part A): a put is a ``DoPut`` of rows
+``{version: uint64, data: binary}`` (or a native Arrow table) answered by one BSON PutResult
+``{endpoint, key, version}``; a get is ``DoGet("<key>:<known version>")`` answered by the full
+object, only the newer patches, or zero rows when nothing changed; a patch is a ``DoPut`` with
+command ``PATCH:<key>``; deletes are ``DoAction("DELETE", prefix)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import bson
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from ._config import FlameConfig
+from ._exceptions import (
+    ClusterError,
+    DeadlineExceededError,
+    FlameError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+    UsageError,
+)
+from ._serialization import (
+    deserialize,
+    from_native_table,
+    is_native_schema,
+    native_payload,
+    native_version,
+    serialize_to_buffer,
+)
+
+__all__ = ["CacheClient", "Deserializer", "ObjectRef"]
+
+#: ``deserializer(base, patches)`` folds an object's base and its patches into one value.
+Deserializer = Callable[[Any, list[Any]], Any]
+
+_UPLOAD_CHUNK = 1024 * 1024
+_LOCAL_CACHE_SIZE = 1000
+# Bulk transfers get a deadline that grows with their size, at this assumed worst-case rate,
+# and never below flamepy's fixed 300 s for uploads.
+_SLOWEST_RATE = 4 * 1024 * 1024
+_TRANSFER_FLOOR = 300.0
+_GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+]
+_OPAQUE_SCHEMA = pa.schema([pa.field("version", pa.uint64()), pa.field("data", pa.binary())])
+_KIND_BASE = "base"
+_KIND_PATCH = "patch"
+
+
+# --------------------------------------------------------------------------- references
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRef:
+    """Where a cached object lives and which version the holder last saw.
+
+    Args:
+        endpoint: the cache endpoint that stores the object (as advertised by the server).
+        key: the full key ``<app>/<session>/<object id>``.
+        version: the object version; 0 means "unknown", which makes :meth:`CacheClient.get_object`
+            download the whole object instead of trusting its local copy.
+    """
+
+    endpoint: str
+    key: str
+    version: int = 0
+
+    def encode(self) -> bytes:
+        """Encode as BSON, byte-for-byte what flamepy 0.6.0 writes for the same reference.
+
+        Returns:
+            The BSON document ``{endpoint, key, version}``.
+        """
+        return bytes(bson.encode({"endpoint": self.endpoint, "key": self.key, "version": int(self.version)}))
+
+    @classmethod
+    def decode(cls, data: bytes) -> ObjectRef:
+        """Decode a reference written by :meth:`encode` or by flamepy.
+
+        Args:
+            data: the BSON document.
+
+        Returns:
+            The reference.
+
+        Raises:
+            UsageError: ``data`` is not a BSON object reference.
+        """
+        try:
+            doc = bson.decode(bytes(data))
+        except Exception as exc:  # bson raises several unrelated types for garbage
+            raise UsageError(f"not an encoded ObjectRef ({len(data)} bytes): {exc}") from exc
+        endpoint, key, version = doc.get("endpoint"), doc.get("key"), doc.get("version", 0)
+        if not isinstance(endpoint, str) or not isinstance(key, str) or not isinstance(version, int):
+            raise UsageError(f"not an encoded ObjectRef: expected endpoint, key and version, got {doc!r}")
+        return cls(endpoint=endpoint, key=key, version=int(version))
+
+    def with_version(self, version: int) -> ObjectRef:
+        """Return a copy naming ``version`` (0 forces the next get to fetch everything).
+
+        Args:
+            version: the version to record.
+
+        Returns:
+            The new reference.
+        """
+        return dataclasses.replace(self, version=version)
+
+
+# --------------------------------------------------------------------------- key checks
+
+
+def _check_component(kind: str, text: str, value: str) -> None:
+    if not value:
+        raise UsageError(f"invalid {kind} {text!r}: empty component")
+    if ".." in value or "\\" in value:
+        raise UsageError(f"invalid {kind} {text!r}: components may not contain '..' or '\\'")
+
+
+def _check_full_key(key: str) -> None:
+    if not isinstance(key, str):
+        raise UsageError(f"object key must be a str, got {type(key).__name__}")
+    parts = key.split("/")
+    if len(parts) != 3:
+        raise UsageError(f"invalid object key {key!r}: expected '<app>/<session>/<id>'")
+    for part in parts:
+        _check_component("object key", key, part)
+    if "*" in (parts[0], parts[2]):
+        raise UsageError(f"invalid object key {key!r}: '*' is not an object name")
+
+
+def _check_path(path: str, *, what: str, allow_full: bool, allow_prefix: bool, allow_wildcard: bool) -> None:
+    if not isinstance(path, str):
+        raise UsageError(f"{what} must be a str, got {type(path).__name__}")
+    parts = path.split("/")
+    if len(parts) == 3 and allow_full:
+        _check_full_key(path)
+        if parts[1] == "*":
+            raise UsageError(f"invalid {what} {path!r}: '*' is only allowed as '<app>/*'")
+        return
+    if len(parts) == 2 and allow_prefix:
+        for part in parts:
+            _check_component(what, path, part)
+        if parts[0] == "*" or (parts[1] == "*" and not allow_wildcard):
+            raise UsageError(f"invalid {what} {path!r}: '*' is not allowed here")
+        return
+    shapes = [
+        s for s, ok in (("'<app>/<session>'", allow_prefix), ("'<app>/<session>/<id>'", allow_full)) if ok
+    ]
+    raise UsageError(f"invalid {what} {path!r}: expected {' or '.join(shapes)}")
+
+
+def _matches(pattern: str, key: str) -> bool:
+    """Tell whether a DELETE pattern (``a/s/id``, ``a/s`` or ``a/*``) covers ``key``."""
+    app, _, rest = pattern.partition("/")
+    if rest == "*":
+        return key.startswith(f"{app}/") and key.count("/") == 2
+    if pattern.count("/") == 2:
+        return key == pattern
+    return key.startswith(f"{pattern}/") and key.count("/") == 2
+
+
+# --------------------------------------------------------------------------- error boundary
+
+
+def _server_message(exc: BaseException) -> str:
+    """The server's own text, without pyarrow's framing and the remote traceback."""
+    text = str(exc)
+    marker = "with message: "
+    if text.startswith("Flight returned") and marker in text:
+        text = text.split(marker, 1)[1]
+    for cut in (". Detail: ", ". gRPC client debug context", "\nDetail: "):
+        text = text.split(cut, 1)[0]
+    return text.strip()
+
+
+def _raise_mapped(exc: BaseException, endpoint: str, key: str | None) -> NoReturn:
+    """Translate one pyarrow/Flight exception into the matching :class:`ClusterError`."""
+    where = f"object cache {endpoint}"
+    detail = _server_message(exc)
+    cls: type[ClusterError]
+    # Order matters: several Flight classes also derive from ArrowInvalid/ArrowCancelled.
+    if isinstance(exc, flight.FlightTimedOutError):
+        cls, detail = DeadlineExceededError, f"deadline exceeded: {detail}"
+    elif isinstance(exc, flight.FlightUnavailableError):
+        cls, detail = UnavailableError, f"unreachable: {detail}"
+    elif isinstance(exc, flight.FlightWriteSizeExceededError):
+        cls = InvalidArgumentError
+    elif isinstance(exc, pa.ArrowKeyError):
+        cls = NotFoundError
+    elif isinstance(exc, pa.ArrowInvalid):
+        cls = InvalidArgumentError
+    else:
+        cls = InternalError
+    raise cls(f"{where}: {detail}", endpoint=endpoint, key=key) from exc
+
+
+@contextlib.contextmanager
+def _flight_errors(endpoint: str, key: str | None = None) -> Iterator[None]:
+    """The one place where Flight and Arrow errors become flamepy_runner exceptions."""
+    try:
+        yield
+    except FlameError:
+        raise
+    except (flight.FlightError, pa.ArrowException) as exc:
+        _raise_mapped(exc, endpoint, key)
+
+
+# --------------------------------------------------------------------------- local cache
+
+
+@dataclasses.dataclass
+class _Entry:
+    """A locally cached object: base, patches in version order, and memoized folded views."""
+
+    version: int
+    base: Any
+    patches: tuple[tuple[int, Any], ...] = ()
+    # id(deserializer) -> (deserializer, folded value); the deserializer is kept alive so
+    # its id cannot be reused while the entry exists.
+    views: dict[int, tuple[Deserializer, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Fetched:
+    """One DoGet answer: ``full`` replaces the local copy, otherwise ``patches`` extend it."""
+
+    full: bool
+    version: int
+    base: Any = None
+    patches: tuple[tuple[int, Any], ...] = ()
+
+
+def _location(endpoint: str) -> str:
+    """The pyarrow location for a Flame cache URL (``grpcs``/``https`` mean TLS)."""
+    for src, dst in (("grpcs://", "grpc+tls://"), ("https://", "grpc+tls://"), ("http://", "grpc://")):
+        if endpoint.startswith(src):
+            return dst + endpoint[len(src) :]
+    return endpoint
+
+
+def _cell_buffers(column: pa.ChunkedArray | pa.Array) -> Iterator[pa.Buffer]:
+    """Yield each value of a binary column as a zero-copy buffer slice."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        if chunk.type not in (pa.binary(), pa.large_binary()):
+            raise InternalError(f"object cache sent a 'data' column of type {chunk.type}, expected binary")
+        width = 8 if chunk.type == pa.large_binary() else 4
+        _, offsets_buf, data_buf = chunk.buffers()
+        offsets = memoryview(offsets_buf).cast("q" if width == 8 else "i")
+        first = chunk.offset
+        for i in range(len(chunk)):
+            start, end = offsets[first + i], offsets[first + i + 1]
+            if data_buf is None or end == start:
+                yield pa.py_buffer(b"")
+            else:
+                yield data_buf.slice(start, end - start)
+
+
+def _opaque_batch(payload: pa.Buffer) -> pa.RecordBatch:
+    """One ``{version: 0, data: payload}`` row, built without copying ``payload``."""
+    if payload.size < 2**31:
+        offsets = pa.array([0, payload.size], type=pa.int32()).buffers()[1]
+        data = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, payload])
+    else:
+        # flamepy and the Rust server expect binary; beyond 2 GiB only large_binary can hold it.
+        offsets = pa.array([0, payload.size], type=pa.int64()).buffers()[1]
+        data = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, payload])
+    version = pa.array([0], type=pa.uint64())
+    return pa.RecordBatch.from_arrays([version, data], names=["version", "data"])
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class CacheClient:
+    """A thread-safe client for one Flame object cache.
+
+    Args:
+        config: where the cache is (``cache_endpoint``), its CA (``cache_ca_file``) and the
+            default deadline (``timeout``) for each call.
+        max_cached_objects: how many objects the local versioned cache keeps (LRU).
+
+    Objects returned by :meth:`get_object` are shared with the local cache (as in flamepy):
+    treat them as read-only, or call ``get_object(ref.with_version(0))`` for a fresh copy.
+    """
+
+    def __init__(self, config: FlameConfig, *, max_cached_objects: int = _LOCAL_CACHE_SIZE) -> None:
+        if max_cached_objects < 0:
+            raise UsageError(f"max_cached_objects must be >= 0, got {max_cached_objects}")
+        self._config = config
+        self._max_cached = max_cached_objects
+        self._lock = threading.Lock()
+        self._clients: dict[str, flight.FlightClient] = {}
+        self._objects: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._closed = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def endpoint(self) -> str:
+        """The configured cache endpoint (puts, uploads and deletes go there)."""
+        return self._config.cache_endpoint
+
+    def close(self) -> None:
+        """Close every Flight connection and drop the local cache (idempotent)."""
+        with self._lock:
+            self._closed = True
+            clients, self._clients = list(self._clients.values()), {}
+            self._objects.clear()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def __enter__(self) -> CacheClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _client(self, endpoint: str) -> flight.FlightClient:
+        location = _location(endpoint)
+        with self._lock:
+            if self._closed:
+                raise UsageError("this CacheClient is closed; create a new one")
+            client = self._clients.get(location)
+            if client is None:
+                kwargs: dict[str, Any] = {"generic_options": _GRPC_OPTIONS}
+                if location.startswith("grpc+tls://") and self._config.cache_ca_file:
+                    try:
+                        kwargs["tls_root_certs"] = Path(self._config.cache_ca_file).read_bytes()
+                    except OSError as exc:
+                        raise UsageError(
+                            f"cannot read cache CA file {self._config.cache_ca_file}: {exc}"
+                        ) from exc
+                with _flight_errors(endpoint):
+                    client = flight.FlightClient(location, **kwargs)
+                self._clients[location] = client
+            return client
+
+    def _options(self, timeout: float | None = None) -> flight.FlightCallOptions:
+        return flight.FlightCallOptions(timeout=self._config.timeout if timeout is None else timeout)
+
+    def _transfer_timeout(self, nbytes: int, floor: float = 0.0) -> float:
+        return max(floor, self._config.timeout + nbytes / _SLOWEST_RATE)
+
+    # ----------------------------------------------------------------- local cache
+
+    def _cached(self, cache_key: tuple[str, str]) -> _Entry | None:
+        with self._lock:
+            entry = self._objects.get(cache_key)
+            if entry is not None:
+                self._objects.move_to_end(cache_key)
+            return entry
+
+    def _remember(self, cache_key: tuple[str, str], entry: _Entry) -> None:
+        with self._lock:
+            current = self._objects.get(cache_key)
+            # Two racing readers: keep the newer copy.
+            if current is None or current.version <= entry.version:
+                self._objects[cache_key] = entry
+            self._objects.move_to_end(cache_key)
+            while len(self._objects) > self._max_cached:
+                self._objects.popitem(last=False)
+
+    def _forget(self, cache_key: tuple[str, str]) -> None:
+        with self._lock:
+            self._objects.pop(cache_key, None)
+
+    def _view(self, entry: _Entry, deserializer: Deserializer | None) -> Any:
+        if deserializer is None:
+            return entry.base
+        with self._lock:
+            hit = entry.views.get(id(deserializer))
+        if hit is not None and hit[0] is deserializer:
+            return hit[1]
+        value = deserializer(entry.base, [patch for _, patch in entry.patches])
+        with self._lock:
+            entry.views[id(deserializer)] = (deserializer, value)
+        return value
+
+    # ----------------------------------------------------------------- puts
+
+    def _put(
+        self,
+        endpoint: str,
+        descriptor: flight.FlightDescriptor,
+        schema: pa.Schema,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        key: str,
+        timeout: float,
+    ) -> ObjectRef:
+        """Stream ``batches`` in one DoPut and return the reference from its PutResult."""
+        client = self._client(endpoint)
+        with _flight_errors(endpoint, key):
+            writer, reader = client.do_put(descriptor, schema, self._options(timeout))
+            try:
+                for batch in batches:
+                    writer.write_batch(batch)
+                writer.done_writing()
+                answer = reader.read()
+            except BaseException:
+                # The server's status arrives at close(); prefer it to the local symptom.
+                writer.close()
+                raise
+            writer.close()
+        if answer is None:
+            raise InternalError(
+                f"object cache {endpoint} sent no PutResult for {key}", endpoint=endpoint, key=key
+            )
+        try:
+            doc = bson.decode(bytes(answer))
+            return ObjectRef(endpoint=str(doc["endpoint"]), key=str(doc["key"]), version=int(doc["version"]))
+        except Exception as exc:
+            raise InternalError(
+                f"object cache {endpoint} sent an unreadable PutResult for {key}: {exc}",
+                endpoint=endpoint,
+                key=key,
+            ) from exc
+
+    def _put_value(self, endpoint: str, path: str, obj: Any) -> ObjectRef:
+        native = native_payload(obj)
+        descriptor = flight.FlightDescriptor.for_path(path)
+        if native is not None:
+            size = sum(b.nbytes for b in native.batches)
+            return self._put(
+                endpoint,
+                descriptor,
+                native.schema,
+                native.batches,
+                key=path,
+                timeout=self._transfer_timeout(size),
+            )
+        payload = serialize_to_buffer(obj)
+        batch = _opaque_batch(payload)
+        return self._put(
+            endpoint,
+            descriptor,
+            batch.schema,
+            [batch],
+            key=path,
+            timeout=self._transfer_timeout(payload.size),
+        )
+
+    def put_object(self, key_prefix: str, obj: Any) -> ObjectRef:
+        """Store ``obj`` under a new id in ``<app>/<session>``.
+
+        Args:
+            key_prefix: ``<app>/<session>``.
+            obj: the object; tables, record batches and data frames are stored as native Arrow
+                tables, numpy and Arrow arrays take fast paths, anything else is cloudpickled.
+
+        Returns:
+            The reference (advertised endpoint, full key, version 1).
+
+        Raises:
+            UsageError: ``key_prefix`` is malformed.
+            ClusterError: the cache refused the put or could not be reached (subclass says how).
+        """
+        _check_path(key_prefix, what="key prefix", allow_full=False, allow_prefix=True, allow_wildcard=False)
+        return self._put_value(self.endpoint, key_prefix, obj)
+
+    def update_object(self, ref: ObjectRef, obj: Any) -> ObjectRef:
+        """Replace the object behind ``ref`` (its patches are dropped).
+
+        Args:
+            ref: the object to replace; the put goes to ``ref.endpoint``.
+            obj: the new value (encoded as in :meth:`put_object`).
+
+        Returns:
+            The reference with the new version.
+
+        Raises:
+            UsageError: ``ref.key`` is malformed.
+            ClusterError: the cache refused the put or could not be reached.
+        """
+        _check_full_key(ref.key)
+        try:
+            return self._put_value(ref.endpoint, ref.key, obj)
+        finally:
+            self._forget((ref.endpoint, ref.key))
+
+    def patch_object(self, ref: ObjectRef, delta: Any) -> ObjectRef:
+        """Append ``delta`` to the object behind ``ref``; the base is unchanged.
+
+        Readers see the patches through ``get_object(ref, deserializer=...)``. The local copy is
+        kept, so the next get fetches only the new patches.
+
+        Args:
+            ref: the object to patch (must exist).
+            delta: the patch value (always sent opaque).
+
+        Returns:
+            The reference with the new version.
+
+        Raises:
+            UsageError: ``ref.key`` is malformed.
+            NotFoundError: the object does not exist.
+            ClusterError: any other refusal or transport failure.
+        """
+        _check_full_key(ref.key)
+        payload = serialize_to_buffer(delta)
+        batch = _opaque_batch(payload)
+        descriptor = flight.FlightDescriptor.for_command(f"PATCH:{ref.key}".encode())
+        return self._put(
+            ref.endpoint,
+            descriptor,
+            batch.schema,
+            [batch],
+            key=ref.key,
+            timeout=self._transfer_timeout(payload.size),
+        )
+
+    # ----------------------------------------------------------------- gets
+
+    def get_object(self, ref: ObjectRef, deserializer: Deserializer | None = None) -> Any:
+        """Read the object behind ``ref``, reusing the local copy when it is current.
+
+        The cache is asked for what changed since the local copy's version: nothing (the local
+        copy is returned), only newer patches (appended locally), or the whole object.
+        ``ref.version == 0`` ignores the local copy and downloads everything.
+
+        Args:
+            ref: the object to read (asked of ``ref.endpoint``).
+            deserializer: ``f(base, patches)`` folding the base and its patches into one value;
+                without it only the base is returned. Results are memoized per deserializer.
+
+        Returns:
+            The base object, or ``deserializer(base, patches)``.
+
+        Raises:
+            UsageError: ``ref.key`` is malformed.
+            NotFoundError: the object does not exist (never stored, deleted, or evicted).
+            ClusterError: any other refusal or transport failure.
+        """
+        _check_full_key(ref.key)
+        cache_key = (ref.endpoint, ref.key)
+        entry = None if ref.version == 0 else self._cached(cache_key)
+        known = entry.version if entry is not None else 0
+        fetched = self._fetch(ref, known)
+        if fetched is None:
+            if entry is None:
+                raise NotFoundError(
+                    f"object cache {ref.endpoint}: object {ref.key} not found",
+                    endpoint=ref.endpoint,
+                    key=ref.key,
+                )
+            return self._view(entry, deserializer)
+        if fetched.full:
+            entry = _Entry(version=fetched.version, base=fetched.base, patches=fetched.patches)
+        elif entry is not None and fetched.patches and fetched.patches[0][0] > entry.version:
+            entry = _Entry(version=fetched.version, base=entry.base, patches=entry.patches + fetched.patches)
+        else:
+            # Patches that do not follow our copy: start over from the whole object.
+            full = self._fetch(ref, 0)
+            if full is None or not full.full:
+                raise InternalError(
+                    f"object cache {ref.endpoint} sent no full copy of {ref.key}",
+                    endpoint=ref.endpoint,
+                    key=ref.key,
+                )
+            entry = _Entry(version=full.version, base=full.base, patches=full.patches)
+        self._remember(cache_key, entry)
+        return self._view(entry, deserializer)
+
+    def _fetch(self, ref: ObjectRef, known: int) -> _Fetched | None:
+        """One DoGet; None means "not modified since ``known``"."""
+        client = self._client(ref.endpoint)
+        with _flight_errors(ref.endpoint, ref.key):
+            reader = client.do_get(flight.Ticket(f"{ref.key}:{known}".encode()), self._options())
+            table = reader.read_all()
+        if is_native_schema(table.schema):
+            return _Fetched(full=True, version=native_version(table.schema), base=from_native_table(table))
+        if table.num_rows == 0:
+            return None
+        names = table.schema.names
+        if "data" not in names or "version" not in names:
+            raise InternalError(
+                f"object cache {ref.endpoint} answered {ref.key} with columns {names}, expected version/data",
+                endpoint=ref.endpoint,
+                key=ref.key,
+            )
+        versions = [int(v) for v in table.column("version").to_pylist()]
+        if "kind" in names:
+            kinds = [str(k) for k in table.column("kind").to_pylist()]
+        else:
+            # Older servers: the first row is the base, the rest are patches.
+            kinds = [_KIND_BASE] + [_KIND_PATCH] * (len(versions) - 1)
+        values = [deserialize(buf) for buf in _cell_buffers(table.column("data"))]
+        if not len(versions) == len(kinds) == len(values):
+            raise InternalError(f"object cache {ref.endpoint} sent ragged columns for {ref.key}")
+        rows = list(zip(versions, kinds, values, strict=True))
+        bases = [i for i, (_, kind, _) in enumerate(rows) if kind == _KIND_BASE]
+        patches = tuple((v, value) for v, kind, value in rows if kind == _KIND_PATCH)
+        if len(bases) + len(patches) != len(rows) or bases not in ([], [0]):
+            raise InternalError(
+                f"object cache {ref.endpoint} answered {ref.key} with malformed rows (kinds {kinds})",
+                endpoint=ref.endpoint,
+                key=ref.key,
+            )
+        patch_versions = [v for v, _ in patches]
+        if patch_versions != sorted(set(patch_versions)):
+            raise InternalError(
+                f"object cache {ref.endpoint} sent patches of {ref.key} out of order: {patch_versions}",
+                endpoint=ref.endpoint,
+                key=ref.key,
+            )
+        version = max(versions)
+        if bases:
+            return _Fetched(full=True, version=version, base=rows[0][2], patches=patches)
+        return _Fetched(full=False, version=version, patches=patches)
+
+    # ----------------------------------------------------------------- deletes
+
+    def delete_objects(self, prefix: str) -> None:
+        """Delete one object (``a/s/id``), a session's objects (``a/s``) or an app's (``a/*``).
+
+        Deleting something that does not exist is not an error. Versions restart at 1.
+
+        Args:
+            prefix: what to delete.
+
+        Raises:
+            UsageError: ``prefix`` is malformed.
+            ClusterError: the cache refused the delete or could not be reached.
+        """
+        _check_path(prefix, what="delete pattern", allow_full=True, allow_prefix=True, allow_wildcard=True)
+        client = self._client(self.endpoint)
+        with _flight_errors(self.endpoint, prefix):
+            results = list(client.do_action(flight.Action("DELETE", prefix.encode()), self._options()))
+        if not results:
+            raise InternalError(
+                f"object cache {self.endpoint} did not confirm DELETE {prefix}", endpoint=self.endpoint
+            )
+        with self._lock:
+            for cache_key in [k for k in self._objects if _matches(prefix, k[1])]:
+                del self._objects[cache_key]
+
+    # ----------------------------------------------------------------- files
+
+    def upload_object(self, key: str, path: str | os.PathLike[str]) -> ObjectRef:
+        """Upload a file, streamed in 1 MiB rows (flamepy's ``upload_object`` layout).
+
+        Args:
+            key: a full key ``<app>/<session>/<name>`` (created or overwritten) or a prefix
+                ``<app>/<session>`` (a new id is generated).
+            path: the file to send.
+
+        Returns:
+            The reference to the stored file.
+
+        Raises:
+            UsageError: ``key`` is malformed or ``path`` is not a readable file.
+            ClusterError: the cache refused the upload or could not be reached.
+        """
+        _check_path(key, what="upload key", allow_full=True, allow_prefix=True, allow_wildcard=False)
+        source = Path(path)
+        try:
+            size = source.stat().st_size
+            handle = pa.OSFile(str(source), "rb")
+        except (OSError, pa.ArrowIOError) as exc:
+            raise UsageError(f"cannot upload {source}: {exc}") from exc
+
+        def rows() -> Iterator[pa.RecordBatch]:
+            sent = False
+            while True:
+                chunk = handle.read_buffer(_UPLOAD_CHUNK)
+                if chunk.size == 0 and sent:
+                    return
+                # An empty file still goes up as one empty row, so it can be downloaded again.
+                sent = True
+                yield _opaque_batch(chunk)
+                if chunk.size < _UPLOAD_CHUNK:
+                    return
+
+        try:
+            return self._put(
+                self.endpoint,
+                flight.FlightDescriptor.for_path(key),
+                _OPAQUE_SCHEMA,
+                rows(),
+                key=key,
+                timeout=self._transfer_timeout(size, _TRANSFER_FLOOR),
+            )
+        finally:
+            handle.close()
+
+    def download_object(self, ref_or_key: ObjectRef | str, path: str | os.PathLike[str]) -> Path:
+        """Download a file stored with :meth:`upload_object` (or any opaque object's bytes).
+
+        The rows are written to disk as they arrive; the file appears under ``path`` only once
+        complete.
+
+        Args:
+            ref_or_key: a reference, or a full key read from the configured endpoint.
+            path: where to write the file (parent directories are created).
+
+        Returns:
+            ``path`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            UsageError: the key is malformed, or the object is a native table or has patches.
+            NotFoundError: the object does not exist.
+            ClusterError: any other refusal or transport failure.
+        """
+        ref = ref_or_key if isinstance(ref_or_key, ObjectRef) else ObjectRef(self.endpoint, ref_or_key, 0)
+        _check_full_key(ref.key)
+        dest = Path(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
+        client = self._client(ref.endpoint)
+        try:
+            with open(partial, "wb") as out, _flight_errors(ref.endpoint, ref.key):
+                reader = client.do_get(
+                    flight.Ticket(f"{ref.key}:0".encode()),
+                    self._options(self._transfer_timeout(0, _TRANSFER_FLOOR)),
+                )
+                if is_native_schema(reader.schema):
+                    raise UsageError(f"object {ref.key} is an Arrow table, not a file: use get_object")
+                while True:
+                    try:
+                        chunk = reader.read_chunk()
+                    except StopIteration:
+                        break
+                    batch = chunk.data
+                    if batch is None:
+                        continue
+                    if "kind" in batch.schema.names and any(
+                        k != _KIND_BASE for k in batch.column("kind").to_pylist()
+                    ):
+                        raise UsageError(
+                            f"object {ref.key} has patches; download_object reads plain files only"
+                        )
+                    for cell in _cell_buffers(batch.column("data")):
+                        out.write(memoryview(cell))
+            os.replace(partial, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        return dest
