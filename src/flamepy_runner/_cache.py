@@ -192,7 +192,11 @@ def _server_message(exc: BaseException) -> str:
         text = text.split(marker, 1)[1]
     for cut in (". Detail: ", ". gRPC client debug context", "\nDetail: "):
         text = text.split(cut, 1)[0]
-    return text.strip()
+    text = text.strip()
+    # A server-side KeyError arrives with repr() quotes around its message.
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    return text
 
 
 def _raise_mapped(exc: BaseException, endpoint: str, key: str | None) -> NoReturn:

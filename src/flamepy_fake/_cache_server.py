@@ -1,0 +1,386 @@
+"""The fake object cache's Arrow Flight transport (A3-A7 of ``cache-and-executor.md``).
+
+:class:`FakeObjectCache` owns a :class:`~flamepy_fake._cache_store.ObjectStore` and a
+``pyarrow.flight`` server in front of it. The server translates the store's neutral
+:class:`~flamepy_fake._cache_store.StoreError` into Flight statuses in one place
+(:func:`_status`): INVALID_ARGUMENT as ``ValueError``, NOT_FOUND as ``KeyError``, INTERNAL as
+``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``, ``ArrowKeyError`` and
+``FlightInternalError``, as with the real cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import bson
+import pyarrow as pa
+import pyarrow.flight as flight
+from bson.int64 import Int64
+
+from ._cache_store import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    RESPONSE_SCHEMA,
+    NativeTable,
+    ObjectStore,
+    PayloadBuilder,
+    Row,
+    StoreError,
+    binary_array,
+    binary_cells,
+    parse_full_key,
+    parse_ticket,
+)
+
+__all__ = ["FakeObjectCache"]
+
+log = logging.getLogger(__name__)
+
+_PATCH_PREFIX = b"PATCH:"
+_DELETE = "DELETE"
+_DELETE_DESCRIPTION = "Delete objects by key prefix"
+_WILDCARD_HOSTS = {"0.0.0.0", "::", "", "[::]"}
+
+
+def _raise_status(code: str, message: str) -> Any:
+    if code == INVALID_ARGUMENT:
+        raise ValueError(message)
+    if code == NOT_FOUND:
+        raise KeyError(message)
+    raise flight.FlightInternalError(message)
+
+
+@contextlib.contextmanager
+def _status() -> Iterator[None]:
+    """The one place where store refusals become Flight statuses."""
+    try:
+        yield
+    except StoreError as exc:
+        _raise_status(exc.code, exc.message)
+
+
+def _format_host(host: str) -> str:
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            return f"[{host.strip('[]')}]"
+    except ValueError:
+        pass
+    return host
+
+
+def _dialable_host() -> str:
+    """An address other hosts can dial when the server listens on every interface."""
+    # Connecting a UDP socket sends nothing; it only asks the kernel which local address routes out.
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("10.254.254.254", 1))
+        address: str = probe.getsockname()[0]
+        if address and address != "0.0.0.0":
+            return address
+    return "127.0.0.1"
+
+
+class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
+    """The Flight methods; all state lives in ``store``."""
+
+    def __init__(self, location: str, store: ObjectStore, **kwargs: Any) -> None:
+        super().__init__(location, **kwargs)
+        self.store = store
+        self.advertised = ""
+        self.stopping = threading.Event()
+
+    # ----------------------------------------------------------------- DoPut
+
+    def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        with _status():
+            key_text, is_patch = self._put_target(descriptor)
+            schema = reader.schema
+            native = (schema.metadata or {}).get(b"flame.cache.format") == b"arrow-table-v1" and not is_patch
+            if not native:
+                self._check_opaque_schema(schema)
+            batches: list[pa.RecordBatch] = []
+            builder = PayloadBuilder()
+            received = 0
+            while True:
+                try:
+                    chunk = reader.read_chunk()
+                except StopIteration:
+                    break
+                batch = chunk.data
+                if batch is None:
+                    continue
+                received += 1
+                if native:
+                    batches.append(batch)
+                else:
+                    for cell in binary_cells(batch.column(1)):
+                        builder.add(cell)
+            if context.is_cancelled() or self.stopping.is_set():
+                # A client that went away mid-upload: keep what was stored before.
+                raise flight.FlightCancelledError("upload cancelled before it completed")
+            if received == 0:
+                raise StoreError(INVALID_ARGUMENT, "No data received")
+            if native:
+                key, version = self.store.put(key_text, NativeTable(schema=schema, batches=tuple(batches)))
+            else:
+                if builder.rows == 0:
+                    raise StoreError(INVALID_ARGUMENT, "Expected at least one row")
+                data = builder.finish()
+                if is_patch:
+                    key, version = self.store.patch(key_text, data)
+                else:
+                    key, version = self.store.put(key_text, data)
+        answer = bson.encode({"endpoint": self.advertised, "key": key, "version": Int64(version)})
+        writer.write(pa.py_buffer(answer))
+
+    @staticmethod
+    def _put_target(descriptor: flight.FlightDescriptor) -> tuple[str, bool]:
+        """The key text and whether this is a PATCH, from the upload's descriptor."""
+        if descriptor.descriptor_type == flight.DescriptorType.PATH and descriptor.path:
+            raw, is_patch = descriptor.path[0], False
+        elif descriptor.descriptor_type == flight.DescriptorType.CMD and descriptor.command.startswith(
+            _PATCH_PREFIX
+        ):
+            raw, is_patch = descriptor.command[len(_PATCH_PREFIX) :], True
+        else:
+            raise StoreError(INVALID_ARGUMENT, "key must be provided in descriptor path or command")
+        try:
+            return raw.decode("utf-8"), is_patch
+        except UnicodeDecodeError as exc:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid key: {exc}") from exc
+
+    @staticmethod
+    def _check_opaque_schema(schema: pa.Schema) -> None:
+        if len(schema) < 2:
+            # The real cache panics here; a clear refusal is kinder and keeps the server up.
+            raise StoreError(
+                INVALID_ARGUMENT,
+                f"Expected at least 2 columns (version: uint64, data: binary), got {len(schema)}",
+            )
+        if schema.field(0).type != pa.uint64():
+            raise StoreError(INTERNAL, "Invalid version column")
+        if schema.field(1).type not in (pa.binary(), pa.large_binary()):
+            raise StoreError(INTERNAL, "Invalid data column")
+
+    # ----------------------------------------------------------------- DoGet
+
+    def do_get(self, context: flight.ServerCallContext, ticket: flight.Ticket) -> flight.FlightDataStream:
+        with _status():
+            key_text, client_version = parse_ticket(ticket.ticket)
+            result = self.store.get(key_text, client_version)
+        if result.native is not None:
+            return flight.RecordBatchStream(result.native.table())
+        if result.not_modified:
+            return flight.RecordBatchStream(pa.Table.from_batches([], schema=RESPONSE_SCHEMA))
+        schema = RESPONSE_SCHEMA
+        if any(row.data.size >= 2**31 for row in result.rows):
+            schema = pa.schema(
+                [RESPONSE_SCHEMA.field(0), RESPONSE_SCHEMA.field(1), ("data", pa.large_binary())]
+            )
+        # One batch per row, as the real cache sends; the generator stops early on shutdown.
+        return flight.GeneratorStream(schema, self._rows(schema, result.rows))
+
+    def _rows(self, schema: pa.Schema, rows: tuple[Row, ...]) -> Iterator[pa.RecordBatch]:
+        for row in rows:
+            if self.stopping.is_set():
+                raise flight.FlightUnavailableError("the fake object cache is shutting down")
+            data = binary_array(row.data)
+            if data.type != schema.field(2).type:
+                data = data.cast(schema.field(2).type)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array([row.version], type=pa.uint64()), pa.array([row.kind], type=pa.utf8()), data],
+                schema=schema,
+            )
+
+    # ----------------------------------------------------------------- actions
+
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[bytes]:
+        if action.type != _DELETE:
+            raise ValueError(f"Unknown action type: {action.type}. Only DELETE is supported.")
+        body = action.body.to_pybytes() if action.body is not None else b""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"Invalid key: {exc}") from exc
+        with _status():
+            self.store.delete(text)
+        return iter([b"OK"])
+
+    def list_actions(self, context: flight.ServerCallContext) -> list[tuple[str, str]]:
+        return [(_DELETE, _DELETE_DESCRIPTION)]
+
+    # ----------------------------------------------------------------- metadata
+
+    def get_flight_info(
+        self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
+    ) -> flight.FlightInfo:
+        if descriptor.descriptor_type != flight.DescriptorType.PATH or not descriptor.path:
+            raise ValueError("Empty descriptor path")
+        try:
+            key = "/".join(part.decode("utf-8") for part in descriptor.path)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"Invalid key: {exc}") from exc
+        schema = None
+        with contextlib.suppress(StoreError):
+            parse_full_key(key)
+            schema = self.store.native_schema(key)
+        endpoint = flight.FlightEndpoint(key.encode(), [self.advertised])
+        return flight.FlightInfo(schema, flight.FlightDescriptor.for_path(key), [endpoint], -1, -1)
+
+    def list_flights(self, context: flight.ServerCallContext, criteria: bytes) -> Iterator[flight.FlightInfo]:
+        for key, size in self.store.listing():
+            endpoint = flight.FlightEndpoint(key.encode(), [self.advertised])
+            yield flight.FlightInfo(None, flight.FlightDescriptor.for_path(key), [endpoint], -1, size)
+
+    def get_schema(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor) -> Any:
+        return flight.SchemaResult(RESPONSE_SCHEMA)
+
+
+class FakeObjectCache:
+    """An in-process Arrow Flight object cache that behaves like Flame's.
+
+    Args:
+        host: the address to listen on (``127.0.0.1`` by default).
+        port: the port; 0 picks a free one.
+        advertise_host: the host put in every PutResult and FlightInfo; by default ``host``,
+            or this machine's outbound address when ``host`` is a wildcard (never ``0.0.0.0``).
+        storage_dir: persist objects here and load existing ones at start; None keeps memory only.
+        max_memory: resident byte limit with LRU eviction (None: unlimited).
+        max_objects: resident object limit with LRU eviction (None: unlimited).
+        tls_certificates: ``(cert_chain_pem, private_key_pem)`` to serve ``grpc+tls``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        advertise_host: str | None = None,
+        storage_dir: str | os.PathLike[str] | None = None,
+        max_memory: int | None = None,
+        max_objects: int | None = None,
+        tls_certificates: tuple[bytes, bytes] | None = None,
+    ) -> None:
+        self._host = host
+        self._requested_port = port
+        self._advertise_host = advertise_host
+        self._storage_dir = storage_dir
+        self._max_memory = max_memory
+        self._max_objects = max_objects
+        self._tls = tls_certificates
+        self._lock = threading.Lock()
+        self._server: _FlightService | None = None
+        self._store: ObjectStore | None = None
+        self._endpoint: str | None = None
+        self._stopped = False
+
+    @property
+    def scheme(self) -> str:
+        """``grpc`` or ``grpc+tls``."""
+        return "grpc+tls" if self._tls else "grpc"
+
+    @property
+    def endpoint(self) -> str:
+        """The advertised endpoint, e.g. ``grpc://127.0.0.1:43125``.
+
+        Raises:
+            RuntimeError: the cache is not running.
+        """
+        if self._endpoint is None:
+            raise RuntimeError("the fake object cache is not started: call start() first")
+        return self._endpoint
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on.
+
+        Raises:
+            RuntimeError: the cache is not running.
+        """
+        if self._server is None:
+            raise RuntimeError("the fake object cache is not started: call start() first")
+        port: int = self._server.port
+        return port
+
+    @property
+    def store(self) -> ObjectStore:
+        """The object store behind the server (for inspection in tests).
+
+        Raises:
+            RuntimeError: the cache is not running.
+        """
+        if self._store is None:
+            raise RuntimeError("the fake object cache is not started: call start() first")
+        return self._store
+
+    def start(self) -> FakeObjectCache:
+        """Load storage (if any) and start serving.
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            RuntimeError: already started, or stopped (a stopped cache cannot restart).
+            OSError: the address cannot be bound.
+        """
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("this fake object cache was stopped; create a new one")
+            if self._server is not None:
+                raise RuntimeError("the fake object cache is already started")
+            store = ObjectStore(
+                storage_dir=self._storage_dir, max_memory=self._max_memory, max_objects=self._max_objects
+            )
+            location = f"{self.scheme}://{_format_host(self._host or '0.0.0.0')}:{self._requested_port}"
+            kwargs: dict[str, Any] = {}
+            if self._tls is not None:
+                kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
+            try:
+                server = _FlightService(location, store, **kwargs)
+            except (pa.ArrowException, flight.FlightError) as exc:
+                raise OSError(f"cannot start the fake object cache on {location}: {exc}") from exc
+            host = self._advertise_host
+            if host is None:
+                host = _dialable_host() if self._host in _WILDCARD_HOSTS else self._host
+            self._endpoint = f"{self.scheme}://{_format_host(host)}:{server.port}"
+            server.advertised = self._endpoint
+            self._server, self._store = server, store
+            log.info("fake object cache listening on %s", self._endpoint)
+            return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port (idempotent; waits for calls in progress)."""
+        with self._lock:
+            self._stopped = True
+            server, self._server = self._server, None
+        if server is not None:
+            server.stopping.set()
+            server.shutdown()
+            server.wait()
+
+    def __enter__(self) -> FakeObjectCache:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = (
+            self._endpoint if self._server is not None else ("stopped" if self._stopped else "not started")
+        )
+        return f"<FakeObjectCache {state}>"

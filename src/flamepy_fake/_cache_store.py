@@ -1,0 +1,805 @@
+"""State of the fake object cache: keys, versions, patches, native tables, eviction, disk.
+
+Plain Python over ``pyarrow`` buffers, no Flight: :mod:`flamepy_fake._cache_server` is the thin
+Arrow Flight adapter in front of it. Errors are :class:`StoreError` with the gRPC status name the
+real cache (``object_cache/src/cache.rs``) would send, and message texts from
+``cache-and-executor.md`` part A; the adapter turns them into Flight statuses in one place.
+
+Model (A3-A8): every key has metadata (current version S, size) and, while resident, a payload:
+an opaque base buffer with numbered patches, or a native Arrow table. Versions start at 1 and grow
+by one per put and per patch; a put drops the patches; a delete forgets the key, so the next put
+is version 1 again. With a memory limit, least recently read objects lose their payload (the
+metadata stays); with a storage directory they are reloaded from disk on the next access.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc
+
+__all__ = [
+    "INTERNAL",
+    "INVALID_ARGUMENT",
+    "MAX_PATCHES_ON_DISK",
+    "NOT_FOUND",
+    "OPAQUE_SCHEMA",
+    "RESPONSE_SCHEMA",
+    "GetResult",
+    "NativeTable",
+    "ObjectPath",
+    "ObjectStore",
+    "PayloadBuilder",
+    "Row",
+    "StoreError",
+    "parse_full_key",
+    "parse_path",
+    "parse_ticket",
+]
+
+log = logging.getLogger(__name__)
+
+INVALID_ARGUMENT = "INVALID_ARGUMENT"
+NOT_FOUND = "NOT_FOUND"
+INTERNAL = "INTERNAL"
+
+#: The real cache refuses the 1001st patch of an object kept on disk.
+MAX_PATCHES_ON_DISK = 1000
+
+FORMAT_KEY = b"flame.cache.format"
+VERSION_KEY = b"flame.cache.version"
+FORMAT_ARROW_TABLE = b"arrow-table-v1"
+
+#: What clients put: column 0 UInt64 (ignored), column 1 Binary (concatenated over all rows).
+OPAQUE_SCHEMA = pa.schema([pa.field("version", pa.uint64()), pa.field("data", pa.binary())])
+#: What DoGet answers for opaque objects (and for "not modified", with zero rows).
+RESPONSE_SCHEMA = pa.schema(
+    [
+        pa.field("version", pa.uint64(), nullable=False),
+        pa.field("kind", pa.utf8(), nullable=False),
+        pa.field("data", pa.binary(), nullable=False),
+    ]
+)
+KIND_BASE = "base"
+KIND_PATCH = "patch"
+WILDCARD = "*"
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+class StoreError(Exception):
+    """A refusal, with the gRPC status the real cache would answer.
+
+    Args:
+        code: ``"INVALID_ARGUMENT"``, ``"NOT_FOUND"`` or ``"INTERNAL"``.
+        message: the text the client sees.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectPath:
+    """A parsed key: ``app/session/id``, a prefix ``app/session``, or ``app/*``.
+
+    Attributes:
+        app: the application component.
+        session: the session component (``*`` for every session of the app).
+        object_id: the object id, or None for a prefix.
+    """
+
+    app: str
+    session: str
+    object_id: str | None = None
+
+    @property
+    def is_wildcard(self) -> bool:
+        """True for ``app/*``."""
+        return self.session == WILDCARD
+
+    @property
+    def key(self) -> str:
+        """The key as text (full key or prefix)."""
+        base = f"{self.app}/{self.session}"
+        return base if self.object_id is None else f"{base}/{self.object_id}"
+
+    def covers(self, key: str) -> bool:
+        """Tell whether this path names ``key`` or a prefix of it (the DELETE rule).
+
+        Args:
+            key: a full key.
+
+        Returns:
+            True when a DELETE of this path removes ``key``.
+        """
+        app, session, _ = key.split("/", 2)
+        if app != self.app:
+            return False
+        if self.is_wildcard:
+            return True
+        if session != self.session:
+            return False
+        return self.object_id is None or key == self.key
+
+
+def _component_problem(part: str) -> str | None:
+    if not part:
+        return "empty component"
+    if ".." in part:
+        return "'..' is not allowed"
+    if "\\" in part:
+        return "'\\' is not allowed"
+    return None
+
+
+def parse_path(text: str) -> ObjectPath:
+    """Parse a put path, PATCH key or DELETE body: ``a/s``, ``a/s/id`` or ``a/*``.
+
+    Args:
+        text: the key text.
+
+    Returns:
+        The parsed path.
+
+    Raises:
+        ValueError: the text is malformed; the message says why.
+    """
+    parts = text.split("/")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"expected '<app>/<ssn>' or '<app>/<ssn>/<id>', got {len(parts)} components")
+    for part in parts:
+        problem = _component_problem(part)
+        if problem:
+            raise ValueError(problem)
+    if parts[0] == WILDCARD:
+        raise ValueError("'*' is not allowed as the application")
+    if len(parts) == 3 and WILDCARD in (parts[1], parts[2]):
+        raise ValueError("'*' is only allowed as the session of '<app>/*'")
+    return ObjectPath(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+
+def parse_full_key(text: str) -> ObjectPath:
+    """Parse a full key ``app/session/id`` (as DoGet and GetFlightInfo do).
+
+    Args:
+        text: the key text.
+
+    Returns:
+        The parsed key.
+
+    Raises:
+        StoreError: INVALID_ARGUMENT when the key is malformed.
+    """
+    parts = text.split("/")
+    if len(parts) != 3:
+        raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': expected '<app>/<ssn>/<uuid>'")
+    for part in parts:
+        problem = _component_problem(part)
+        if problem:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': {problem}")
+    return ObjectPath(parts[0], parts[1], parts[2])
+
+
+def parse_ticket(raw: bytes) -> tuple[str, int]:
+    """Split a DoGet ticket ``<key>[:<version>]`` at its first ``:``.
+
+    Args:
+        raw: the ticket bytes.
+
+    Returns:
+        The key text and the client's version (0 when absent).
+
+    Raises:
+        StoreError: INVALID_ARGUMENT for non-UTF-8 tickets and non-integer versions.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreError(INVALID_ARGUMENT, f"Invalid ticket: {exc}") from exc
+    key, sep, version = text.partition(":")
+    if not sep:
+        return key, 0
+    if not _DIGITS.fullmatch(version) or int(version) >= 2**64:
+        raise StoreError(INVALID_ARGUMENT, f"Invalid version: '{version}' is not an unsigned integer")
+    return key, int(version)
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeTable:
+    """A native ``arrow-table-v1`` object: its schema (as sent) and record batches.
+
+    Attributes:
+        schema: the schema, including the ``flame.cache.*`` metadata.
+        batches: the batches as received.
+    """
+
+    schema: pa.Schema
+    batches: tuple[pa.RecordBatch, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Arrow in-memory size, what the memory limit counts."""
+        return sum(b.nbytes for b in self.batches)
+
+    def stamped(self, version: int) -> NativeTable:
+        """Return a copy whose schema says ``flame.cache.version=<version>``.
+
+        Args:
+            version: the version to stamp.
+
+        Returns:
+            The stamped table (batches shared, not copied).
+        """
+        metadata = dict(self.schema.metadata or {})
+        metadata[FORMAT_KEY] = FORMAT_ARROW_TABLE
+        metadata[VERSION_KEY] = str(version).encode()
+        schema = self.schema.with_metadata(metadata)
+        batches = tuple(pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in self.batches)
+        return NativeTable(schema=schema, batches=batches)
+
+    def table(self) -> pa.Table:
+        """The batches as one table with this schema."""
+        return pa.Table.from_batches(list(self.batches), schema=self.schema)
+
+
+class PayloadBuilder:
+    """Concatenates the ``data`` cells of an upload into one buffer, copying as little as possible.
+
+    A single non-empty cell is kept as is (zero-copy); from the second one on, cells are
+    appended to one growing buffer as they arrive so the caller can drop each batch at once.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._first: pa.Buffer | None = None
+        self._sink: pa.BufferOutputStream | None = None
+
+    def add(self, cell: pa.Buffer) -> None:
+        """Append one cell.
+
+        Args:
+            cell: the cell's bytes.
+        """
+        self.rows += 1
+        if cell.size == 0:
+            return
+        if self._sink is None and self._first is None:
+            self._first = cell
+            return
+        if self._sink is None:
+            self._sink = pa.BufferOutputStream()
+            self._sink.write(self._first)
+            self._first = None
+        self._sink.write(cell)
+
+    def finish(self) -> pa.Buffer:
+        """Return everything added so far as one buffer."""
+        if self._sink is not None:
+            return self._sink.getvalue()
+        return self._first if self._first is not None else pa.py_buffer(b"")
+
+
+def binary_cells(array: pa.Array) -> list[pa.Buffer]:
+    """Return each value of a binary array as a zero-copy slice.
+
+    Args:
+        array: a ``binary`` or ``large_binary`` array.
+
+    Returns:
+        One buffer per row (nulls read as empty).
+    """
+    if array.type not in (pa.binary(), pa.large_binary()):
+        raise TypeError(f"expected a binary array, got {array.type}")
+    _, offsets_buf, data_buf = array.buffers()
+    if offsets_buf is None:
+        return [pa.py_buffer(b"")] * len(array)
+    offsets = memoryview(offsets_buf).cast("q" if array.type == pa.large_binary() else "i")
+    cells = []
+    for i in range(array.offset, array.offset + len(array)):
+        start, end = offsets[i], offsets[i + 1]
+        cells.append(
+            pa.py_buffer(b"") if data_buf is None or end == start else data_buf.slice(start, end - start)
+        )
+    return cells
+
+
+def binary_array(data: pa.Buffer) -> pa.Array:
+    """A one-row binary array over ``data`` without copying it.
+
+    Args:
+        data: the cell contents.
+
+    Returns:
+        A ``binary`` array (``large_binary`` beyond 2 GiB).
+    """
+    if data.size < 2**31:
+        offsets = pa.array([0, data.size], type=pa.int32()).buffers()[1]
+        return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, data])
+    offsets = pa.array([0, data.size], type=pa.int64()).buffers()[1]
+    return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data])
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One DoGet row: a base or a patch at a version."""
+
+    version: int
+    kind: str
+    data: pa.Buffer
+
+
+@dataclasses.dataclass(frozen=True)
+class GetResult:
+    """What DoGet should send.
+
+    Attributes:
+        rows: base and/or patch rows (opaque objects); empty for "not modified".
+        native: the stamped table for native objects, else None.
+    """
+
+    rows: tuple[Row, ...] = ()
+    native: NativeTable | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        """True when the client's copy is current (zero rows, opaque schema)."""
+        return self.native is None and not self.rows
+
+
+@dataclasses.dataclass
+class _Payload:
+    base_version: int
+    base: pa.Buffer | NativeTable
+    patches: list[tuple[int, pa.Buffer]]
+
+    @property
+    def nbytes(self) -> int:
+        base: int = self.base.nbytes if isinstance(self.base, NativeTable) else self.base.size
+        return base + sum(int(p.size) for _, p in self.patches)
+
+
+@dataclasses.dataclass
+class _Meta:
+    version: int
+    size: int
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class ObjectStore:
+    """The objects of one fake cache (thread-safe; one lock).
+
+    Args:
+        storage_dir: persist objects under this directory (``<root>/<app>/<ssn>/<id>.arrow``
+            plus ``<id>.deltas/<n>.arrow``) and load what is there now; None keeps memory only.
+        max_memory: evict least recently read payloads while resident bytes exceed this; the
+            object just written is never evicted. None means no limit.
+        max_objects: the same limit counted in objects.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage_dir: str | os.PathLike[str] | None = None,
+        max_memory: int | None = None,
+        max_objects: int | None = None,
+    ) -> None:
+        if max_memory is not None and max_memory < 0:
+            raise ValueError(f"max_memory must be >= 0, got {max_memory}")
+        if max_objects is not None and max_objects < 0:
+            raise ValueError(f"max_objects must be >= 0, got {max_objects}")
+        self._root = Path(storage_dir) if storage_dir is not None else None
+        self._max_memory = max_memory
+        self._max_objects = max_objects
+        self._lock = threading.Lock()
+        self._meta: dict[str, _Meta] = {}
+        # Resident payloads in recency order (least recently used first).
+        self._resident: OrderedDict[str, _Payload] = OrderedDict()
+        self._bytes = 0
+        if self._root is not None:
+            self._root.mkdir(parents=True, exist_ok=True)
+            self._load_all()
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of payload currently held in memory."""
+        with self._lock:
+            return self._bytes
+
+    def keys(self) -> list[str]:
+        """Every key with metadata (resident or evicted), sorted."""
+        with self._lock:
+            return sorted(self._meta)
+
+    def is_resident(self, key: str) -> bool:
+        """Tell whether ``key``'s payload is in memory.
+
+        Args:
+            key: a full key.
+
+        Returns:
+            True when resident.
+        """
+        with self._lock:
+            return key in self._resident
+
+    def version(self, key: str) -> int | None:
+        """Current version of ``key`` or None if unknown.
+
+        Args:
+            key: a full key.
+
+        Returns:
+            The version.
+        """
+        with self._lock:
+            meta = self._meta.get(key)
+            return meta.version if meta else None
+
+    def listing(self) -> list[tuple[str, int]]:
+        """``(key, size)`` for every key with metadata, including evicted ones (ListFlights)."""
+        with self._lock:
+            return [(key, meta.size) for key, meta in self._meta.items()]
+
+    def native_schema(self, key: str) -> pa.Schema | None:
+        """The stored schema of a native object, or None (GetFlightInfo; no existence check).
+
+        Args:
+            key: a full key.
+
+        Returns:
+            The stamped schema, or None for opaque or unknown objects.
+        """
+        with self._lock:
+            payload = self._resident.get(key)
+            if payload is not None and isinstance(payload.base, NativeTable):
+                return payload.base.schema
+        return None
+
+    # ----------------------------------------------------------------- writes
+
+    def put(self, path_text: str, data: pa.Buffer | NativeTable) -> tuple[str, int]:
+        """Create or overwrite an object (DoPut without PATCH).
+
+        Args:
+            path_text: ``app/session`` (a new UUIDv4 id) or ``app/session/id``.
+            data: the concatenated opaque bytes, or a native table.
+
+        Returns:
+            The full key and its new version.
+
+        Raises:
+            StoreError: INVALID_ARGUMENT for a malformed path or ``app/*``.
+        """
+        try:
+            path = parse_path(path_text)
+        except ValueError as exc:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid path '{path_text}': {exc}") from exc
+        if path.is_wildcard:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid path '{path_text}': '*' cannot be written to")
+        if path.object_id is None:
+            path = dataclasses.replace(path, object_id=str(uuid.uuid4()))
+        self._check_storable(path)
+        key = path.key
+        with self._lock:
+            meta = self._meta.get(key)
+            version = (meta.version if meta else 0) + 1
+            if isinstance(data, NativeTable):
+                data = data.stamped(version)
+            payload = _Payload(base_version=version, base=data, patches=[])
+            if self._root is not None:
+                self._write_base(path, payload)
+            self._meta[key] = _Meta(version=version, size=payload.nbytes)
+            self._make_resident(key, payload)
+            self._evict(keep=key)
+        return key, version
+
+    def patch(self, key_text: str, data: pa.Buffer) -> tuple[str, int]:
+        """Append a patch to an existing object (DoPut with ``PATCH:<key>``).
+
+        Args:
+            key_text: ``app/session/id``.
+            data: the patch bytes.
+
+        Returns:
+            The key and the patch's version.
+
+        Raises:
+            StoreError: INVALID_ARGUMENT for a malformed key or too many patches on disk;
+                NOT_FOUND when the object does not exist (or was evicted without storage).
+        """
+        try:
+            path = parse_path(key_text)
+        except ValueError as exc:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid PATCH key '{key_text}': {exc}") from exc
+        if path.object_id is None:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{key_text}': expected '<app>/<ssn>/<uuid>'")
+        key = path.key
+        with self._lock:
+            payload = self._payload(path)
+            meta = self._meta.get(key)
+            if payload is None or meta is None:
+                raise StoreError(NOT_FOUND, f"object {key} not found for patch")
+            if self._root is not None and len(payload.patches) >= MAX_PATCHES_ON_DISK:
+                raise StoreError(
+                    INVALID_ARGUMENT, f"object {key} has reached maximum delta count ({MAX_PATCHES_ON_DISK})"
+                )
+            version = meta.version + 1
+            if self._root is not None:
+                self._write_patch(path, len(payload.patches), version, data)
+            payload.patches.append((version, data))
+            self._bytes += data.size
+            meta.version, meta.size = version, payload.nbytes
+            self._make_resident(key, payload)
+            self._evict(keep=key)
+        return key, version
+
+    def delete(self, path_text: str) -> list[str]:
+        """Delete ``app/session/id``, ``app/session`` or ``app/*`` (memory, metadata, disk).
+
+        Args:
+            path_text: what to delete; matching nothing is fine.
+
+        Returns:
+            The keys that were removed.
+
+        Raises:
+            StoreError: INVALID_ARGUMENT for a malformed path.
+        """
+        try:
+            path = parse_path(path_text)
+        except ValueError as exc:
+            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{path_text}': {exc}") from exc
+        with self._lock:
+            gone = [key for key in self._meta if path.covers(key)]
+            for key in gone:
+                del self._meta[key]
+                payload = self._resident.pop(key, None)
+                if payload is not None:
+                    self._bytes -= payload.nbytes
+            if self._root is not None and "." not in (path.app, path.session, path.object_id):
+                self._remove_files(path)
+        return gone
+
+    # ----------------------------------------------------------------- reads
+
+    def get(self, key_text: str, client_version: int) -> GetResult:
+        """Decide the DoGet answer for a client that holds ``client_version`` (0: nothing).
+
+        Args:
+            key_text: ``app/session/id``.
+            client_version: the version after the ticket's ``:``.
+
+        Returns:
+            Not modified, patches only, the full object, or the native table (A5).
+
+        Raises:
+            StoreError: INVALID_ARGUMENT for a malformed key; NOT_FOUND for unknown objects.
+        """
+        path = parse_full_key(key_text)
+        key = path.key
+        with self._lock:
+            payload = self._payload(path)
+            meta = self._meta.get(key)
+            if payload is None or meta is None:
+                raise StoreError(NOT_FOUND, f"object {key} not found")
+            self._resident.move_to_end(key)
+            current, base_version = meta.version, payload.base_version
+            if client_version != 0 and client_version == current:
+                return GetResult()
+            if isinstance(payload.base, NativeTable):
+                return GetResult(native=payload.base)
+            newer = [(v, d) for v, d in payload.patches if v > client_version]
+            contiguous = [v for v, _ in newer] == list(range(client_version + 1, current + 1))
+            if 0 < client_version < current and base_version <= client_version and contiguous:
+                return GetResult(rows=tuple(Row(v, KIND_PATCH, d) for v, d in newer))
+            rows = [Row(base_version, KIND_BASE, payload.base)]
+            rows.extend(Row(v, KIND_PATCH, d) for v, d in payload.patches)
+            return GetResult(rows=tuple(rows))
+
+    # ----------------------------------------------------------------- memory
+
+    def _make_resident(self, key: str, payload: _Payload) -> None:
+        old = self._resident.pop(key, None)
+        if old is not None and old is not payload:
+            self._bytes -= old.nbytes
+        elif old is payload:
+            # A patch already added its bytes; only the recency changes.
+            self._resident[key] = payload
+            return
+        self._resident[key] = payload
+        self._bytes += payload.nbytes
+
+    def _over_limit(self) -> bool:
+        if self._max_memory is not None and self._bytes > self._max_memory:
+            return True
+        return self._max_objects is not None and len(self._resident) > self._max_objects
+
+    def _evict(self, keep: str) -> None:
+        """Drop least recently used payloads until under the limits, never ``keep``."""
+        while self._over_limit():
+            victim = next((k for k in self._resident if k != keep), None)
+            if victim is None:
+                return
+            payload = self._resident.pop(victim)
+            self._bytes -= payload.nbytes
+            log.debug("evicted %s (%d bytes)", victim, payload.nbytes)
+
+    def _payload(self, path: ObjectPath) -> _Payload | None:
+        """The resident payload, reloaded from disk on a miss (caller holds the lock)."""
+        key = path.key
+        payload = self._resident.get(key)
+        if payload is not None or self._root is None or not self._storable(path):
+            return payload
+        try:
+            payload = self._read_object(self._base_file(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise StoreError(INTERNAL, f"cannot read object {key} from storage: {exc}") from exc
+        meta = self._meta.get(key)
+        version = max([payload.base_version] + [v for v, _ in payload.patches])
+        if meta is None:
+            self._meta[key] = _Meta(version=version, size=payload.nbytes)
+        self._make_resident(key, payload)
+        self._evict(keep=key)
+        return payload
+
+    # ----------------------------------------------------------------- disk
+
+    @staticmethod
+    def _storable(path: ObjectPath) -> bool:
+        # "." components would alias a parent directory on disk (and "./*" would wipe the root).
+        return "." not in (path.app, path.session, path.object_id)
+
+    def _check_storable(self, path: ObjectPath) -> None:
+        if self._root is not None and not self._storable(path):
+            raise StoreError(
+                INVALID_ARGUMENT, f"Invalid path '{path.key}': '.' components cannot be stored on disk"
+            )
+
+    def _session_dir(self, path: ObjectPath) -> Path:
+        assert self._root is not None
+        return self._root / path.app / path.session
+
+    def _base_file(self, path: ObjectPath) -> Path:
+        return self._session_dir(path) / f"{path.object_id}.arrow"
+
+    def _deltas_dir(self, path: ObjectPath) -> Path:
+        return self._session_dir(path) / f"{path.object_id}.deltas"
+
+    def _write_base(self, path: ObjectPath, payload: _Payload) -> None:
+        target = self._base_file(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(payload.base, NativeTable):
+                _write_ipc_file(target, payload.base.schema, payload.base.batches)
+            else:
+                batch = _opaque_row(payload.base_version, payload.base)
+                _write_ipc_file(target, batch.schema, (batch,))
+            shutil.rmtree(self._deltas_dir(path), ignore_errors=True)
+        except OSError as exc:
+            raise StoreError(INTERNAL, f"cannot store object {path.key}: {exc}") from exc
+
+    def _write_patch(self, path: ObjectPath, index: int, version: int, data: pa.Buffer) -> None:
+        target = self._deltas_dir(path) / f"{index}.arrow"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            batch = _opaque_row(version, data)
+            _write_ipc_file(target, batch.schema, (batch,))
+        except OSError as exc:
+            raise StoreError(INTERNAL, f"cannot store patch of {path.key}: {exc}") from exc
+
+    def _remove_files(self, path: ObjectPath) -> None:
+        assert self._root is not None
+        if path.is_wildcard:
+            shutil.rmtree(self._root / path.app, ignore_errors=True)
+        elif path.object_id is None:
+            shutil.rmtree(self._session_dir(path), ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self._base_file(path).unlink()
+            shutil.rmtree(self._deltas_dir(path), ignore_errors=True)
+
+    def _read_object(self, base_file: Path) -> _Payload:
+        table = _read_ipc_file(base_file)
+        if (table.schema.metadata or {}).get(FORMAT_KEY) == FORMAT_ARROW_TABLE:
+            raw = (table.schema.metadata or {}).get(VERSION_KEY, b"0")
+            version = int(raw) if raw.isdigit() else 0
+            native = NativeTable(schema=table.schema, batches=tuple(table.to_batches()))
+            return _Payload(base_version=version, base=native, patches=[])
+        version, data = _opaque_contents(table)
+        payload = _Payload(base_version=version, base=data, patches=[])
+        deltas = base_file.with_name(base_file.name[: -len(".arrow")] + ".deltas")
+        if deltas.is_dir():
+            numbered = sorted((int(p.stem), p) for p in deltas.glob("*.arrow") if p.stem.isdigit())
+            for n, delta_file in numbered:
+                delta_version, delta = _opaque_contents(_read_ipc_file(delta_file))
+                # A stored version of 0 means "base + n + 1" (files written by other tools).
+                payload.patches.append((delta_version or version + n + 1, delta))
+        return payload
+
+    def _load_all(self) -> None:
+        """Load every stored object at start-up; unreadable files are skipped with a warning."""
+        assert self._root is not None
+        for base_file in sorted(self._root.glob("*/*/*.arrow")):
+            app, session = base_file.parent.parent.name, base_file.parent.name
+            path = ObjectPath(app, session, base_file.name[: -len(".arrow")])
+            try:
+                parse_path(path.key)
+                payload = self._read_object(base_file)
+            except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+                log.warning("fake object cache: skipping unreadable %s: %s", base_file, exc)
+                continue
+            version = max([payload.base_version] + [v for v, _ in payload.patches])
+            with self._lock:
+                self._meta[path.key] = _Meta(version=version, size=payload.nbytes)
+                self._make_resident(path.key, payload)
+                self._evict(keep=path.key)
+
+
+def _opaque_row(version: int, data: pa.Buffer) -> pa.RecordBatch:
+    cell = binary_array(data)
+    schema = (
+        OPAQUE_SCHEMA
+        if cell.type == pa.binary()
+        else pa.schema([OPAQUE_SCHEMA.field(0), ("data", cell.type)])
+    )
+    return pa.RecordBatch.from_arrays([pa.array([version], type=pa.uint64()), cell], schema=schema)
+
+
+def _write_ipc_file(target: Path, schema: pa.Schema, batches: tuple[pa.RecordBatch, ...]) -> None:
+    """Write an Arrow IPC file atomically (a reader never sees half a file)."""
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with pa.OSFile(str(partial), "wb") as sink, pyarrow.ipc.new_file(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+
+
+def _read_ipc_file(source: Path) -> pa.Table:
+    with pa.OSFile(str(source), "rb") as handle:
+        buf = handle.read_buffer()
+    return pyarrow.ipc.open_file(buf).read_all()
+
+
+def _opaque_contents(table: pa.Table) -> tuple[int, pa.Buffer]:
+    """Version of the first row and all ``data`` cells concatenated, from a stored opaque file."""
+    if table.num_columns < 2 or not pa.types.is_unsigned_integer(table.schema.field(0).type):
+        raise ValueError(f"not an opaque object file (schema {table.schema})")
+    versions = table.column(0)
+    version = int(versions[0].as_py() or 0) if len(versions) else 0
+    builder = PayloadBuilder()
+    for chunk in table.column(1).chunks:
+        for cell in binary_cells(chunk):
+            builder.add(cell)
+    return version, builder.finish()
