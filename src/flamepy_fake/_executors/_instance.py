@@ -1,0 +1,330 @@
+"""Instances: what serves one session binding, in a thread or in a child process.
+
+Both kinds expose the same driver interface used by the executor loop: ``start()`` (raises
+:class:`ShimError` when the instance cannot be created), ``enter``/``invoke``/``leave`` with
+flame.v1 messages, ``stop()`` (idempotent; frees everything), ``pid`` and ``logs()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from flamepy_runner._proto import pb, rpc
+from flamepy_runner._worker import InstanceService, InstanceServicer
+
+__all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
+
+_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+_POLL = 0.005
+
+
+class ShimError(Exception):
+    """The instance could not be created (bind code 11)."""
+
+
+class InstanceCrashed(Exception):
+    """The instance died (or was stopped) while running a task; the message says how."""
+
+
+class Instance:
+    """Driver interface of one instance (see the module docstring)."""
+
+    pid: int | None = None
+
+    def start(self) -> None:
+        """Create the instance; raise :class:`ShimError` on failure."""
+        raise NotImplementedError
+
+    def enter(self, request: pb.SessionContext) -> pb.Result:
+        """OnSessionEnter; raises on transport errors."""
+        raise NotImplementedError
+
+    def invoke(self, request: pb.TaskContext) -> pb.TaskResult:
+        """OnTaskInvoke; raises :class:`InstanceCrashed` if the instance dies meanwhile."""
+        raise NotImplementedError
+
+    def leave(self) -> pb.Result | None:
+        """OnSessionLeave; None if the instance could not be reached."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Tear the instance down (idempotent)."""
+
+    def logs(self) -> str:
+        """The instance's stdout and stderr so far."""
+        return ""
+
+
+class ThreadInstance(Instance):
+    """An in-process instance: the hooks are called on the executor's own thread.
+
+    Requests and responses still go through protobuf serialisation, so the service sees
+    exactly what it would receive over the socket.
+
+    Args:
+        factory: builds the service (one per instance).
+        servicer_config: exposed to task code through ``flamepy_runner._worker.current_config``.
+    """
+
+    def __init__(self, factory: Callable[[], InstanceService], servicer_config: object = None) -> None:
+        self._factory = factory
+        self._config = servicer_config
+        self._servicer: InstanceServicer | None = None
+        self._service: InstanceService | None = None
+
+    def start(self) -> None:
+        """Build the service object."""
+        try:
+            self._service = self._factory()
+        except Exception as exc:
+            raise ShimError(f"failed to create the in-process instance: {exc}") from exc
+        self._servicer = InstanceServicer(self._service, self._config)  # type: ignore[arg-type]
+
+    def enter(self, request: pb.SessionContext) -> pb.Result:
+        """Call OnSessionEnter in-process."""
+        assert self._servicer is not None
+        response = self._servicer.OnSessionEnter(pb.SessionContext.FromString(request.SerializeToString()))
+        return pb.Result.FromString(response.SerializeToString())
+
+    def invoke(self, request: pb.TaskContext) -> pb.TaskResult:
+        """Call OnTaskInvoke in-process."""
+        assert self._servicer is not None
+        response = self._servicer.OnTaskInvoke(pb.TaskContext.FromString(request.SerializeToString()))
+        return pb.TaskResult.FromString(response.SerializeToString())
+
+    def leave(self) -> pb.Result | None:
+        """Call OnSessionLeave in-process."""
+        if self._servicer is None:
+            return None
+        return self._servicer.OnSessionLeave(pb.EmptyRequest())
+
+    def stop(self) -> None:
+        """Drop the service; kill what it started if it knows how (flmexec scripts)."""
+        service, self._service, self._servicer = self._service, None, None
+        kill = getattr(service, "kill", None)
+        if callable(kill):
+            with contextlib.suppress(Exception):
+                kill()
+
+
+def describe_exit(returncode: int) -> str:
+    """Human text for a child's exit status (negative = killed by a signal)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by signal {-returncode} ({name})"
+    return f"exited with code {returncode}"
+
+
+class ProcessInstance(Instance):
+    """A child process serving ``flame.v1.Instance`` on a unix socket.
+
+    Args:
+        argv: the program and its arguments (already expanded).
+        env: the complete child environment.
+        cwd: the child's working directory (created if missing).
+        socket_path: where the child must create its socket (``FLAME_INSTANCE_ENDPOINT``).
+        stdout_path: file receiving stdout (truncated at start).
+        stderr_path: file receiving stderr (truncated at start).
+        cleanup: directories removed at :meth:`stop`.
+        ready_timeout: seconds to wait for the socket and the connection.
+        call_timeout: deadline of OnSessionEnter and OnSessionLeave.
+        stop_grace: seconds between SIGTERM and SIGKILL.
+        display: the command as shown in error messages.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        socket_path: Path,
+        stdout_path: Path,
+        stderr_path: Path,
+        cleanup: tuple[Path, ...] = (),
+        ready_timeout: float = 30.0,
+        call_timeout: float = 30.0,
+        stop_grace: float = 3.0,
+        display: str | None = None,
+    ) -> None:
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.socket_path = socket_path
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+        self.cleanup = cleanup
+        self.ready_timeout = ready_timeout
+        self.call_timeout = call_timeout
+        self.stop_grace = stop_grace
+        self.display = display or " ".join(argv)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: rpc.Stub | None = None
+        self._stopping = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has exited."""
+        return None if self._proc is None else self._proc.poll()
+
+    def start(self) -> None:
+        """Spawn the child in a new process group and wait until its socket answers.
+
+        Raises:
+            ShimError: the command cannot start, the child exits early, or the socket does not
+                appear (or does not accept a connection) within ``ready_timeout``.
+        """
+        try:
+            self.cwd.mkdir(parents=True, exist_ok=True)
+            for d in (self.stdout_path.parent, self.stderr_path.parent, self.socket_path.parent):
+                d.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+            with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+                self._proc = subprocess.Popen(
+                    self.argv,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+        except OSError as exc:
+            raise ShimError(f"failed to start service by command {self.display}: {exc}") from exc
+        self.pid = self._proc.pid
+        deadline = time.monotonic() + self.ready_timeout
+        while not self.socket_path.exists():
+            code = self._proc.poll()
+            if code is not None:
+                raise ShimError(
+                    f"instance {self.display} {describe_exit(code)} "
+                    f"before creating its socket {self.socket_path}"
+                )
+            if self._stopping.is_set():
+                raise ShimError("the executor manager is stopping")
+            if time.monotonic() > deadline:
+                raise ShimError(
+                    f"instance {self.display} did not create its socket {self.socket_path} "
+                    f"within {self.ready_timeout:g} s"
+                )
+            time.sleep(_POLL)
+        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}", options=_CHANNEL_OPTIONS)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=max(deadline - time.monotonic(), 0.5))
+        except grpc.FutureTimeoutError as exc:
+            raise ShimError(
+                f"instance {self.display} does not accept connections on {self.socket_path}"
+            ) from exc
+        self._stub = rpc.Stub(self._channel, pb.INSTANCE_SERVICE)
+
+    def enter(self, request: pb.SessionContext) -> pb.Result:
+        """OnSessionEnter with a deadline."""
+        assert self._stub is not None
+        result: pb.Result = self._stub.OnSessionEnter(request, timeout=self.call_timeout)
+        return result
+
+    def invoke(self, request: pb.TaskContext) -> pb.TaskResult:
+        """OnTaskInvoke without a deadline, watching the child while the call runs.
+
+        Raises:
+            InstanceCrashed: the child died (message names the exit code or signal) or the
+                manager stopped the instance.
+            grpc.RpcError: the call failed while the child stayed alive.
+        """
+        assert self._stub is not None and self._proc is not None
+        future = self._stub.OnTaskInvoke.future(request)
+        while True:
+            try:
+                result: pb.TaskResult = future.result(timeout=0.2)
+                return result
+            except grpc.FutureTimeoutError:
+                if self._stopping.is_set():
+                    future.cancel()
+                    raise InstanceCrashed(
+                        f"instance was stopped while running task {request.task_id}"
+                    ) from None
+                if self._proc.poll() is not None:
+                    future.cancel()
+                    raise self._crashed(request.task_id) from None
+            except grpc.RpcError as exc:
+                # A dying child breaks the connection before it is reaped: give it a moment.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=1.0)
+                if self._proc.poll() is not None:
+                    raise self._crashed(request.task_id) from exc
+                if self._stopping.is_set():
+                    raise InstanceCrashed(
+                        f"instance was stopped while running task {request.task_id}"
+                    ) from exc
+                raise
+
+    def _crashed(self, task_id: str) -> InstanceCrashed:
+        code = self._proc.poll() if self._proc is not None else None
+        how = describe_exit(code) if code is not None else "stopped answering"
+        return InstanceCrashed(f"instance process {self.pid} {how} while running task {task_id}")
+
+    def leave(self) -> pb.Result | None:
+        """OnSessionLeave with a deadline; None if the child cannot be reached."""
+        if self._stub is None or self._proc is None or self._proc.poll() is not None:
+            return None
+        try:
+            result: pb.Result = self._stub.OnSessionLeave(pb.EmptyRequest(), timeout=self.call_timeout)
+            return result
+        except grpc.RpcError:
+            return None
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL after the grace period, reap, remove files."""
+        self._stopping.set()
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._channel is not None:
+            self._channel.close()
+        proc = self._proc
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=self.stop_grace)
+            # Children of the instance share its group; SIGKILL whatever is left of it.
+            _signal_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        for d in self.cleanup:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def logs(self) -> str:
+        """stdout then stderr of the child (kept after :meth:`stop`)."""
+        parts = []
+        for label, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            parts.append(f"--- {label} ---\n{text}")
+        return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)

@@ -1,0 +1,434 @@
+"""The fake executor manager: one thread per executor drives its instance through a binding.
+
+Per executor, in order (upstream's Idle → Bound → Unbinding, reference B1):
+
+1. install the app (:mod:`flamepy_fake._install`); failure → bind code 10;
+2. create the instance, a thread or a child process; failure → code 11;
+3. OnSessionEnter; failure → code 12 (OnSessionLeave is still called, as upstream);
+4. LaunchTask / OnTaskInvoke / CompleteTask until no task comes within the app's
+   ``delay_release`` or the session closes; a crash fails the running task with a message
+   naming the exit code or signal, and the executor ends (a fresh one serves the rest);
+5. UnbindExecutor, OnSessionLeave, teardown (process group killed, socket and directories
+   removed), executor record released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import flamepy_runner
+from flamepy_runner._config import FlameConfig
+from flamepy_runner._proto import pb
+
+from .._install import Installation, Installer, InstallError
+from .._scheduler import Scheduler
+from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
+from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
+from ._launch import build_env, instance_argv, is_flmexec, is_flmrun
+
+__all__ = ["ExecutorInfo", "ExecutorManager"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "thread", "process")
+FLMRUN_MODES = ("builtin", "flamepy")
+_STATE_NAMES = {value: name.removeprefix("Executor").lower() for name, value in pb.ExecutorState.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorInfo:
+    """One executor as ``cluster.executors()`` shows it.
+
+    Attributes:
+        id: the executor id (a UUID).
+        state: ``binding``, ``bound``, ``unbinding``, ... (upstream's ExecutorState, lowercase).
+        session: the session it serves, if any.
+        app: the application of that session.
+        backend: ``thread`` or ``process``.
+        pid: the instance's process id (None for thread instances or before spawning).
+    """
+
+    id: str
+    state: str
+    session: str | None
+    app: str | None
+    backend: str
+    pid: int | None
+
+
+class ExecutorManager:
+    """Runs the cluster's instances (contract D).
+
+    Args:
+        state: the cluster state.
+        frontend_endpoint: ``FLAME_ENDPOINT`` given to instances (``http://host:port``).
+        cache_endpoint: ``FLAME_CACHE_ENDPOINT`` given to instances (``grpc://host:port``).
+        backend: ``auto`` (threads for flmrun sessions, processes for every other app),
+            ``thread`` (threads whenever the app can run in-process: flmrun with the builtin
+            worker, flmexec) or ``process``.
+        flmrun: ``builtin`` (our worker) or ``flamepy`` (stock ``python -m flamepy.runner.runpy``,
+            always in a process).
+        max_executors: cluster-wide cap on instances.
+        work_dir: directory for instance directories, logs and installed packages; the
+            manager removes what it creates there.
+        retry_backoff: seconds before retrying a session after a bind failure (doubling).
+        bind_timeout: deadline for an instance's socket to appear and for OnSessionEnter and
+            OnSessionLeave.
+        stop_grace: seconds between SIGTERM and SIGKILL when an instance is stopped.
+        python: the interpreter that runs flmrun/flmexec instances.
+    """
+
+    def __init__(
+        self,
+        state: ClusterState,
+        *,
+        frontend_endpoint: str,
+        cache_endpoint: str,
+        backend: str = "auto",
+        flmrun: str = "builtin",
+        max_executors: int = 10,
+        work_dir: Path,
+        retry_backoff: float = 0.5,
+        bind_timeout: float = 30.0,
+        stop_grace: float = 3.0,
+        python: str = sys.executable,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if flmrun not in FLMRUN_MODES:
+            raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
+        if max_executors < 1:
+            raise ValueError(f"max_executors must be at least 1; got {max_executors!r}")
+        self.state = state
+        self.frontend_endpoint = frontend_endpoint
+        self.cache_endpoint = cache_endpoint
+        self.backend = backend
+        self.flmrun = flmrun
+        self.max_executors = max_executors
+        self.work_dir = Path(work_dir)
+        self.retry_backoff = retry_backoff
+        self.bind_timeout = bind_timeout
+        self.stop_grace = stop_grace
+        self.python = python
+        self.client_config = FlameConfig(endpoint=frontend_endpoint, cache_endpoint=cache_endpoint)
+        self.installer = Installer(self.work_dir / "apps", python=python)
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+        self._instances: dict[str, Instance] = {}
+        self._logs: dict[str, Instance] = {}
+        self._stopping = threading.Event()
+        self._started = False
+        self._cache: object | None = None  # CacheClient for thread instances, made on first use
+        self._socket_dir: Path | None = None
+        self._scheduler = Scheduler(
+            state,
+            spawn=self._spawn,
+            live=self._live,
+            backend_for=lambda d: self.backend_for(d.app),
+            max_executors=max_executors,
+            retry_backoff=retry_backoff,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the working directories and start scheduling."""
+        if self._started:
+            return
+        self._started = True
+        for sub in ("instances", "logs", "apps"):
+            (self.work_dir / sub).mkdir(parents=True, exist_ok=True)
+        # AF_UNIX paths are limited to ~104 bytes: sockets live in a short dir under /tmp.
+        self._socket_dir = Path(
+            tempfile.mkdtemp(prefix="ffx-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        )
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        """Stop scheduling, kill every instance, join the executor threads, remove files."""
+        self._stopping.set()
+        self._scheduler.stop()
+        with self._lock:
+            instances = list(self._instances.values())
+        for inst in instances:
+            inst.stop()
+        deadline = self.stop_grace + 5.0
+        for thread in self._all_threads():
+            thread.join(timeout=deadline)
+            if thread.is_alive():  # user code blocking in a thread instance; it is a daemon
+                logger.warning("executor thread %s did not finish; leaving it behind", thread.name)
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            with contextlib.suppress(Exception):
+                cache.close()  # type: ignore[attr-defined]
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+        shutil.rmtree(self.work_dir / "instances", ignore_errors=True)
+
+    def __enter__(self) -> ExecutorManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _all_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return list(self._threads.values())
+
+    # -- introspection --------------------------------------------------------------------------
+
+    def executors(self) -> list[ExecutorInfo]:
+        """Every executor of the cluster (a snapshot)."""
+        return [
+            ExecutorInfo(
+                id=rec.id,
+                state=_STATE_NAMES.get(rec.state, str(rec.state)),
+                session=rec.session_id,
+                app=rec.application,
+                backend=rec.backend,
+                pid=rec.pid,
+            )
+            for rec in self.state.executors()
+        ]
+
+    def instance_logs(self, executor_id: str) -> str:
+        """stdout and stderr of the executor's instance (empty for thread instances).
+
+        Raises:
+            KeyError: no such executor was ever started by this manager.
+        """
+        with self._lock:
+            inst = self._logs.get(executor_id)
+        if inst is None:
+            raise KeyError(f"unknown executor {executor_id!r}")
+        return inst.logs()
+
+    def backend_for(self, app: AppRecord) -> str:
+        """The backend an instance of ``app`` gets."""
+        in_process = (is_flmrun(app) and self.flmrun == "builtin") or is_flmexec(app)
+        if not in_process:
+            return "process"
+        if self.backend == "process":
+            return "process"
+        if self.backend == "thread":
+            return "thread"
+        return "thread" if is_flmrun(app) else "process"
+
+    # -- executors ------------------------------------------------------------------------------
+
+    def _live(self) -> int:
+        with self._lock:
+            return len(self._threads)
+
+    def _spawn(self, demand: SessionDemand, executor_id: str) -> None:
+        thread = threading.Thread(
+            target=self._run,
+            args=(executor_id,),
+            name=f"flamepy-fake-executor-{executor_id[:8]}",
+            daemon=True,
+        )
+        with self._lock:
+            self._threads[executor_id] = thread
+        thread.start()
+
+    def _run(self, eid: str) -> None:
+        session_id: str | None = None
+        try:
+            try:
+                app, ssn = self.state.binding(eid)
+            except StateError:
+                return
+            session_id = ssn.id
+            self._serve(eid, app, ssn)
+        except Exception:
+            logger.exception("executor %s failed", eid)
+        finally:
+            with self._lock:
+                inst = self._instances.pop(eid, None)
+            if inst is not None:
+                inst.stop()
+            with self._lock:
+                self._threads.pop(eid, None)
+            with contextlib.suppress(StateError):
+                self.state.release_executor(eid)
+            logger.debug("executor %s of session %s released", eid, session_id)
+
+    def _bind_failed(self, eid: str, session_id: str, code: int, message: str) -> None:
+        self._scheduler.bind_finished(session_id, ok=False)
+        logger.info("executor %s failed to bind session %s: %s", eid, session_id, message)
+        with contextlib.suppress(StateError):
+            self.state.bind_completed(eid, code, message)
+
+    def _serve(self, eid: str, app: AppRecord, ssn: SessionRecord) -> None:
+        backend = self.backend_for(app)
+        try:
+            installation = self.installer.install(app, dependencies=backend == "process")
+        except InstallError as exc:
+            self._bind_failed(eid, ssn.id, 10, f"application installation failed: {exc}")
+            return
+        except Exception as exc:  # an installer bug must still end as a bind failure
+            self._bind_failed(eid, ssn.id, 10, f"application installation failed: {exc!r}")
+            return
+        try:
+            inst = self._make_instance(eid, app, backend, installation)
+        except ShimError as exc:
+            self._bind_failed(eid, ssn.id, 11, f"shim creation failed: {exc}")
+            return
+        with self._lock:
+            self._instances[eid] = inst
+            self._logs[eid] = inst
+            if self._stopping.is_set():
+                return
+        try:
+            inst.start()
+        except ShimError as exc:
+            self._bind_failed(eid, ssn.id, 11, f"shim creation failed: {exc}")
+            return
+        if inst.pid is not None:
+            with contextlib.suppress(StateError):
+                self.state.set_executor_pid(eid, inst.pid)
+        try:
+            result = inst.enter(_session_context(app, ssn))
+            rc, message = result.return_code, result.message
+        except Exception as exc:
+            rc, message = -1, _error_text(exc)
+        if rc != 0:
+            self._bind_failed(eid, ssn.id, 12, f"on_session_enter failed: {message}")
+            inst.leave()
+            return
+        self._scheduler.bind_finished(ssn.id, ok=True)
+        try:
+            self.state.bind_completed(eid, 0, None)
+        except StateError:
+            inst.leave()
+            return
+        crashed = False
+        while not self._stopping.is_set():
+            task = self.state.launch_task(eid, timeout=float(app.delay_release))
+            if task is None:
+                break
+            crashed = self._run_task(eid, inst, task)
+            if crashed:
+                break
+        with contextlib.suppress(StateError):
+            self.state.unbind_executor(eid)
+        if not crashed:
+            inst.leave()
+
+    def _run_task(self, eid: str, inst: Instance, task: TaskRecord) -> bool:
+        """Run one task; True when the instance is gone afterwards."""
+        request = pb.TaskContext(task_id=str(task.id), session_id=task.session_id)
+        if task.input is not None:
+            request.input = task.input
+        crashed = False
+        try:
+            result = inst.invoke(request)
+            rc = 0 if result.return_code == 0 else -1
+            output = result.output if result.HasField("output") else None
+            message = result.message if result.HasField("message") else None
+        except InstanceCrashed as exc:
+            rc, output, message, crashed = -1, None, str(exc), True
+        except Exception as exc:
+            rc, output, message = -1, None, _error_text(exc)
+        with contextlib.suppress(StateError):
+            self.state.complete_task(eid, rc, output, message)
+        return crashed
+
+    # -- instance construction ------------------------------------------------------------------
+
+    def _thread_cache(self) -> object:
+        from flamepy_runner._cache import CacheClient
+
+        with self._lock:
+            if self._cache is None:
+                self._cache = CacheClient(self.client_config)
+            return self._cache
+
+    def _make_instance(self, eid: str, app: AppRecord, backend: str, installation: Installation) -> Instance:
+        if backend == "thread":
+            if is_flmexec(app):
+                from .._flmexec import FlmexecService
+
+                return ThreadInstance(FlmexecService, self.client_config)
+            from flamepy_runner._worker import RunnerWorker
+
+            cache = self._thread_cache()
+            return ThreadInstance(lambda: RunnerWorker(cache), self.client_config)  # type: ignore[arg-type]
+        assert self._socket_dir is not None, "the manager is not started"
+        auto_dir = not app.working_directory
+        top = self.work_dir / "instances" / eid if auto_dir else Path(app.working_directory or "")
+        app_dir = top / "work" / app.name
+        tmp_dir = app_dir / "tmp"
+        try:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ShimError(f"cannot create the working directory {app_dir}: {exc}") from exc
+        socket_path = self._socket_dir / f"{eid}.sock"
+        env = build_env(
+            app,
+            base=os.environ,
+            socket_path=socket_path,
+            frontend_endpoint=self.frontend_endpoint,
+            cache_endpoint=self.cache_endpoint,
+            tmp_dir=tmp_dir,
+            installation=installation,
+            extra_pythonpath=_own_paths(),
+        )
+        argv = instance_argv(app, self.flmrun, env, self.python)
+        if not argv[0]:
+            raise ShimError("the application has no command")
+        if "${" in argv[0] or argv[0].startswith("$"):
+            raise ShimError(f"failed to start service by command {argv[0]}: unexpanded variable")
+        logs = self.work_dir / "logs"
+        return ProcessInstance(
+            argv,
+            env=env,
+            cwd=top,
+            socket_path=socket_path,
+            stdout_path=logs / f"{eid}.out",
+            stderr_path=logs / f"{eid}.err",
+            cleanup=(top,) if auto_dir else (app_dir,),
+            ready_timeout=self.bind_timeout,
+            call_timeout=self.bind_timeout,
+            stop_grace=self.stop_grace,
+            display=" ".join(argv),
+        )
+
+
+def _own_paths() -> list[str]:
+    """Where flamepy_runner/flamepy_fake are imported from, so instances can import them too."""
+    here = Path(flamepy_runner.__file__).resolve().parent.parent
+    return [str(here)]
+
+
+def _session_context(app: AppRecord, ssn: SessionRecord) -> pb.SessionContext:
+    """OnSessionEnter's request: the application context exactly as registered."""
+    ctx = pb.ApplicationContext(name=app.name, shim=app.shim)
+    for field in ("image", "command", "working_directory", "url", "installer"):
+        value = getattr(app, field)
+        if value is not None:
+            setattr(ctx, field, value)
+    request = pb.SessionContext(session_id=ssn.id, application=ctx)
+    if ssn.common_data is not None:
+        request.common_data = ssn.common_data
+    return request
+
+
+def _error_text(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    if callable(details):
+        with contextlib.suppress(Exception):
+            text = details()
+            if text:
+                return str(text)
+    return str(exc) or type(exc).__name__

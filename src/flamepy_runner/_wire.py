@@ -1,0 +1,186 @@
+"""Pickle-compatible Runner payloads: the objects the stock ``flmrun`` program exchanges.
+
+flamepy's executor (``python -m flamepy.runner.runpy``) reads two pickled classes by name:
+``flamepy.runner.types.RunnerContext`` (the session's common data) and
+``flamepy.runner.types.RunnerRequest`` (each task's input). This module defines our own
+dataclasses with the same pickled state and converts in both directions without needing
+flamepy at all:
+
+* :func:`dumps` pickles with cloudpickle and then renames our classes to flamepy's in the
+  byte stream. The module name ``flamepy_runner._wire`` was chosen to have exactly the
+  length of ``flamepy.runner.types`` (20 bytes), so the rename is an in-place overwrite of
+  the ``SHORT_BINUNICODE`` argument: no frame length or memo index moves.
+* :func:`loads` unpickles with an :class:`Unpickler` whose ``find_class`` falls back to our
+  classes when flamepy's cannot be imported, so payloads written by flamepy 0.6.0's Runner
+  are readable in an environment without flamepy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import pickle
+from typing import Any
+
+import cloudpickle
+
+__all__ = [
+    "FLAMEPY_MODULE",
+    "RunnerContext",
+    "RunnerRequest",
+    "Unpickler",
+    "dumps",
+    "is_object_ref",
+    "is_runner_context",
+    "is_runner_request",
+    "loads",
+]
+
+#: Module that names the Runner payload classes on the wire.
+FLAMEPY_MODULE = "flamepy.runner.types"
+_FLAMEPY_CACHE_MODULE = "flamepy.core.cache"
+_OUR_MODULE = __name__
+# The in-place rename below depends on this; a rename of this file must keep the length.
+assert len(_OUR_MODULE) == len(FLAMEPY_MODULE), "the wire module name must be 20 characters long"
+
+_SHORT_BINUNICODE = b"\x8c"
+
+
+@dataclasses.dataclass
+class RunnerContext:
+    """The common data of a Runner session, pickled under ``flamepy.runner.types.RunnerContext``.
+
+    The six fields are exactly the pickled state flamepy's executor reads; ``__init__`` does
+    no validation (deciding the fields is the Runner's job, and unpickling never calls it).
+
+    Args:
+        execution_object: the function, class or instance the session serves.
+        stateful: whether the executor writes the object back after every task.
+        autoscale: whether the session scales with its task load.
+        warmup: instances requested at session start.
+        min_instances: the session's ``min_instances``.
+        max_instances: the session's ``max_instances`` (None: unbounded).
+    """
+
+    execution_object: Any
+    stateful: bool | None = None
+    autoscale: bool | None = None
+    warmup: int = 0
+    min_instances: int = 0
+    max_instances: int | None = None
+
+
+@dataclasses.dataclass
+class RunnerRequest:
+    """One task of a Runner session, pickled under ``flamepy.runner.types.RunnerRequest``.
+
+    Args:
+        method: the method to call on the execution object; None calls the object itself.
+        args: positional arguments (tuple or list) or None.
+        kwargs: keyword arguments or None.
+    """
+
+    method: str | None = None
+    args: tuple[Any, ...] | list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+def _rename_pattern(cls: type) -> tuple[bytes, bytes]:
+    module_ours = _SHORT_BINUNICODE + bytes([len(_OUR_MODULE)]) + _OUR_MODULE.encode()
+    module_theirs = _SHORT_BINUNICODE + bytes([len(FLAMEPY_MODULE)]) + FLAMEPY_MODULE.encode()
+    name = cls.__qualname__.encode()
+    # MEMOIZE (0x94) follows each string, STACK_GLOBAL (0x93) follows the pair.
+    tail = b"\x94" + _SHORT_BINUNICODE + bytes([len(name)]) + name + b"\x94\x93"
+    return module_ours + tail, module_theirs + tail
+
+
+_RENAMES = {cls: _rename_pattern(cls) for cls in (RunnerContext, RunnerRequest)}
+_SCAN_LIMIT = 64  # the outer object's class reference is at the start of the stream
+
+
+def dumps(obj: RunnerContext | RunnerRequest) -> bytes:
+    """Pickle ``obj`` with cloudpickle so that it unpickles as flamepy's class of the same name.
+
+    Args:
+        obj: a :class:`RunnerContext` or :class:`RunnerRequest`; its fields may hold anything
+            cloudpickle can serialise (functions and classes by value, as flamepy does).
+
+    Returns:
+        The pickle bytes: ``PROTO 5``, ``STACK_GLOBAL 'flamepy.runner.types' '<Class>'``,
+        ``NEWOBJ`` with the field dict as state.
+
+    Raises:
+        TypeError: ``obj`` is not one of the two wire classes.
+    """
+    pattern = _RENAMES.get(type(obj))
+    if pattern is None:
+        raise TypeError(f"expected RunnerContext or RunnerRequest, got {type(obj).__name__}")
+    data: bytes = cloudpickle.dumps(obj, protocol=5)
+    ours, theirs = pattern
+    at = data.find(ours, 0, _SCAN_LIMIT + len(ours))
+    if at < 0:  # pragma: no cover - only if the pickler changes its opcode layout
+        raise RuntimeError(f"unexpected pickle layout for {type(obj).__name__}")
+    return data[:at] + theirs + data[at + len(ours) :]
+
+
+def _fallbacks() -> dict[tuple[str, str], Any]:
+    from ._cache import ObjectRef
+
+    return {
+        (FLAMEPY_MODULE, "RunnerContext"): RunnerContext,
+        (FLAMEPY_MODULE, "RunnerRequest"): RunnerRequest,
+        (_FLAMEPY_CACHE_MODULE, "ObjectRef"): ObjectRef,
+    }
+
+
+class Unpickler(pickle.Unpickler):
+    """An unpickler that reads flamepy's Runner payloads with or without flamepy installed.
+
+    Classes resolve normally first (so with flamepy importable, flamepy's own classes come
+    back); only when ``flamepy.runner.types.RunnerContext``/``RunnerRequest`` or
+    ``flamepy.core.cache.ObjectRef`` cannot be imported are ours substituted. Everything
+    cloudpickle writes (functions and classes by value) loads as with ``cloudpickle.loads``.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve ``module.name``, substituting our wire classes for missing flamepy ones."""
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            substitute = _fallbacks().get((module, name))
+            if substitute is None:
+                raise
+            return substitute
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle Runner payload bytes written by flamepy or by :func:`dumps`.
+
+    Args:
+        data: the pickle bytes.
+
+    Returns:
+        The object; a RunnerContext/RunnerRequest is flamepy's class when flamepy is
+        importable and ours otherwise (see :func:`is_runner_context`).
+    """
+    return Unpickler(io.BytesIO(data)).load()
+
+
+def _named(obj: object, names: tuple[tuple[str, str], ...]) -> bool:
+    cls = type(obj)
+    return (cls.__module__, cls.__qualname__) in names
+
+
+def is_runner_context(obj: object) -> bool:
+    """Whether ``obj`` is a RunnerContext, ours or flamepy's."""
+    return isinstance(obj, RunnerContext) or _named(obj, ((FLAMEPY_MODULE, "RunnerContext"),))
+
+
+def is_runner_request(obj: object) -> bool:
+    """Whether ``obj`` is a RunnerRequest, ours or flamepy's."""
+    return isinstance(obj, RunnerRequest) or _named(obj, ((FLAMEPY_MODULE, "RunnerRequest"),))
+
+
+def is_object_ref(obj: object) -> bool:
+    """Whether ``obj`` is an ObjectRef instance, ours (``flamepy_runner._cache``) or flamepy's."""
+    return _named(obj, (("flamepy_runner._cache", "ObjectRef"), (_FLAMEPY_CACHE_MODULE, "ObjectRef")))
