@@ -304,7 +304,7 @@ def _check_schema(kind: str, text: str) -> None:
     """Raise INVALID_ARGUMENT unless ``text`` is JSON that is a valid JSON Schema document."""
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise StateError("INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=exc)) from None
     # Imported on first use: jsonschema is slow to import and only schema-bearing registrations need it.
     jsonschema: Any = importlib.import_module("jsonschema")
@@ -319,6 +319,9 @@ def _check_schema(kind: str, text: str) -> None:
         cls = jsonschema.Draft202012Validator  # what upstream's validator assumes without $schema
     try:
         cls.check_schema(document)
+    except RecursionError:
+        error = "schema nesting is too deep"
+        raise StateError("INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=error)) from None
     except jsonschema.SchemaError as exc:
         raise StateError(
             "INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=exc.message)
