@@ -495,17 +495,22 @@ class ClusterState:
                 ssn.changed.notify_all()
 
     def wake(self, session_id: str | None = None) -> None:
-        """Wake waiters so they re-check their exit conditions (e.g. a client went away).
+        """Make waiters re-check their exit conditions (e.g. a client went away, a loop must stop).
+
+        Bumps the generation, so :meth:`wait_for_change` returns, and wakes the long-polls and
+        task watches of ``session_id`` (or of every session when ``None``).
 
         Args:
-            session_id: wake only this session's watchers; ``None`` wakes every session's.
+            session_id: the session whose waiters to wake; ``None`` wakes every session's.
         """
         with self._lock:
-            targets = (
-                list(self._sessions.values())
-                if session_id is None
-                else [s for s in (self._sessions.get(session_id),) if s is not None]
-            )
+            if session_id is None:
+                targets = list(self._sessions.values())
+            else:
+                one = self._sessions.get(session_id)
+                targets = [] if one is None else [one]
+            self._generation += 1
+            self._changed.notify_all()
             for ssn in targets:
                 ssn.changed.notify_all()
 
@@ -723,13 +728,15 @@ class ClusterState:
         """
         with self._lock:
             rec = self._executor(executor_id)
+            sid = rec.session_id
             if rec.state in (EXECUTOR_BOUND, EXECUTOR_BINDING):
                 rec.state = EXECUTOR_UNBINDING
             elif rec.state == EXECUTOR_UNBINDING:
                 rec.session_id = None
             else:
                 raise self._bad_state(rec)
-            self._bump()
+            # Wake the session's waiters: this executor's LaunchTask long-poll must return now.
+            self._bump(self._sessions.get(sid) if sid is not None else None)
 
     def release_executor(self, executor_id: str) -> None:
         """Delete the executor record. Idempotent.

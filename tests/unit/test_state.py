@@ -790,3 +790,24 @@ def test_two_states_are_independent() -> None:
     finally:
         a.stop()
         b.stop()
+
+
+def test_unbind_ends_a_launch_long_poll(state: ClusterState) -> None:
+    _open(state)
+    eid = _bound_executor(state)
+    got: list[st.TaskRecord | None] = []
+    thread = threading.Thread(target=lambda: got.append(state.launch_task(eid, 60)), daemon=True)
+    thread.start()
+    state.unbind_executor(eid)
+    thread.join(10)
+    assert not thread.is_alive() and got == [None]
+
+
+def test_wake_ends_wait_for_change(state: ClusterState) -> None:
+    gen = state.generation
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(state.wait_for_change(gen, 60)), daemon=True)
+    thread.start()
+    state.wake()
+    thread.join(10)
+    assert not thread.is_alive() and result[0] != gen
