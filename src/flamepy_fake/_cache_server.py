@@ -95,10 +95,25 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         self.store = store
         self.advertised = ""
         self.stopping = threading.Event()
+        self._counts_lock = threading.Lock()
+        self.finished_puts = 0
 
     # ----------------------------------------------------------------- DoPut
 
     def do_put(
+        self,
+        context: flight.ServerCallContext,
+        descriptor: flight.FlightDescriptor,
+        reader: flight.MetadataRecordBatchReader,
+        writer: flight.FlightMetadataWriter,
+    ) -> None:
+        try:
+            self._do_put(context, descriptor, reader, writer)
+        finally:
+            with self._counts_lock:
+                self.finished_puts += 1
+
+    def _do_put(
         self,
         context: flight.ServerCallContext,
         descriptor: flight.FlightDescriptor,
@@ -327,6 +342,12 @@ class FakeObjectCache:
         if self._store is None:
             raise RuntimeError("the fake object cache is not started: call start() first")
         return self._store
+
+    @property
+    def finished_puts(self) -> int:
+        """How many DoPut calls have ended so far, successfully or not (lets tests wait for them)."""
+        server = self._server
+        return server.finished_puts if server is not None else 0
 
     def start(self) -> FakeObjectCache:
         """Load storage (if any) and start serving.

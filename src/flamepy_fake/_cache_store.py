@@ -431,7 +431,7 @@ class ObjectStore:
         with self._lock:
             return self._bytes
 
-    def keys(self) -> list[str]:
+    def list_keys(self) -> list[str]:
         """Every key with metadata (resident or evicted), sorted."""
         with self._lock:
             return sorted(self._meta)

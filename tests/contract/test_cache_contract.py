@@ -1,0 +1,402 @@
+"""The object cache's wire behaviour, driven with a plain pyarrow Flight client (A3-A7).
+
+These hold for the real Flame object cache too: set ``FLAME_REAL_CACHE_ENDPOINT`` to run the
+``real`` parameter. ``fake_only`` tests check where the fake is deliberately kinder (clear errors
+where the real cache panics) or need its introspection.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import bson
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+from bson.int64 import Int64
+
+from flamepy_fake._cache_server import FakeObjectCache
+
+OPAQUE = pa.schema([("version", pa.uint64()), ("data", pa.binary())])
+GRPC_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+TIMEOUT = flight.FlightCallOptions(timeout=30)
+
+
+@dataclass
+class Cache:
+    endpoint: str
+    client: flight.FlightClient
+    app: str
+    fake: FakeObjectCache | None
+
+    def put_rows(
+        self, path_or_cmd: flight.FlightDescriptor, cells: list[bytes], schema: pa.Schema = OPAQUE
+    ) -> dict:
+        writer, reader = self.client.do_put(path_or_cmd, schema, TIMEOUT)
+        try:
+            for cell in cells:
+                writer.write_batch(
+                    pa.record_batch([pa.array([0], pa.uint64()), pa.array([cell])], schema=schema)
+                )
+            writer.done_writing()
+            answer = reader.read()
+            # Exactly one PutResult.
+            assert reader.read() is None
+        finally:
+            writer.close()
+        assert answer is not None
+        return bson.decode(answer.to_pybytes())
+
+    def put(self, path: str, *cells: bytes) -> dict:
+        return self.put_rows(flight.FlightDescriptor.for_path(path), list(cells))
+
+    def patch(self, key: str, cell: bytes) -> dict:
+        return self.put_rows(flight.FlightDescriptor.for_command(f"PATCH:{key}".encode()), [cell])
+
+    def get(self, ticket: str | bytes) -> pa.Table:
+        raw = ticket.encode() if isinstance(ticket, str) else ticket
+        return self.client.do_get(flight.Ticket(raw), TIMEOUT).read_all()
+
+    def rows(self, ticket: str) -> list[tuple[int, str, bytes]]:
+        table = self.get(ticket)
+        assert table.schema.names == ["version", "kind", "data"]
+        return list(
+            zip(
+                table.column("version").to_pylist(),
+                table.column("kind").to_pylist(),
+                table.column("data").to_pylist(),
+                strict=True,
+            )
+        )
+
+    def delete(self, body: bytes) -> list[bytes]:
+        return [r.body.to_pybytes() for r in self.client.do_action(flight.Action("DELETE", body), TIMEOUT)]
+
+
+@pytest.fixture(
+    name="cache",
+    params=[pytest.param("fake", marks=pytest.mark.fake), pytest.param("real", marks=pytest.mark.real)],
+)
+def _cache(request: pytest.FixtureRequest) -> Iterator[Cache]:
+    app = f"contract-{uuid.uuid4().hex[:8]}"
+    if request.param == "real":
+        endpoint = os.environ.get("FLAME_REAL_CACHE_ENDPOINT")
+        if not endpoint:
+            pytest.skip("set FLAME_REAL_CACHE_ENDPOINT to run cache contracts against a real Flame cache")
+        client = flight.FlightClient(endpoint, generic_options=GRPC_OPTIONS)
+        yield Cache(endpoint, client, app, None)
+        list(client.do_action(flight.Action("DELETE", f"{app}/*".encode())))
+        client.close()
+        return
+    with FakeObjectCache() as fake:
+        client = flight.FlightClient(fake.endpoint, generic_options=GRPC_OPTIONS)
+        yield Cache(fake.endpoint, client, app, fake)
+        client.close()
+
+
+@pytest.fixture(name="sentinel")
+def _sentinel(cache: Cache) -> Iterator[str]:
+    """An object stored before a bad request; it must survive it intact."""
+    key = cache.put(f"{cache.app}/keep/sentinel", b"precious")["key"]
+    cache.patch(key, b"delta")
+    yield key
+    assert cache.rows(f"{key}:0") == [(1, "base", b"precious"), (2, "patch", b"delta")]
+    # And the server still takes new work.
+    ref = cache.put(f"{cache.app}/after", b"still serving")
+    assert cache.rows(f"{ref['key']}:0") == [(1, "base", b"still serving")]
+
+
+def fake_only(cache: Cache) -> FakeObjectCache:
+    if cache.fake is None:
+        pytest.skip("fake-only check")
+    return cache.fake
+
+
+# --------------------------------------------------------------------------- puts
+
+
+def test_put_result_is_one_bson_document_with_int64_version(cache: Cache) -> None:
+    writer, reader = cache.client.do_put(flight.FlightDescriptor.for_path(f"{cache.app}/s"), OPAQUE, TIMEOUT)
+    writer.write_batch(pa.record_batch([pa.array([0], pa.uint64()), pa.array([b"x"])], schema=OPAQUE))
+    writer.done_writing()
+    raw = reader.read().to_pybytes()
+    writer.close()
+    doc = bson.decode(raw, codec_options=bson.CodecOptions(document_class=dict))
+    assert set(doc) == {"endpoint", "key", "version"}
+    assert isinstance(doc["version"], Int64) and doc["version"] == 1
+    assert doc["endpoint"] == cache.endpoint
+    assert "0.0.0.0" not in doc["endpoint"]
+    app, session, oid = doc["key"].split("/")
+    assert (app, session) == (cache.app, "s")
+    assert uuid.UUID(oid).version == 4 and str(uuid.UUID(oid)) == oid
+
+
+def test_full_key_put_creates_then_overwrites_and_drops_patches(cache: Cache) -> None:
+    key = f"{cache.app}/pkg/app.tar.gz"
+    assert cache.put(key, b"one")["version"] == 1
+    assert cache.patch(key, b"p")["version"] == 2
+    assert cache.put(key, b"two") == {"endpoint": cache.endpoint, "key": key, "version": 3}
+    assert cache.rows(f"{key}:0") == [(3, "base", b"two")]
+
+
+def test_chunked_upload_concatenates_every_row_of_every_batch(cache: Cache) -> None:
+    key = f"{cache.app}/pkg/file.bin"
+    writer, reader = cache.client.do_put(flight.FlightDescriptor.for_path(key), OPAQUE, TIMEOUT)
+    writer.write_batch(
+        pa.record_batch([pa.array([0, 0], pa.uint64()), pa.array([b"ab", b"cd"])], schema=OPAQUE)
+    )
+    writer.write_batch(pa.record_batch([pa.array([7], pa.uint64()), pa.array([b"ef"])], schema=OPAQUE))
+    writer.done_writing()
+    reader.read()
+    writer.close()
+    assert cache.rows(f"{key}:0") == [(1, "base", b"abcdef")]
+
+
+def test_large_single_message_is_accepted_both_ways(cache: Cache) -> None:
+    # gRPC's default limit is 4 MiB; the cache must take and send far larger messages.
+    blob = os.urandom(1024) * (20 * 1024)
+    ref = cache.put(f"{cache.app}/big", blob)
+    assert cache.get(f"{ref['key']}:0").column("data")[0].as_buffer() == pa.py_buffer(blob)
+
+
+def test_delete_resets_versions(cache: Cache) -> None:
+    key = f"{cache.app}/s/x"
+    cache.put(key, b"1")
+    cache.put(key, b"2")
+    assert cache.delete(key.encode()) == [b"OK"]
+    assert cache.put(key, b"3")["version"] == 1
+
+
+# --------------------------------------------------------------------------- gets
+
+
+def test_get_full_not_modified_and_patches_only(cache: Cache) -> None:
+    key = cache.put(f"{cache.app}/s", b"base")["key"]
+    cache.patch(key, b"p2")
+    assert cache.patch(key, b"p3")["version"] == 3
+    full = [(1, "base", b"base"), (2, "patch", b"p2"), (3, "patch", b"p3")]
+    assert cache.rows(f"{key}:0") == full
+    assert cache.rows(key) == full  # no ':' means version 0
+    assert cache.rows(f"{key}:1") == [(2, "patch", b"p2"), (3, "patch", b"p3")]
+    not_modified = cache.get(f"{key}:3")
+    assert not_modified.num_rows == 0 and not_modified.schema.names == ["version", "kind", "data"]
+    assert cache.rows(f"{key}:42") == full
+
+
+def test_response_schema_types(cache: Cache) -> None:
+    key = cache.put(f"{cache.app}/s", b"x")["key"]
+    schema = cache.get(f"{key}:0").schema
+    assert [f.type for f in schema] == [pa.uint64(), pa.utf8(), pa.binary()]
+
+
+def test_native_table_round_trip(cache: Cache) -> None:
+    table = pa.table({"a": [1, 2], "b": ["x", "y"]}).replace_schema_metadata(
+        {
+            b"flame.cache.format": b"arrow-table-v1",
+            b"flame.cache.version": b"0",
+            b"flame.cache.logical_type": b"pandas.dataframe",
+            b"mine": b"1",
+        }
+    )
+    writer, reader = cache.client.do_put(
+        flight.FlightDescriptor.for_path(f"{cache.app}/s"), table.schema, TIMEOUT
+    )
+    writer.write_table(table)
+    writer.done_writing()
+    ref = bson.decode(reader.read().to_pybytes())
+    writer.close()
+    got = cache.get(f"{ref['key']}:0")
+    meta = got.schema.metadata
+    assert meta[b"flame.cache.version"] == b"1" and meta[b"flame.cache.logical_type"] == b"pandas.dataframe"
+    assert meta[b"mine"] == b"1"
+    assert got.select(["a", "b"]).to_pydict() == {"a": [1, 2], "b": ["x", "y"]}
+    assert cache.get(f"{ref['key']}:1").num_rows == 0
+    info = cache.client.get_flight_info(flight.FlightDescriptor.for_path(ref["key"]), TIMEOUT)
+    if cache.fake is not None:
+        assert info.schema.metadata[b"flame.cache.format"] == b"arrow-table-v1"
+
+
+# --------------------------------------------------------------------------- other methods
+
+
+def test_delete_forms_always_answer_one_ok(cache: Cache) -> None:
+    a = cache.put(f"{cache.app}/s1/a", b"a")["key"]
+    cache.put(f"{cache.app}/s1/b", b"b")
+    c = cache.put(f"{cache.app}/s2/c", b"c")["key"]
+    assert cache.delete(a.encode()) == [b"OK"]
+    assert cache.delete(a.encode()) == [b"OK"]  # nothing matched: still OK
+    assert cache.delete(f"{cache.app}/s1".encode()) == [b"OK"]
+    assert cache.get(f"{c}:0").num_rows == 1
+    assert cache.delete(f"{cache.app}/*".encode()) == [b"OK"]
+    for key in (a, c, f"{cache.app}/s1/b"):
+        with pytest.raises(pa.ArrowKeyError):
+            cache.get(f"{key}:0")
+
+
+def test_list_actions(cache: Cache) -> None:
+    actions = list(cache.client.list_actions(TIMEOUT))
+    assert [(a.type, a.description) for a in actions] == [("DELETE", "Delete objects by key prefix")]
+
+
+def test_get_flight_info_needs_no_existing_object(cache: Cache) -> None:
+    key = f"{cache.app}/s/absent"
+    info = cache.client.get_flight_info(flight.FlightDescriptor.for_path(key), TIMEOUT)
+    assert info.endpoints[0].ticket.ticket == key.encode()
+    assert info.endpoints[0].locations[0].uri.decode() == cache.endpoint
+    assert (info.total_records, info.total_bytes) == (-1, -1)
+    with pytest.raises(pa.ArrowInvalid, match="Empty descriptor path"):
+        cache.client.get_flight_info(flight.FlightDescriptor.for_command(b"x"), TIMEOUT)
+
+
+def test_list_flights_includes_every_object(cache: Cache) -> None:
+    key = cache.put(f"{cache.app}/s", b"12345")["key"]
+    infos = {i.endpoints[0].ticket.ticket.decode(): i for i in cache.client.list_flights(b"", TIMEOUT)}
+    assert infos[key].total_bytes == 5
+    assert infos[key].endpoints[0].locations[0].uri.decode() == cache.endpoint
+
+
+def test_get_schema_is_the_response_schema(cache: Cache) -> None:
+    result = cache.client.get_schema(flight.FlightDescriptor.for_path(f"{cache.app}/s/x"), TIMEOUT)
+    assert result.schema.names == ["version", "kind", "data"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "path", ["a/../s", "a/s\\x", "a//x", "/s", "a/s/", "a/*", "a/s/x/y", "a", "a/s/my..pkg"]
+)
+def test_put_with_invalid_key_is_invalid_argument(cache: Cache, sentinel: str, path: str) -> None:
+    with pytest.raises(pa.ArrowInvalid):
+        cache.put(path.replace("a", cache.app, 1), b"x")
+
+
+@pytest.mark.parametrize("key", ["a/s", "a/s/../x", "a/s/x/y", "a//x"])
+def test_patch_with_invalid_key_is_invalid_argument(cache: Cache, sentinel: str, key: str) -> None:
+    with pytest.raises(pa.ArrowInvalid):
+        cache.patch(key.replace("a", cache.app, 1), b"x")
+
+
+def test_patch_of_unknown_key_is_not_found(cache: Cache, sentinel: str) -> None:
+    with pytest.raises(pa.ArrowKeyError, match="not found for patch"):
+        cache.patch(f"{cache.app}/s/nothing", b"x")
+
+
+@pytest.mark.parametrize(
+    "ticket", [b"a/s/x:abc", b"a/s/x:-1", b"a/s/x:1.5", b"a/s/\xff:1", b"a/s:0", b"a/s/x/y:0", b"a/../x:0"]
+)
+def test_bad_tickets_are_invalid_argument(cache: Cache, sentinel: str, ticket: bytes) -> None:
+    with pytest.raises(pa.ArrowInvalid):
+        cache.get(ticket.replace(b"a", cache.app.encode(), 1))
+
+
+def test_unknown_key_is_not_found(cache: Cache, sentinel: str) -> None:
+    with pytest.raises(pa.ArrowKeyError, match="not found"):
+        cache.get(f"{cache.app}/s/unknown:0")
+
+
+def test_unknown_action_is_invalid_argument(cache: Cache, sentinel: str) -> None:
+    with pytest.raises(pa.ArrowInvalid, match=r"Unknown action type: PURGE\. Only DELETE is supported\."):
+        list(cache.client.do_action(flight.Action("PURGE", b"x"), TIMEOUT))
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe", b"a", b"a/s/x/y", b"a/../b", b"*/s"])
+def test_bad_delete_bodies_are_invalid_argument(cache: Cache, sentinel: str, body: bytes) -> None:
+    with pytest.raises(pa.ArrowInvalid):
+        cache.delete(body)
+
+
+def test_zero_row_put_is_invalid_argument(cache: Cache, sentinel: str) -> None:
+    writer, _ = cache.client.do_put(flight.FlightDescriptor.for_path(f"{cache.app}/s"), OPAQUE, TIMEOUT)
+    with pytest.raises(pa.ArrowInvalid):
+        writer.write_batch(
+            pa.record_batch([pa.array([], pa.uint64()), pa.array([], pa.binary())], schema=OPAQUE)
+        )
+        writer.done_writing()
+        writer.close()
+
+
+def test_put_without_batches_is_invalid_argument(cache: Cache, sentinel: str) -> None:
+    writer, _ = cache.client.do_put(flight.FlightDescriptor.for_path(f"{cache.app}/s"), OPAQUE, TIMEOUT)
+    with pytest.raises(pa.ArrowInvalid, match="No data received"):
+        writer.done_writing()
+        writer.close()
+
+
+def test_put_without_key_is_invalid_argument(cache: Cache, sentinel: str) -> None:
+    with pytest.raises(pa.ArrowInvalid, match="key must be provided"):
+        cache.put_rows(flight.FlightDescriptor.for_command(b"SOMETHING"), [b"x"])
+
+
+def test_one_column_schema_is_a_clear_error(cache: Cache, sentinel: str) -> None:
+    fake_only(cache)  # the real cache panics here
+    schema = pa.schema([("data", pa.binary())])
+    writer, _ = cache.client.do_put(flight.FlightDescriptor.for_path(f"{cache.app}/s"), schema, TIMEOUT)
+    with pytest.raises(pa.ArrowInvalid, match="Expected at least 2 columns"):
+        writer.write_batch(pa.record_batch([pa.array([b"x"])], schema=schema))
+        writer.done_writing()
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        (pa.schema([("version", pa.int64()), ("data", pa.binary())]), "Invalid version column"),
+        (pa.schema([("version", pa.uint64()), ("data", pa.utf8())]), "Invalid data column"),
+    ],
+)
+def test_wrong_column_types_are_internal(
+    cache: Cache, sentinel: str, schema: pa.Schema, message: str
+) -> None:
+    writer, _ = cache.client.do_put(flight.FlightDescriptor.for_path(f"{cache.app}/s"), schema, TIMEOUT)
+    with pytest.raises(flight.FlightInternalError, match=message):
+        writer.write_batch(
+            pa.record_batch(
+                [pa.array([0], schema.field(0).type), pa.array(["x"], schema.field(1).type)], schema=schema
+            )
+        )
+        writer.done_writing()
+        writer.close()
+
+
+_ABANDONING_CLIENT = textwrap.dedent(
+    """
+    import os, sys
+    import pyarrow as pa, pyarrow.flight as flight
+    endpoint, key = sys.argv[1], sys.argv[2]
+    schema = pa.schema([("version", pa.uint64()), ("data", pa.binary())])
+    client = flight.FlightClient(endpoint)
+    writer, reader = client.do_put(flight.FlightDescriptor.for_path(key), schema)
+    batch = pa.record_batch([pa.array([0], pa.uint64()), pa.array([b"partial" * 100000])], schema=schema)
+    for _ in range(5):
+        writer.write_batch(batch)
+    sys.stdout.write("sent\\n")
+    sys.stdout.flush()
+    os._exit(0)  # vanish mid-upload: no done_writing, no close
+    """
+)
+
+
+def test_client_disconnecting_mid_upload_changes_nothing(cache: Cache, sentinel: str) -> None:
+    fake = fake_only(cache)
+    before = fake.finished_puts
+    proc = subprocess.run(
+        [sys.executable, "-c", _ABANDONING_CLIENT, cache.endpoint, sentinel],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stdout.strip() == "sent", proc.stderr
+    # Wait for the server to notice the dead stream; the sentinel fixture then checks the data.
+    deadline = time.monotonic() + 30
+    while fake.finished_puts == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.finished_puts == before + 1
