@@ -13,19 +13,47 @@ epoch milliseconds.
 from __future__ import annotations
 
 import collections
-import importlib
-import json
 import os
 import platform
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from . import _msgs as msgs
+from ._records import (
+    APP_ENABLED,
+    DEFAULT_DELAY_RELEASE,
+    DEFAULT_MAX_INSTANCES,
+    EXECUTOR_BINDING,
+    EXECUTOR_BOUND,
+    EXECUTOR_UNBINDING,
+    FALLBACK_RESREQ,
+    NODE_READY,
+    SESSION_CLOSED,
+    SESSION_OPEN,
+    TASK_CANCELLED,
+    TASK_FAILED,
+    TASK_PENDING,
+    TASK_RUNNING,
+    TASK_SUCCEED,
+    TERMINAL_TASK_STATES,
+    AppRecord,
+    AppSpec,
+    EventRecord,
+    ExecutorRecord,
+    NodeRecord,
+    ResReq,
+    ResultError,
+    SessionDemand,
+    SessionRecord,
+    SessionSpec,
+    StateError,
+    TaskRecord,
+    now_ms,
+)
+from ._rules import check_app_spec, default_apps, parse_task_id, resreq_debug, rust_option, validate_app_name
 
 __all__ = [
     "DEFAULT_DELAY_RELEASE",
@@ -44,216 +72,6 @@ __all__ = [
     "StateError",
     "TaskRecord",
 ]
-
-# Enum values of flame.v1 (types.proto), mirrored so this module needs no protobuf import.
-SESSION_OPEN, SESSION_CLOSED = 0, 1
-TASK_PENDING, TASK_RUNNING, TASK_SUCCEED, TASK_FAILED, TASK_CANCELLED = 0, 1, 2, 3, 4
-TERMINAL_TASK_STATES = frozenset({TASK_SUCCEED, TASK_FAILED, TASK_CANCELLED})
-APP_ENABLED = 0
-EXECUTOR_VOID, EXECUTOR_IDLE, EXECUTOR_BINDING, EXECUTOR_BOUND = 1, 2, 3, 4
-EXECUTOR_UNBINDING, EXECUTOR_RELEASING, EXECUTOR_RELEASED = 5, 6, 7
-NODE_READY = 1
-
-DEFAULT_MAX_INSTANCES = 1_000_000
-DEFAULT_DELAY_RELEASE = 60  # seconds, as upstream's code (its docs say ms)
-FALLBACK_RESREQ = (1, 1073741824, 0)  # cpu, memory bytes, gpu
-_APP_NAME_LIMIT = 253
-_APP_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]*")
-_I64 = re.compile(r"[+-]?[0-9]+")
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-
-ResReq = tuple[int, int, int]
-
-
-def now_ms() -> int:
-    """Return the current time as epoch milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-class StateError(Exception):
-    """A request the state refused, with the gRPC status code upstream answers with.
-
-    Args:
-        code: name of a ``grpc.StatusCode`` member, e.g. ``"NOT_FOUND"``.
-        message: the exact status message upstream sends.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class ResultError(StateError):
-    """A refusal that upstream reports in-band as ``Result{return_code: -1, message}`` with status OK.
-
-    Raised only by the application RPCs past their pre-checks (name validation, duplicates,
-    unknown apps, open sessions); the transport turns it into a Result instead of a status.
-    """
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    """One task or session event: ``code`` is the new TaskState, or 1001/1002 for sessions."""
-
-    code: int
-    message: str
-    creation_time: int
-
-
-@dataclass
-class AppSpec:
-    """An application spec as a client sends it (``None`` means the optional field is unset).
-
-    ``schema`` is ``None`` when the schema message is absent, else the (input, output,
-    common_data) triple of optional JSON-Schema texts.
-    """
-
-    shim: int = 0
-    description: str | None = None
-    labels: list[str] = field(default_factory=list)
-    image: str | None = None
-    command: str | None = None
-    arguments: list[str] = field(default_factory=list)
-    environments: dict[str, str] = field(default_factory=dict)
-    working_directory: str | None = None
-    max_instances: int | None = None
-    delay_release: int | None = None
-    schema: tuple[str | None, str | None, str | None] | None = None
-    url: str | None = None
-    installer: str | None = None
-
-
-@dataclass
-class AppRecord:
-    """A registered application with upstream's defaults applied.
-
-    ``has_schema`` tells an absent schema message from a present one whose fields are all unset
-    (the default applications carry the latter).
-    """
-
-    name: str
-    shim: int = 0
-    description: str | None = None
-    labels: list[str] = field(default_factory=list)
-    image: str | None = None
-    command: str | None = None
-    arguments: list[str] = field(default_factory=list)
-    environments: dict[str, str] = field(default_factory=dict)
-    working_directory: str | None = None
-    max_instances: int = DEFAULT_MAX_INSTANCES
-    delay_release: int = DEFAULT_DELAY_RELEASE
-    schema_input: str | None = None
-    schema_output: str | None = None
-    schema_common_data: str | None = None
-    url: str | None = None
-    installer: str | None = None
-    creation_time: int = 0
-    state: int = APP_ENABLED
-    has_schema: bool = False
-    version: int = 1
-
-    def copy(self) -> AppRecord:
-        """Return a snapshot that shares no mutable field with this record."""
-        return replace(
-            self,
-            labels=list(self.labels),
-            arguments=list(self.arguments),
-            environments=dict(self.environments),
-        )
-
-
-@dataclass
-class SessionSpec:
-    """A session spec as a client sends it; ``resreq`` is ``None`` when not given."""
-
-    application: str
-    common_data: bytes | None = None
-    min_instances: int = 0
-    max_instances: int | None = None
-    batch_size: int = 1
-    priority: int = 0
-    resreq: ResReq | None = None
-
-
-@dataclass
-class SessionRecord:
-    """A session as a client sees it, counters included."""
-
-    id: str
-    application: str
-    common_data: bytes | None
-    min_instances: int
-    max_instances: int | None
-    batch_size: int
-    priority: int
-    resreq: ResReq
-    state: int = SESSION_OPEN
-    creation_time: int = 0
-    completion_time: int | None = None
-    pending: int = 0
-    running: int = 0
-    succeed: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    events: list[EventRecord] = field(default_factory=list)
-    retry_count: int = 0
-
-
-@dataclass
-class TaskRecord:
-    """A task of a session; ``id`` is per session, from 1."""
-
-    id: int
-    session_id: str
-    input: bytes | None
-    output: bytes | None = None
-    state: int = TASK_PENDING
-    creation_time: int = 0
-    completion_time: int | None = None
-    events: list[EventRecord] = field(default_factory=list)
-
-
-@dataclass
-class ExecutorRecord:
-    """An executor of the fake's node; ``state`` is a flame.v1 ExecutorState value."""
-
-    id: str
-    node: str
-    state: int
-    session_id: str | None
-    task_id: int | None
-    application: str | None
-    backend: str
-    pid: int | None = None
-    resreq: ResReq = FALLBACK_RESREQ
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    """The fake's node as ListNodes/GetNode report it."""
-
-    name: str
-    state: int
-    capacity: ResReq
-    allocatable: ResReq
-    arch: str
-    os: str
-
-
-@dataclass(frozen=True)
-class SessionDemand:
-    """What the scheduler needs to know about one Open session that still may get executors."""
-
-    session_id: str
-    application: str
-    app: AppRecord
-    pending: int
-    running: int
-    min_instances: int
-    max_instances: int | None
-    executors: int
-
 
 _COUNTER = {
     TASK_PENDING: "pending",
@@ -291,130 +109,6 @@ def _copy_session(ssn: _Session, *, events: bool) -> SessionRecord:
     return replace(ssn.rec, events=list(ssn.rec.events) if events else [])
 
 
-def _some(value: object) -> str:
-    return msgs.RUST_NONE if value is None else msgs.RUST_SOME.format(value=value)
-
-
-def _resreq_debug(resreq: ResReq) -> str:
-    cpu, memory, gpu = resreq
-    return _some(msgs.RUST_RESREQ.format(cpu=cpu, memory=memory, gpu=gpu))
-
-
-def _check_schema(kind: str, text: str) -> None:
-    """Raise INVALID_ARGUMENT unless ``text`` is JSON that is a valid JSON Schema document."""
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
-        raise StateError("INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=exc)) from None
-    # Imported on first use: jsonschema is slow to import and only schema-bearing registrations need it.
-    jsonschema: Any = importlib.import_module("jsonschema")
-    validators: Any = importlib.import_module("jsonschema.validators")
-
-    if isinstance(document, dict) and isinstance(document.get("$schema"), str):
-        cls: Any = validators.validator_for(document, default=None)
-        if cls is None:
-            error = f"unknown $schema {document['$schema']!r}"
-            raise StateError("INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=error))
-    else:
-        cls = jsonschema.Draft202012Validator  # what upstream's validator assumes without $schema
-    try:
-        cls.check_schema(document)
-    except RecursionError:
-        error = "schema nesting is too deep"
-        raise StateError("INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=error)) from None
-    except jsonschema.SchemaError as exc:
-        raise StateError(
-            "INVALID_ARGUMENT", msgs.APP_SCHEMA_INVALID.format(kind=kind, error=exc.message)
-        ) from None
-
-
-def _precheck_app(spec: AppSpec | None) -> AppSpec:
-    """Checks upstream runs before its controller: failures are real INVALID_ARGUMENT statuses."""
-    if spec is None:
-        raise StateError("INVALID_ARGUMENT", msgs.APP_SPEC_MISSING)
-    if spec.schema is not None:
-        for kind, text in zip(msgs.APP_SCHEMA_KINDS, spec.schema, strict=True):
-            if text is not None:
-                _check_schema(kind, text)
-    wd = spec.working_directory
-    if wd and not wd.startswith("/"):
-        raise StateError("INVALID_ARGUMENT", msgs.APP_WORKDIR_NOT_ABSOLUTE.format(path=wd))
-    return spec
-
-
-def _validate_app_name(name: str) -> None:
-    """Upstream's name rules, in upstream's order; failures are Result-wrapped."""
-    if not name:
-        raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_EMPTY)
-    if len(name.encode()) > _APP_NAME_LIMIT:
-        raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_TOO_LONG.format(limit=_APP_NAME_LIMIT))
-    if ".." in name or "/" in name or "\\" in name:
-        raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_TRAVERSAL.format(name=name))
-    if name.startswith((".", "-")):
-        raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_BAD_START.format(name=name))
-    if not _APP_NAME_CHARS.fullmatch(name):
-        raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_BAD_CHARS.format(name=name))
-
-
-def _parse_task_id(text: str) -> int:
-    """Parse like Rust's ``i64::from_str``: optional sign, ASCII digits, in range."""
-    if not _I64.fullmatch(text) or not text.isascii():
-        raise StateError("INVALID_ARGUMENT", msgs.TASK_ID_INVALID)
-    value = int(text)
-    if not _I64_MIN <= value <= _I64_MAX:
-        raise StateError("INVALID_ARGUMENT", msgs.TASK_ID_INVALID)
-    return value
-
-
-# Upstream's literal default applications (common/src/lib.rs `default_applications`).
-_FLMEXEC_INPUT_SCHEMA = (
-    '{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":'
-    '{"language":{"type":"string"},"code":{"type":"string"},'
-    '"input":{"type":"array","items":{"type":"integer"}}},"required":["language","code"]}'
-)
-_FLMEXEC_OUTPUT_SCHEMA = (
-    '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'
-    '"description":"The output of the script in UTF-8."}'
-)
-
-
-def _default_apps(created: int) -> list[AppRecord]:
-    return [
-        AppRecord(
-            name="flmexec",
-            description="The Flame Executor application, which is used to run scripts.",
-            command="${FLAME_HOME}/bin/flmexec-service",
-            schema_input=_FLMEXEC_INPUT_SCHEMA,
-            schema_output=_FLMEXEC_OUTPUT_SCHEMA,
-            has_schema=True,
-            creation_time=created,
-        ),
-        AppRecord(
-            name="flmping",
-            command="${FLAME_HOME}/bin/flmping-service",
-            url="file://${FLAME_HOME}/bin/flmping-service",
-            has_schema=True,
-            creation_time=created,
-        ),
-        AppRecord(
-            name="flmrun",
-            description="The Flame Runner application for executing customized Python applications.",
-            command="${FLAME_HOME}/bin/uv",
-            arguments=[
-                "run",
-                "--python",
-                "python${FLAME_PYTHON_VERSION}",
-                "python",
-                "-m",
-                "flamepy.runner.runpy",
-            ],
-            installer="python",
-            has_schema=True,
-            creation_time=created,
-        ),
-    ]
-
-
 def _host_capacity() -> ResReq:
     cpus = os.cpu_count() or 1
     try:
@@ -445,7 +139,7 @@ class ClusterState:
         self._generation = 0
         self._stopped = False
         self._seq = 0
-        self._apps: dict[str, AppRecord] = {a.name: a for a in _default_apps(now_ms())}
+        self._apps: dict[str, AppRecord] = {a.name: a for a in default_apps(now_ms())}
         self._sessions: dict[str, _Session] = {}
         self._executors: dict[str, ExecutorRecord] = {}
         self._capacity = _host_capacity()
@@ -775,8 +469,8 @@ class ClusterState:
             StateError: INVALID_ARGUMENT for a missing spec, a bad schema or working_directory.
             ResultError: bad name or duplicate (upstream's Result{-1}).
         """
-        spec = _precheck_app(spec)
-        _validate_app_name(name)
+        spec = check_app_spec(spec)
+        validate_app_name(name)
         with self._lock:
             if name in self._apps:
                 raise ResultError("ALREADY_EXISTS", msgs.APP_EXISTS.format(name=name))
@@ -817,8 +511,8 @@ class ClusterState:
             StateError: as :meth:`register_application` for the pre-checks.
             ResultError: bad name, unknown application, or open sessions use it.
         """
-        spec = _precheck_app(spec)
-        _validate_app_name(name)
+        spec = check_app_spec(spec)
+        validate_app_name(name)
         with self._lock:
             old = self._apps.get(name)
             if old is None:
@@ -933,9 +627,9 @@ class ClusterState:
         # Rendered forms are compared: each rendering is one-to-one with the value it shows.
         rows = (
             ("application", f"'{rec.application}'", f"'{spec.application}'"),
-            ("resreq", _resreq_debug(rec.resreq), _resreq_debug(resreq)),
+            ("resreq", resreq_debug(rec.resreq), resreq_debug(resreq)),
             ("min_instances", str(rec.min_instances), str(spec.min_instances)),
-            ("max_instances", _some(rec.max_instances), _some(spec.max_instances)),
+            ("max_instances", rust_option(rec.max_instances), rust_option(spec.max_instances)),
             ("priority", str(rec.priority), str(spec.priority)),
         )
         for name, expected, got in rows:
@@ -1037,7 +731,7 @@ class ClusterState:
             StateError: INVALID_ARGUMENT for a task id that is not an i64, NOT_FOUND (bare id)
                 for an unknown session or task.
         """
-        tid = _parse_task_id(task_id)
+        tid = parse_task_id(task_id)
         with self._lock:
             ssn = self._sessions.get(session_id)
             if ssn is None:
@@ -1075,7 +769,7 @@ class ClusterState:
         Raises:
             StateError: INVALID_ARGUMENT for a task id that is not an i64.
         """
-        tid = _parse_task_id(task_id)
+        tid = parse_task_id(task_id)
         return self._watch(session_id, tid, active, poll)
 
     def _watch(
