@@ -1,0 +1,476 @@
+"""Executors end to end: real instances serving sessions of a fake cluster.
+
+Most tests use a small harness (state + Frontend server + object cache + ExecutorManager) so
+they can turn the manager's knobs (retry back-off, bind deadline, retry limit); the flamepy
+e2e check runs through ``FakeCluster`` like a user would. Clients run in subprocesses where
+they are flamepy (its connection and cache client are process-wide singletons).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._executors import ExecutorManager
+from flamepy_fake._frontend import FrontendServicer
+from flamepy_fake._state import AppSpec, ClusterState, SessionSpec, TaskRecord
+from flamepy_runner._proto import pb, rpc
+
+pytestmark = pytest.mark.fake_only
+
+PENDING, RUNNING, SUCCEED, FAILED = pb.Pending, pb.Running, pb.Succeed, pb.Failed
+
+
+@dataclass
+class Harness:
+    state: ClusterState
+    manager: ExecutorManager
+    env: dict[str, str]
+    work_dir: Path
+    pids: set[int]
+
+    def register(self, name: str, **spec: Any) -> None:
+        self.state.register_application(name, AppSpec(**spec))
+
+    def session(self, sid: str, app: str, **spec: Any) -> str:
+        self.state.create_session(sid, SessionSpec(application=app, **spec))
+        return sid
+
+    def task(self, sid: str, data: bytes | None) -> TaskRecord:
+        return self.state.create_task(sid, data)
+
+    def wait_task(self, sid: str, task_id: int, timeout: float = 60) -> TaskRecord:
+        def done() -> TaskRecord | None:
+            t = self.state.get_task(sid, str(task_id))
+            return t if t.state in (SUCCEED, FAILED, pb.Cancelled) else None
+
+        return wait_for(done, timeout, f"task {sid}/{task_id} to finish")
+
+    def remember_pids(self) -> None:
+        self.pids.update(e.pid for e in self.manager.executors() if e.pid is not None)
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def harness(tmp_path: Path, *, retry_limit: int = 5, **manager_kw: Any) -> Iterator[Harness]:
+    state = ClusterState(retry_limit=retry_limit)
+    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="exec-test-rpc")
+    server = grpc.server(pool)
+    server.add_generic_rpc_handlers((rpc.generic_handler(pb.FRONTEND_SERVICE, FrontendServicer(state)),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    cache = FakeObjectCache()
+    cache.start()
+    manager_kw.setdefault("retry_backoff", 0.05)
+    manager_kw.setdefault("stop_grace", 1.0)
+    manager = ExecutorManager(
+        state,
+        frontend_endpoint=f"http://127.0.0.1:{port}",
+        cache_endpoint=cache.endpoint,
+        work_dir=tmp_path / "work",
+        **manager_kw,
+    )
+    manager.start()
+    env = {"FLAME_ENDPOINT": f"http://127.0.0.1:{port}", "FLAME_CACHE_ENDPOINT": cache.endpoint}
+    h = Harness(state, manager, env, tmp_path / "work", set())
+    try:
+        yield h
+    finally:
+        h.remember_pids()
+        socket_dir = manager._socket_dir
+        state.stop()
+        manager.stop()
+        server.stop(grace=None).wait()
+        pool.shutdown(wait=True)
+        cache.stop()
+        assert_nothing_left(h.pids, socket_dir, tmp_path / "work" / "instances")
+
+
+def assert_nothing_left(pids: set[int], socket_dir: Path | None, instances: Path) -> None:
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert socket_dir is None or not socket_dir.exists()
+    assert not instances.exists() or not any(instances.iterdir())
+    assert not [t for t in threading.enumerate() if t.name.startswith("flamepy-fake-executor")]
+
+
+# A FlameService program: reports what it sees, appends its hook calls to $FFX_EVENTS.
+SERVICE = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import flamepy
+    from flamepy import FlameService
+
+    EVENTS = os.environ["FFX_EVENTS"]
+
+    def note(text):
+        with open(EVENTS, "a") as f:
+            f.write(f"{os.getpid()} {text}\\n")
+
+    class Probe(FlameService):
+        def __init__(self):
+            self.enters = self.tasks = self.leaves = 0
+            self.app = None
+
+        def on_session_enter(self, context):
+            self.enters += 1
+            self.app = context.application
+            self.session_id = context.session_id
+            note("enter")
+            if os.environ.get("FFX_ENTER_FAIL"):
+                raise RuntimeError("enter refused by the probe")
+
+        def on_task_invoke(self, context):
+            self.tasks += 1
+            cmd = (context.input or b"").decode()
+            print(f"probe task {context.task_id}: {cmd}", flush=True)
+            if cmd == "fail":
+                raise RuntimeError("boom from the probe")
+            if cmd == "crash":
+                os._exit(3)
+            if cmd == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if cmd == "spawn":
+                # Submit a task to our own session and wait for it (needs a second instance).
+                ssn = flamepy.open_session(self.session_id)
+                inner = ssn.invoke(b"leaf")
+                return b"spawned:" + inner
+            if cmd == "leaf":
+                return b"leaf-done"
+            keys = ("FLAME_INSTANCE_ENDPOINT", "FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAME_LOG",
+                    "TMPDIR", "TEMP", "TMP", "HOME", "PYTHONPATH", "FFX_EXPANDED")
+            return json.dumps({
+                "pid": os.getpid(), "enters": self.enters, "tasks": self.tasks, "leaves": self.leaves,
+                "cwd": os.getcwd(), "env": {k: os.environ.get(k) for k in keys},
+                "command": self.app.command, "working_directory": self.app.working_directory,
+                "url": self.app.url,
+            }).encode()
+
+        def on_session_leave(self):
+            self.leaves += 1
+            note("leave")
+
+    flamepy.run(Probe())
+    """
+)
+
+
+@pytest.fixture
+def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    script = tmp_path / "probe.py"
+    script.write_text(SERVICE)
+    events = tmp_path / "events.log"
+    events.touch()
+    monkeypatch.setenv("FFX_PYBIN", os.path.dirname(sys.executable))
+    monkeypatch.setenv("PYTHONPATH", "/ffx/existing")
+    return {
+        "command": "${FFX_PYBIN}/python3",
+        "arguments": [str(script)],
+        "environments": {"FFX_EVENTS": str(events), "FFX_EXPANDED": "$HOME/x"},
+        "events": events,
+    }
+
+
+def probe_spec(probe: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    spec = {k: probe[k] for k in ("command", "arguments")}
+    spec["environments"] = {**probe["environments"], **extra.pop("environments", {})}
+    spec.update(extra)
+    return spec
+
+
+def events_of(probe: dict[str, Any]) -> list[str]:
+    return [line.split()[1] for line in probe["events"].read_text().splitlines()]
+
+
+# -- a FlameService program -------------------------------------------------------------------
+
+
+def test_service_program_serves_a_binding(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        sid = h.session("s1", "probe", max_instances=1)
+        tasks = [h.task(sid, b"report") for _ in range(3)]
+        results = [json.loads(h.wait_task(sid, t.id).output or b"{}") for t in tasks]
+        h.remember_pids()
+        executors = h.manager.executors()
+        logs = h.manager.instance_logs(executors[0].id)
+        h.state.close_session(sid)
+        wait_for(lambda: "leave" in events_of(probe), 30, "OnSessionLeave")
+
+    assert {r["pid"] for r in results} == {results[0]["pid"]}
+    assert [r["tasks"] for r in results] == [1, 2, 3]
+    assert all(r["enters"] == 1 and r["leaves"] == 0 for r in results)
+    assert events_of(probe) == ["enter", "leave"]
+    first = results[0]
+    env = first["env"]
+    # The application context is what was registered, unexpanded.
+    assert first["command"] == "${FFX_PYBIN}/python3"
+    assert first["working_directory"] is None
+    # The instance environment (reference B4).
+    assert env["FLAME_INSTANCE_ENDPOINT"].endswith(".sock") and env["FLAME_INSTANCE_ENDPOINT"].startswith("/")
+    assert len(env["FLAME_INSTANCE_ENDPOINT"]) < 100
+    assert env["FLAME_ENDPOINT"] == h.env["FLAME_ENDPOINT"]
+    assert env["FLAME_CACHE_ENDPOINT"] == h.env["FLAME_CACHE_ENDPOINT"]
+    assert env["FLAME_LOG"]
+    assert env["HOME"] == os.environ["HOME"]
+    assert env["FFX_EXPANDED"] == os.environ["HOME"] + "/x"
+    assert env["PYTHONPATH"].endswith("/ffx/existing")
+    assert env["TMPDIR"] == env["TEMP"] == env["TMP"]
+    assert env["TMPDIR"].startswith(first["cwd"]) and env["TMPDIR"].endswith("/work/probe/tmp")
+    assert Path(first["cwd"]).name == executors[0].id
+    assert executors[0].backend == "process" and executors[0].app == "probe"
+    assert "probe task 1: report" in logs
+
+
+def test_failed_task_keeps_the_instance(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        sid = h.session("s1", "probe", max_instances=1)
+        bad = h.wait_task(sid, h.task(sid, b"fail").id)
+        good = h.wait_task(sid, h.task(sid, b"report").id)
+
+    assert bad.state == FAILED
+    assert [e.code for e in bad.events] == [0, 1, 3]
+    assert bad.events[-1].message == "boom from the probe"
+    assert good.state == SUCCEED
+    assert json.loads(good.output or b"")["tasks"] == 2  # same process served both
+
+
+@pytest.mark.parametrize(("command", "expected"), [("crash", "exited with code 3"), ("kill", "signal 9")])
+def test_crash_fails_only_the_running_task(
+    tmp_path: Path, probe: dict[str, Any], command: str, expected: str
+) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        sid = h.session("s1", "probe", max_instances=1)
+        first = h.wait_task(sid, h.task(sid, b"report").id)
+        crashed = h.task(sid, command.encode())
+        later = [h.task(sid, b"report") for _ in range(2)]
+        crashed = h.wait_task(sid, crashed.id)
+        later = [h.wait_task(sid, t.id) for t in later]
+
+    assert crashed.state == FAILED
+    assert expected in crashed.events[-1].message and f"task {crashed.id}" in crashed.events[-1].message
+    assert [t.state for t in later] == [SUCCEED, SUCCEED]
+    pids = {json.loads(t.output or b"")["pid"] for t in later}
+    assert json.loads(first.output or b"")["pid"] not in pids
+    assert events_of(probe).count("enter") == 2
+
+
+def test_task_submitting_to_its_own_session_does_not_deadlock(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path, max_executors=3) as h:
+        h.register("probe", **probe_spec(probe, environments=h.env))
+        sid = h.session("s1", "probe")
+        outer = h.wait_task(sid, h.task(sid, b"spawn").id, timeout=90)
+
+    assert outer.state == SUCCEED, outer.events
+    assert outer.output == b"spawned:leaf-done"
+
+
+# -- bind failures -----------------------------------------------------------------------------
+
+
+def _bind_events(h: Harness, sid: str) -> list[tuple[int, str]]:
+    return [(e.code, e.message) for e in h.state.get_session(sid).events]
+
+
+def test_enter_failure_retries_until_the_limit(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path, retry_limit=3) as h:
+        h.register("probe", **probe_spec(probe, environments={"FFX_ENTER_FAIL": "1"}))
+        sid = h.session("s1", "probe")
+        task = h.task(sid, b"report")
+        wait_for(lambda: any(c == 1002 for c, _ in _bind_events(h, sid)), 60, "event 1002")
+        time.sleep(0.3)  # no further attempt once the limit is reached
+        events = _bind_events(h, sid)
+        ssn = h.state.get_session(sid)
+        still = h.state.get_task(sid, str(task.id))
+        h.remember_pids()
+
+    failures = [m for c, m in events if c == 1001]
+    assert len(failures) == 3
+    assert all("failed to bind session with return_code 12: on_session_enter failed:" in m for m in failures)
+    assert all("enter refused by the probe" in m for m in failures)
+    assert [c for c, _ in events].count(1002) == 1
+    assert ssn.state == pb.Open and ssn.retry_count == 3
+    assert still.state == PENDING
+    # OnSessionLeave is still called after a failed enter, as upstream does.
+    assert events_of(probe).count("leave") == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            {"command": "/nonexistent/ffx-program"},
+            "return_code 11: shim creation failed: failed to start service",
+        ),
+        (
+            {"command": "true"},
+            "return_code 11: shim creation failed: instance true exited with code 0 before",
+        ),
+        ({"command": None}, "return_code 11: shim creation failed: the application has no command"),
+        (
+            {"command": "true", "installer": "python", "url": "file:///nonexistent/pkg.tar.gz"},
+            "return_code 10: application installation failed: failed to copy package",
+        ),
+        (
+            {"command": "true", "installer": "conda", "url": "file:///x.tar.gz"},
+            "return_code 10: application installation failed: Unknown installer type: conda",
+        ),
+    ],
+)
+def test_instances_that_cannot_start(tmp_path: Path, spec: dict[str, Any], expected: str) -> None:
+    with harness(tmp_path, retry_limit=2) as h:
+        h.register("bad", **spec)
+        sid = h.session("s1", "bad")
+        task = h.task(sid, b"x")
+        wait_for(lambda: any(c == 1002 for c, _ in _bind_events(h, sid)), 30, "event 1002")
+        events = _bind_events(h, sid)
+        assert h.state.get_task(sid, str(task.id)).state == PENDING
+
+    assert expected in events[0][1], events
+
+
+def test_socket_that_never_appears(tmp_path: Path) -> None:
+    with harness(tmp_path, retry_limit=1, bind_timeout=0.5) as h:
+        h.register("sleepy", command="sleep", arguments=["30"])
+        sid = h.session("s1", "sleepy")
+        h.task(sid, b"x")
+        wait_for(lambda: _bind_events(h, sid), 30, "a bind failure")
+        h.remember_pids()
+        events = _bind_events(h, sid)
+
+    assert "shim creation failed:" in events[0][1] and "did not create its socket" in events[0][1]
+
+
+# -- scheduling --------------------------------------------------------------------------------
+
+
+def test_wasm_apps_are_never_scheduled(tmp_path: Path) -> None:
+    with harness(tmp_path) as h:
+        h.register("wasm", shim=pb.Wasm, command="true")
+        sid = h.session("s1", "wasm", min_instances=1)
+        task = h.task(sid, b"x")
+        time.sleep(0.5)
+        assert h.manager.executors() == []
+        assert h.state.get_task(sid, str(task.id)).state == PENDING
+
+
+def test_min_instances_are_kept_warm(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        h.session("s1", "probe", min_instances=2)
+        wait_for(
+            lambda: [e.state for e in h.manager.executors()] == ["bound", "bound"], 60, "2 warm instances"
+        )
+        h.remember_pids()
+        h.state.close_session("s1")
+        wait_for(lambda: not h.manager.executors(), 30, "release after close")
+        assert events_of(probe).count("leave") == 2
+
+
+def test_cluster_cap_queues_sessions(tmp_path: Path) -> None:
+    with harness(tmp_path, max_executors=1) as h:
+        h.register("exec", command="${FLAME_HOME}/bin/flmexec-service")
+        code = json.dumps({"language": "python", "code": "print('hi')"}).encode()
+        first, second = h.session("s1", "exec"), h.session("s2", "exec")
+        t1, t2 = h.task(first, code), h.task(second, code)
+        r1 = h.wait_task(first, t1.id)
+        r2 = h.wait_task(second, t2.id)  # s1's idle instance is reclaimed for s2
+
+    assert r1.state == r2.state == SUCCEED
+    assert json.loads(r2.output or b"")["data"] == list(b"hi\n")
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_flmexec(tmp_path: Path, backend: str) -> None:
+    with harness(tmp_path, backend=backend) as h:
+        sid = h.session("s1", "flmexec")
+        script = {"language": "python", "code": "import sys; print(sys.stdin.read().upper()); sys.exit(4)"}
+        script["input"] = list(b"abc")
+        done = h.wait_task(sid, h.task(sid, json.dumps(script).encode()).id)
+        shell = {"language": "sh", "code": "echo $((6*7))"}
+        done2 = h.wait_task(sid, h.task(sid, json.dumps(shell).encode()).id)
+        bad = h.wait_task(sid, h.task(sid, b'{"language": "cobol", "code": ""}').id)
+        assert {e.backend for e in h.manager.executors()} == {backend}
+        h.remember_pids()
+
+    assert done.state == SUCCEED and json.loads(done.output or b"") == {"data": list(b"ABC\n")}
+    assert json.loads(done2.output or b"") == {"data": list(b"42\n")}
+    assert bad.state == FAILED and "unsupported language 'cobol'" in bad.events[-1].message
+
+
+def test_stop_with_running_instances_leaves_nothing(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        sid = h.session("s1", "probe", min_instances=2)
+        h.task(sid, b"report")
+        wait_for(lambda: len([e for e in h.manager.executors() if e.pid]) == 2, 60, "two instances")
+        pids = {e.pid for e in h.manager.executors() if e.pid}
+        # the harness asserts on exit: no process, socket dir, instance dir or executor thread left
+    assert len(pids) == 2
+
+
+# -- flamepy 0.6.0's own Runner check -----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("backend", "flmrun"),
+    [("thread", "builtin"), ("process", "builtin"), ("auto", "flamepy"), ("process", "flamepy")],
+)
+def test_flamepy_runner_e2e(tmp_path: Path, backend: str, flmrun: str) -> None:
+    from flamepy_fake._cluster import FakeCluster
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with FakeCluster(backend=backend, flmrun=flmrun) as cluster:
+        env = {**os.environ, **cluster.env, "HOME": str(home)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "flamepy.runner.e2e", "--tasks", "8", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            cwd=tmp_path,
+        )
+        pids = {e.pid for e in cluster.executors() if e.pid is not None}
+        backends = {e.backend for e in cluster.executors()}
+        work_dir = cluster.work_dir
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["function_results"] == [i * i for i in range(8)]
+    assert result["chained_result"] == 8 * 8 + 9 * 9
+    assert result["stateful_result"] == 6
+    expected = "thread" if (backend, flmrun) == ("thread", "builtin") else "process"
+    assert backends <= {expected}
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not work_dir.exists()
