@@ -146,8 +146,8 @@ def _check_full_key(key: str) -> None:
         raise UsageError(f"invalid object key {key!r}: expected '<app>/<session>/<id>'")
     for part in parts:
         _check_component("object key", key, part)
-    if "*" in (parts[0], parts[2]):
-        raise UsageError(f"invalid object key {key!r}: '*' is not an object name")
+    if "*" in parts:
+        raise UsageError(f"invalid object key {key!r}: '*' is only allowed in delete patterns '<app>/*'")
 
 
 def _check_path(path: str, *, what: str, allow_full: bool, allow_prefix: bool, allow_wildcard: bool) -> None:
@@ -156,8 +156,6 @@ def _check_path(path: str, *, what: str, allow_full: bool, allow_prefix: bool, a
     parts = path.split("/")
     if len(parts) == 3 and allow_full:
         _check_full_key(path)
-        if parts[1] == "*":
-            raise UsageError(f"invalid {what} {path!r}: '*' is only allowed as '<app>/*'")
         return
     if len(parts) == 2 and allow_prefix:
         for part in parts:
