@@ -1,0 +1,196 @@
+"""Our runpy-contract worker, in-process and as a program, against a real fake cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import grpc
+import pytest
+
+from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_runner import _wire
+from flamepy_runner._cache import CacheClient, ObjectRef
+from flamepy_runner._config import FlameConfig
+from flamepy_runner._proto import pb, rpc
+from flamepy_runner._worker import InstanceServicer, RunnerWorker, current_config
+
+
+@pytest.fixture
+def cache() -> Iterator[CacheClient]:
+    with FakeObjectCache() as server, CacheClient(FlameConfig(cache_endpoint=server.endpoint)) as client:
+        yield client
+
+
+def _enter(
+    servicer: InstanceServicer, cache: CacheClient, obj: Any, *, flamepy: bool = False, **kw: Any
+) -> Any:
+    if flamepy:
+        from flamepy.runner.types import RunnerContext
+
+        payload = cloudpickle.dumps(RunnerContext(execution_object=obj, **kw))
+    else:
+        payload = _wire.dumps(_wire.RunnerContext(obj, **kw))
+    ref = cache.put_object("app/ssn", payload)
+    request = pb.SessionContext(
+        session_id="ssn", application=pb.ApplicationContext(name="app"), common_data=ref.encode()
+    )
+    return servicer.OnSessionEnter(request), ref
+
+
+def _call(
+    servicer: InstanceServicer, method: str | None, *args: Any, flamepy: bool = False, **kwargs: Any
+) -> Any:
+    if flamepy:
+        from flamepy.runner.types import RunnerRequest
+
+        data = cloudpickle.dumps(RunnerRequest(method, args or None, kwargs or None))
+    else:
+        data = _wire.dumps(_wire.RunnerRequest(method, args or None, kwargs or None))
+    return servicer.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn", input=data))
+
+
+def _value(cache: CacheClient, result: Any) -> Any:
+    assert result.return_code == 0, result.message
+    return cache.get_object(ObjectRef.decode(result.output))
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, n: int) -> int:
+        self.total += n
+        return self.total
+
+
+@pytest.mark.parametrize("flamepy", [False, True])
+def test_function_session(cache: CacheClient, flamepy: bool) -> None:
+    servicer = InstanceServicer(RunnerWorker(cache))
+    result, _ = _enter(servicer, cache, lambda a, b=0: a * 10 + b, flamepy=flamepy)
+    assert result.return_code == 0
+    out = _call(servicer, None, 4, b=2, flamepy=flamepy)
+    assert _value(cache, out) == 42
+    ref = ObjectRef.decode(out.output)
+    assert ref.key.startswith("app/ssn/") and ref.version >= 1
+    assert servicer.OnSessionLeave(pb.EmptyRequest()).return_code == 0
+
+
+def test_class_is_instantiated_per_instance_and_stateless(cache: CacheClient) -> None:
+    servicer = InstanceServicer(RunnerWorker(cache))
+    _, ref = _enter(servicer, cache, Counter, stateful=False)
+    assert _value(cache, _call(servicer, "add", 2)) == 2
+    assert _value(cache, _call(servicer, "add", 3)) == 5  # one object per instance
+    other = InstanceServicer(RunnerWorker(cache))
+    request = pb.SessionContext(
+        session_id="ssn", application=pb.ApplicationContext(name="app"), common_data=ref.encode()
+    )
+    assert other.OnSessionEnter(request).return_code == 0
+    assert _value(cache, _call(other, "add", 1)) == 1  # nothing was written back
+    assert cloudpickle.loads(cache.get_object(ref)).execution_object is not None
+
+
+def test_stateful_object_is_written_back_and_reloaded(cache: CacheClient) -> None:
+    first = InstanceServicer(RunnerWorker(cache))
+    _, ref = _enter(first, cache, Counter(), flamepy=True, warmup=1)
+    assert _value(cache, _call(first, "add", 2, flamepy=True)) == 2
+    first.OnSessionLeave(pb.EmptyRequest())
+    # A later binding of the session starts from the saved state.
+    second = InstanceServicer(RunnerWorker(cache))
+    request = pb.SessionContext(
+        session_id="ssn", application=pb.ApplicationContext(name="app"), common_data=ref.encode()
+    )
+    assert second.OnSessionEnter(request).return_code == 0
+    assert _value(cache, _call(second, "add", 4)) == 6
+    saved = cloudpickle.loads(cache.get_object(ObjectRef(ref.endpoint, ref.key, 0)))
+    assert type(saved).__module__ == "flamepy.runner.types" and saved.execution_object.total == 6
+    assert saved.stateful is True
+
+
+def test_object_ref_arguments_are_resolved(cache: CacheClient) -> None:
+    from flamepy.core.cache import ObjectRef as FlamepyRef
+
+    servicer = InstanceServicer(RunnerWorker(cache))
+    _enter(servicer, cache, lambda *a, **k: (a, k))
+    refs = [cache.put_object("app/ssn", value) for value in ("x", [1, 2], {"k": 3})]
+    ours, bson_bytes = refs[0], refs[1].encode()
+    theirs = FlamepyRef(refs[2].endpoint, refs[2].key, refs[2].version)
+    got = _value(cache, _call(servicer, None, ours, bson_bytes, b"plain", kw=theirs, many=refs[0]))
+    assert got == (("x", [1, 2], b"plain"), {"kw": {"k": 3}, "many": "x"})
+
+
+def test_error_texts(cache: CacheClient) -> None:
+    servicer = InstanceServicer(RunnerWorker(cache))
+    no_common = servicer.OnSessionEnter(
+        pb.SessionContext(session_id="s", application=pb.ApplicationContext(name="a"))
+    )
+    assert (no_common.return_code, no_common.message) == (-1, "Common data is None in session context")
+
+    def boom(x: int) -> int:
+        raise KeyError(f"no {x}")
+
+    _enter(servicer, cache, boom)
+    no_input = servicer.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn"))
+    assert (no_input.return_code, no_input.message) == (-1, "Task input is None")
+    raised = _call(servicer, None, 5)
+    assert (raised.return_code, raised.message, raised.HasField("output")) == (
+        -1,
+        str(KeyError("no 5")),
+        False,
+    )
+    missing = _call(servicer, "nope")
+    assert missing.return_code == -1 and "has no method 'nope'" in missing.message
+    garbage = servicer.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn", input=b"\x80\x05K\x01."))
+    assert garbage.return_code == -1 and "not a RunnerRequest" in garbage.message
+
+
+def test_current_config_is_visible_inside_tasks_only(cache: CacheClient) -> None:
+    config = FlameConfig(endpoint="http://10.0.0.1:1", cache_endpoint="grpc://10.0.0.1:2")
+    servicer = InstanceServicer(RunnerWorker(cache), config)
+    _enter(servicer, cache, lambda: current_config())
+    assert _value(cache, _call(servicer, None)) == config
+    assert current_config() is None
+
+
+def test_worker_program_serves_on_the_socket(cache: CacheClient) -> None:
+    with tempfile.TemporaryDirectory(prefix="ffw-", dir="/tmp") as tmp:
+        sock = Path(tmp) / "w.sock"
+        env = {**os.environ, "FLAME_INSTANCE_ENDPOINT": str(sock), "FLAME_CACHE_ENDPOINT": cache.endpoint}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flamepy_runner._worker"], env=env, stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            with grpc.insecure_channel(f"unix://{sock}") as channel:
+                stub = rpc.Stub(channel, pb.INSTANCE_SERVICE)
+                ref = cache.put_object("app/ssn", _wire.dumps(_wire.RunnerContext(lambda x: x + 1)))
+                ctx = pb.SessionContext(
+                    session_id="ssn", application=pb.ApplicationContext(name="app"), common_data=ref.encode()
+                )
+                assert stub.OnSessionEnter(ctx, timeout=30).return_code == 0
+                data = _wire.dumps(_wire.RunnerRequest(None, (41,), None))
+                out = stub.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn", input=data), timeout=30)
+                assert _value(cache, out) == 42
+                assert stub.OnSessionLeave(pb.EmptyRequest(), timeout=30).return_code == 0
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_worker_program_needs_its_endpoint() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLAME_INSTANCE_ENDPOINT"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "flamepy_runner._worker"], env=env, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 2 and b"FLAME_INSTANCE_ENDPOINT" in proc.stderr
