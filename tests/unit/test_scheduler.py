@@ -1,0 +1,161 @@
+"""Scheduling decisions, one cycle at a time, against a real ClusterState."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flamepy_fake._scheduler import Scheduler
+from flamepy_fake._state import AppSpec, ClusterState, SessionSpec
+from flamepy_runner._proto import pb
+
+
+class Recorder:
+    """Stands in for the executor manager: records spawns and can play the executor's part."""
+
+    def __init__(self, state: ClusterState, max_executors: int = 10, backoff: float = 0.2) -> None:
+        self.state = state
+        self.spawned: list[tuple[str, str]] = []
+        self.scheduler = Scheduler(
+            state,
+            spawn=lambda d, eid: self.spawned.append((d.session_id, eid)),
+            live=lambda: len(self.state.executors()),
+            backend_for=lambda d: "thread",
+            max_executors=max_executors,
+            retry_backoff=backoff,
+        )
+
+    def cycle(self) -> list[str]:
+        before = len(self.spawned)
+        self.scheduler.schedule_once()
+        return [sid for sid, _ in self.spawned[before:]]
+
+    def bind_all(self) -> None:
+        for rec in self.state.executors():
+            if rec.state == pb.ExecutorBinding:
+                self.state.bind_completed(rec.id, 0, None)
+
+
+@pytest.fixture
+def state() -> ClusterState:
+    st = ClusterState(retry_limit=3)
+    st.register_application("app", AppSpec(command="x"))
+    st.register_application("wasm", AppSpec(shim=pb.Wasm, command="x"))
+    return st
+
+
+def test_one_instance_per_pending_task(state: ClusterState) -> None:
+    r = Recorder(state)
+    state.create_session("s", SessionSpec(application="app"))
+    assert r.cycle() == []
+    for _ in range(3):
+        state.create_task("s", b"x")
+    assert r.cycle() == ["s", "s", "s"]
+    assert r.cycle() == []  # holding executors count, nothing more to do
+
+
+def test_min_instances_warm_and_max_instances_cap(state: ClusterState) -> None:
+    r = Recorder(state)
+    state.create_session("warm", SessionSpec(application="app", min_instances=2))
+    state.create_session("capped", SessionSpec(application="app", max_instances=1))
+    for _ in range(4):
+        state.create_task("capped", b"x")
+    assert sorted(r.cycle()) == ["capped", "warm", "warm"]
+
+
+def test_cluster_cap_serves_sessions_in_order(state: ClusterState) -> None:
+    r = Recorder(state, max_executors=2)
+    for sid in ("first", "second"):
+        state.create_session(sid, SessionSpec(application="app"))
+        state.create_task(sid, b"x")
+        state.create_task(sid, b"x")
+    assert r.cycle() == ["first", "first"]
+    assert r.cycle() == []
+
+
+def test_high_priority_first(state: ClusterState) -> None:
+    r = Recorder(state, max_executors=1)
+    state.create_session("low", SessionSpec(application="app"))
+    state.create_session("high", SessionSpec(application="app", priority=5))
+    state.create_task("low", b"x")
+    state.create_task("high", b"x")
+    assert r.cycle() == ["high"]
+
+
+def test_wasm_sessions_are_skipped(state: ClusterState) -> None:
+    r = Recorder(state)
+    state.create_session("w", SessionSpec(application="wasm", min_instances=1))
+    state.create_task("w", b"x")
+    assert r.cycle() == []
+
+
+def test_idle_executors_are_reclaimed_for_waiting_sessions(state: ClusterState) -> None:
+    r = Recorder(state, max_executors=1)
+    state.create_session("a", SessionSpec(application="app"))
+    state.create_task("a", b"x")
+    assert r.cycle() == ["a"]
+    r.bind_all()
+    eid = r.spawned[0][1]
+    task = state.launch_task(eid, 0)
+    assert task is not None
+    state.complete_task(eid, 0, None, None)
+    state.create_session("b", SessionSpec(application="app"))
+    state.create_task("b", b"x")
+    assert r.cycle() == []  # at the cap: a's idle executor is asked to unbind instead
+    assert state.executors()[0].state == pb.ExecutorUnbinding
+    state.release_executor(eid)
+    assert r.cycle() == ["b"]
+
+
+def test_bind_failures_back_off_with_one_probe(state: ClusterState) -> None:
+    r = Recorder(state, backoff=0.2)
+    state.create_session("s", SessionSpec(application="app"))
+    for _ in range(3):
+        state.create_task("s", b"x")
+    spawned = r.cycle()
+    assert len(spawned) == 3
+    for _, eid in r.spawned:
+        r.scheduler.bind_finished("s", ok=False)
+        state.bind_completed(eid, 11, "nope")
+        state.release_executor(eid)
+    # retry_limit is 3: the state stops offering the session
+    assert [e.code for e in state.get_session("s").events] == [1001, 1001, 1001, 1002]
+    assert r.cycle() == []
+
+
+def test_probe_after_backoff(state: ClusterState) -> None:
+    r = Recorder(state, backoff=0.1)
+    state.create_session("s", SessionSpec(application="app"))
+    state.create_task("s", b"x")
+    state.create_task("s", b"x")
+    assert len(r.cycle()) == 2
+    first = r.spawned[0][1]
+    r.scheduler.bind_finished("s", ok=False)
+    state.bind_completed(first, 11, "nope")
+    state.release_executor(first)
+    assert r.cycle() == []  # backing off
+    time.sleep(0.15)
+    assert r.cycle() == ["s"]  # a single probe ...
+    assert r.cycle() == []  # ... and no more while it binds
+    r.scheduler.bind_finished("s", ok=True)
+    state.create_task("s", b"x")
+    state.create_task("s", b"x")
+    assert r.cycle() == ["s", "s"]  # success lifts the restriction: back to pending + running
+
+
+def test_rejects_bad_cap(state: ClusterState) -> None:
+    with pytest.raises(ValueError, match="max_executors"):
+        Scheduler(state, spawn=lambda d, e: None, live=lambda: 0, backend_for=lambda d: "x", max_executors=0)
+
+
+def test_thread_starts_and_stops(state: ClusterState) -> None:
+    r = Recorder(state)
+    r.scheduler.start()
+    state.create_session("s", SessionSpec(application="app"))
+    state.create_task("s", b"x")
+    deadline = time.monotonic() + 10
+    while not r.spawned and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r.scheduler.stop()
+    assert [sid for sid, _ in r.spawned] == ["s"]
