@@ -191,6 +191,7 @@ class Installer:
             raise InstallError(f"failed to download package: {exc}") from exc
 
     def _download_cache(self, parsed: urllib.parse.SplitResult, target: Path) -> None:
+        import pyarrow as pa
         import pyarrow.flight as flight
 
         key = parsed.path.lstrip("/")
@@ -217,10 +218,10 @@ class Installer:
                         if data:
                             out.write(data)
                             written += len(data)
-        except flight.FlightError as exc:
-            raise InstallError(f"do_get failed: {exc}") from exc
-        except OSError as exc:
-            raise InstallError(f"do_get failed: {exc}") from exc
+        except KeyError as exc:  # pyarrow's ArrowKeyError: the cache answered NOT_FOUND
+            raise InstallError(f"object not found: {key}") from exc
+        except (pa.ArrowException, OSError) as exc:
+            raise InstallError(f"do_get failed: {_first_line(exc)}") from exc
         finally:
             client.close()
         if written == 0:
@@ -258,6 +259,11 @@ class Installer:
                 + " | ".join(tail)
             )
         (deps / ".installed").write_text(" ".join(missing))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _safe_name(name: str) -> str:

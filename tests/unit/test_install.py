@@ -1,0 +1,204 @@
+"""Application installation: download schemes, safe extraction, importability, once per version."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import subprocess
+import sys
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._install import Installer, InstallError, python_version
+from flamepy_fake._state import AppRecord
+from flamepy_runner._cache import CacheClient
+from flamepy_runner._config import FlameConfig
+
+
+def _tar(
+    path: Path, files: dict[str, bytes], *, links: dict[str, str] | None = None, hard: bool = False
+) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return path
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+PACKAGE = {
+    "pyproject.toml": b'[project]\nname = "demo"\nversion = "0.1"\ndependencies = ["pyyaml>=5"]\n',
+    "demo_mod.py": b"VALUE = 42\n",
+    "src/inner_mod.py": b"VALUE = 7\n",
+}
+
+
+def app(url: str | None, installer: str | None = "python", name: str = "demo") -> AppRecord:
+    return AppRecord(name=name, installer=installer, url=url, command="x")
+
+
+def _import(paths: tuple[str, ...], module: str) -> str:
+    code = f"import sys; sys.path[:0] = {list(paths)!r}; import {module}; print({module}.VALUE)"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tgz", ".zip"])
+def test_file_url_archive_becomes_importable(tmp_path: Path, suffix: str) -> None:
+    archive = tmp_path / f"demo{suffix}"
+    _zip(archive, PACKAGE) if suffix == ".zip" else _tar(archive, PACKAGE)
+    installer = Installer(tmp_path / "apps")
+    got = installer.install(app(f"file://{archive}"))
+    assert _import(got.pythonpath, "demo_mod") == "42"
+    assert _import(got.pythonpath, "inner_mod") == "7"  # a src/ layout works too
+    assert got.env == {"FLAME_PYTHON_VERSION": python_version()}
+    assert not (tmp_path / "apps" / "demo" / "deps").exists()  # pyyaml is importable already
+
+
+def test_each_version_is_installed_once(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "demo.tar.gz", PACKAGE)
+    installer = Installer(tmp_path / "apps")
+    threads = [threading.Thread(target=installer.install, args=(app(f"file://{archive}"),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert installer.installs == 1
+    _tar(archive, {**PACKAGE, "demo_mod.py": b"VALUE = 43\n"})  # a changed package, same URL
+    got = installer.install(app(f"file://{archive}"))
+    assert installer.installs == 2 and _import(got.pythonpath, "demo_mod") == "43"
+
+
+def test_grpc_url_downloads_from_the_cache(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "demo.tar.gz", PACKAGE)
+    with FakeObjectCache() as server, CacheClient(FlameConfig(cache_endpoint=server.endpoint)) as client:
+        client.upload_object("demo/pkg/demo.tar.gz", archive)
+        got = Installer(tmp_path / "apps").install(app(f"{server.endpoint}/demo/pkg/demo.tar.gz"))
+        assert _import(got.pythonpath, "demo_mod") == "42"
+        with pytest.raises(InstallError, match="object not found: demo/pkg/missing"):
+            Installer(tmp_path / "apps2").install(app(f"{server.endpoint}/demo/pkg/missing.tar.gz"))
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_url(tmp_path: Path, http_root: tuple[str, Path]) -> None:
+    base, root = http_root
+    _zip(root / "demo.zip", PACKAGE)
+    got = Installer(tmp_path / "apps").install(app(f"{base}/demo.zip"))
+    assert _import(got.pythonpath, "demo_mod") == "42"
+    with pytest.raises(InstallError, match="HTTP 404"):
+        Installer(tmp_path / "apps").install(app(f"{base}/absent.zip"))
+
+
+@pytest.mark.parametrize(
+    ("files", "links", "hard", "message"),
+    [
+        ({"/etc/evil": b"x"}, None, False, "absolute path"),
+        ({"../evil": b"x"}, None, False, "escapes"),
+        ({"a/../../evil": b"x"}, None, False, "escapes"),
+        ({"ok.py": b""}, {"link": "../../outside"}, False, "link escapes"),
+        ({"ok.py": b""}, {"link": "/etc/passwd"}, False, "link escapes"),
+        ({"ok.py": b""}, {"link": "../outside"}, True, "escapes"),
+    ],
+)
+def test_unsafe_archives_are_refused(
+    tmp_path: Path, files: dict[str, bytes], links: dict[str, str] | None, hard: bool, message: str
+) -> None:
+    archive = _tar(tmp_path / "evil.tar.gz", files, links=links, hard=hard)
+    with pytest.raises(InstallError, match=message):
+        Installer(tmp_path / "apps").install(app(f"file://{archive}"))
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "outside").exists()
+
+
+def test_zip_escapes_are_refused(tmp_path: Path) -> None:
+    archive = _zip(tmp_path / "evil.zip", {"../evil.py": b"x"})
+    with pytest.raises(InstallError, match="escapes"):
+        Installer(tmp_path / "apps").install(app(f"file://{archive}"))
+
+
+def test_links_inside_the_tree_are_fine(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "ok.tar.gz", {"pkg/real.py": b"VALUE = 1\n"}, links={"pkg/alias.py": "real.py"})
+    got = Installer(tmp_path / "apps").install(app(f"file://{archive}"))
+    assert (Path(got.pythonpath[-1]) / "pkg" / "alias.py").read_text() == "VALUE = 1\n"
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        (app("file:///x.tar.gz", installer="conda"), "Unknown installer type: conda"),
+        (app("ftp://host/x.tar.gz"), "unsupported scheme: ftp"),
+        (app("file:///nonexistent/x.tar.gz"), "failed to copy package"),
+    ],
+)
+def test_install_errors(tmp_path: Path, record: AppRecord, message: str) -> None:
+    with pytest.raises(InstallError, match=message):
+        Installer(tmp_path / "apps").install(record)
+
+
+def test_unsupported_archive(tmp_path: Path) -> None:
+    (tmp_path / "demo.rar").write_bytes(b"x")
+    with pytest.raises(InstallError, match=r"unsupported archive format: demo\.rar"):
+        Installer(tmp_path / "apps").install(app(f"file://{tmp_path / 'demo.rar'}"))
+
+
+def test_no_installer_or_no_url_downloads_nothing(tmp_path: Path) -> None:
+    installer = Installer(tmp_path / "apps")
+    assert installer.install(app("file:///nonexistent.tar.gz", installer=None)).pythonpath == ()
+    assert installer.install(app(None)).env == {"FLAME_PYTHON_VERSION": python_version()}
+    assert installer.installs == 0
+
+
+def test_missing_dependencies_go_through_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No index: pip must fail for a package that is not installed, and the failure is reported.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    files = {
+        **PACKAGE,
+        "pyproject.toml": b'[project]\nname = "d"\ndependencies = ["ffx-surely-absent-pkg"]\n',
+    }
+    archive = _tar(tmp_path / "demo.tar.gz", files)
+    with pytest.raises(InstallError, match="Python installation failed for app demo"):
+        Installer(tmp_path / "apps").install(app(f"file://{archive}"))
+    # In-process instances skip dependency installation altogether.
+    got = Installer(tmp_path / "apps").install(app(f"file://{archive}"), dependencies=False)
+    assert _import(got.pythonpath, "demo_mod") == "42"
