@@ -1,0 +1,288 @@
+"""The ``flamepy-fake`` command line: serve a fake cluster, or run a command against a fresh one.
+
+``flamepy-fake serve`` keeps a cluster up until SIGINT/SIGTERM; ``flamepy-fake run -- CMD``
+starts one on free ports, runs CMD with ``FLAME_ENDPOINT`` and ``FLAME_CACHE_ENDPOINT``
+exported, stops the cluster and exits with CMD's status. Usage errors (a bad option, a taken
+port) print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, NoReturn
+
+from ._cluster import BACKENDS, FLMRUN_MODES, ClusterStartError, FakeCluster
+
+__all__ = ["main"]
+
+PROG = "flamepy-fake"
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+class _UsageError(Exception):
+    """A user mistake reported as one line and exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``flamepy-fake: error: ...``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0..65535: {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as ``1048576``, ``512M``, ``512MiB`` or ``2G`` (powers of 1024).
+
+    Raises:
+        argparse.ArgumentTypeError: the text is not a positive size.
+    """
+    match = _SIZE.match(text)
+    if match is None or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 512M, 2G)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
+    group = parser.add_argument_group("cluster options")
+    if ports:
+        group.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="address to bind both servers to (default: 127.0.0.1; 0.0.0.0 serves every interface)",
+        )
+        group.add_argument(
+            "--port", type=_port, default=0, help="session manager port (default: 0, a free port)"
+        )
+        group.add_argument(
+            "--cache-port", type=_port, default=0, help="object cache port (default: 0, a free port)"
+        )
+    group.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="where instances run: threads for flmrun and processes for other apps (auto, the default), "
+        "or always threads / processes",
+    )
+    group.add_argument(
+        "--flmrun",
+        choices=FLMRUN_MODES,
+        default="builtin",
+        help="what runs flmrun sessions: flamepy_runner's worker (builtin, the default) "
+        "or the stock 'python -m flamepy.runner.runpy' (flamepy)",
+    )
+    group.add_argument(
+        "--max-executors",
+        type=_positive,
+        default=10,
+        metavar="N",
+        help="cluster-wide cap on concurrent instances (default: 10)",
+    )
+    group.add_argument(
+        "--retry-limit",
+        type=_positive,
+        default=5,
+        metavar="N",
+        help="failed bindings of a session before it stops retrying, event 1002 (default: 5)",
+    )
+    group.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        help="parent of the cluster's temporary working directory (default: the system temp dir)",
+    )
+    group.add_argument(
+        "--cache-storage",
+        metavar="DIR",
+        help="persist cached objects under DIR (default: memory only)",
+    )
+    group.add_argument(
+        "--cache-max-memory",
+        type=parse_size,
+        metavar="SIZE",
+        help="object cache memory limit with LRU eviction, e.g. 512M or 2G (default: unlimited)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``flamepy-fake`` argument parser (public for documentation tools and tests)."""
+    parser = _Parser(
+        prog=PROG,
+        description="A wire-faithful fake Flame cluster (session manager, executors, object cache).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    serve = commands.add_parser(
+        "serve",
+        help="serve a fake cluster until SIGINT or SIGTERM",
+        description="Serve a fake cluster until SIGINT or SIGTERM. Prints the endpoints, then a line "
+        "'flamepy-fake ready: FLAME_ENDPOINT=... FLAME_CACHE_ENDPOINT=...'.",
+    )
+    _add_cluster_options(serve, ports=True)
+    run = commands.add_parser(
+        "run",
+        help="run a command against a fresh fake cluster",
+        usage=f"{PROG} run [cluster options] -- CMD [ARGS...]",
+        description="Start a fake cluster on free ports, run CMD with FLAME_ENDPOINT and "
+        "FLAME_CACHE_ENDPOINT exported, stop the cluster and exit with CMD's status. "
+        "SIGINT and SIGTERM are forwarded to CMD.",
+    )
+    _add_cluster_options(run, ports=False)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]", help="the command to run")
+    return parser
+
+
+def _cluster_from(args: argparse.Namespace) -> FakeCluster:
+    try:
+        return FakeCluster(
+            host=getattr(args, "host", "127.0.0.1"),
+            port=getattr(args, "port", 0),
+            cache_port=getattr(args, "cache_port", 0),
+            backend=args.backend,
+            flmrun=args.flmrun,
+            max_executors=args.max_executors,
+            retry_limit=args.retry_limit,
+            work_dir=args.work_dir,
+            cache_storage_dir=args.cache_storage,
+            cache_max_memory=args.cache_max_memory,
+        )
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from exc
+
+
+class _Signals:
+    """Route SIGINT/SIGTERM to a callback while active; restore the old handlers after."""
+
+    def __init__(self, callback: Any) -> None:
+        self._callback = callback
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self._callback(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cluster = _cluster_from(args)
+    stop = threading.Event()
+    with _Signals(lambda signum: stop.set()):
+        try:
+            cluster.start()
+        except ClusterStartError as exc:
+            raise _UsageError(str(exc)) from exc
+        try:
+            env = cluster.env
+            print(f"{PROG}: session manager at {cluster.endpoint}", flush=True)
+            if "FLAME_CACHE_ENDPOINT" in env:
+                print(f"{PROG}: object cache at {env['FLAME_CACHE_ENDPOINT']}", flush=True)
+            ready = " ".join(f"{key}={value}" for key, value in env.items())
+            print(f"{PROG} ready: {ready}", flush=True)
+            # Event.wait wakes on the handler's set(); poll so the main thread stays responsive.
+            while not stop.wait(0.5):
+                pass
+            print(f"{PROG}: stopping", flush=True)
+        finally:
+            cluster.stop()
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise _UsageError("run needs a command: flamepy-fake run [options] -- CMD [ARGS...]")
+    cluster = _cluster_from(args)
+    child: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []
+
+    def forward(signum: int) -> None:
+        if child is None:
+            pending.append(signum)
+        else:
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                child.send_signal(signum)
+
+    with _Signals(forward):
+        try:
+            cluster.start()
+        except ClusterStartError as exc:
+            raise _UsageError(str(exc)) from exc
+        try:
+            if pending:  # interrupted while starting: do not start CMD at all
+                return 128 + pending[0]
+            env = {**os.environ, **cluster.env}
+            try:
+                child = subprocess.Popen(cmd, env=env)
+            except FileNotFoundError:
+                print(f"{PROG}: error: command not found: {cmd[0]}", file=sys.stderr)
+                return EXIT_NOT_FOUND
+            except PermissionError:
+                print(f"{PROG}: error: permission denied: {cmd[0]}", file=sys.stderr)
+                return EXIT_NOT_EXECUTABLE
+            status = child.wait()
+        finally:
+            cluster.stop()
+    # A child killed by a signal exits like a shell reports it: 128 + signal number.
+    return 128 - status if status < 0 else status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flamepy-fake`` command line.
+
+    Args:
+        argv: the arguments after the program name; ``sys.argv[1:]`` when omitted.
+
+    Returns:
+        The exit status: 0 for ``serve`` stopped by a signal, CMD's status for ``run``,
+        2 for a usage error (bad option, taken port).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _run(args)
+    except _UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,515 @@
+"""FakeCluster: a session manager, an object cache and executors, served in-process.
+
+``FakeCluster`` only composes and owns the parts; each lives in its own module:
+
+- ``_state.ClusterState``: the plain-Python state model (sessions, tasks, executors);
+- ``_frontend.FrontendServicer``: the ``flame.v1.Frontend`` gRPC adapter over that state;
+- ``_cache_server.FakeObjectCache``: the Arrow Flight object cache;
+- ``_executors.ExecutorManager``: the scheduler and the thread / process instances.
+
+Every cluster owns its state, ports, threads and work directory, so two clusters in one
+process are independent, and ``stop()`` leaves nothing behind. Heavy modules (grpc, pyarrow)
+are imported by ``start()``, not at import time, to keep ``import flamepy_fake`` cheap.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import ipaddress
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from flamepy_runner._exceptions import UsageError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from flamepy_runner._config import FlameConfig
+
+    from ._cache_server import FakeObjectCache
+    from ._executors import ExecutorInfo, ExecutorManager
+    from ._state import ClusterState
+
+__all__ = ["BACKENDS", "FLMRUN_MODES", "ClusterStartError", "FakeCluster"]
+
+#: Values accepted by ``FakeCluster(backend=...)`` and ``flamepy-fake --backend``.
+BACKENDS: tuple[str, ...] = ("auto", "thread", "process")
+#: Values accepted by ``FakeCluster(flmrun=...)`` and ``flamepy-fake --flmrun``.
+FLMRUN_MODES: tuple[str, ...] = ("builtin", "flamepy")
+
+# Streaming RPCs (WatchTask, ListTask) hold a server thread each for as long as they run, and
+# flamepy watches every task it submits; a small pool would starve unary calls behind them.
+# ThreadPoolExecutor only creates threads on demand, so a high cap costs nothing at start.
+_SERVER_THREADS = 256
+# How long stop() lets in-flight RPCs finish. The state wakes every long poll first, so in
+# practice the server stops as soon as the last unary call returns.
+_STOP_GRACE = 1.0
+_GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
+    # grpc enables SO_REUSEPORT by default, which would let two servers share a port silently;
+    # a taken port must be an error instead.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+)
+
+
+class ClusterStartError(RuntimeError):
+    """Raised by :meth:`FakeCluster.start` when a part cannot start (typically a taken port).
+
+    Nothing of the cluster is left running when it is raised.
+    """
+
+
+class _Lifecycle(enum.Enum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class FakeCluster:
+    """A fake Flame cluster served on local ports: session manager, object cache, executors.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with FakeCluster() as cluster:
+            subprocess.run(cmd, env={**os.environ, **cluster.env}, check=True)
+
+    Args:
+        host: address to bind both servers to. Loopback by default; binding to another
+            interface (``"0.0.0.0"``) must be asked for explicitly.
+        port: session manager port; 0 picks a free one.
+        cache_port: object cache port; 0 picks a free one.
+        backend: ``"auto"`` (threads for ``flmrun`` sessions, processes for the rest),
+            ``"thread"`` or ``"process"``.
+        flmrun: ``"builtin"`` runs ``flmrun`` sessions with flamepy_runner's worker,
+            ``"flamepy"`` with the stock ``python -m flamepy.runner.runpy``.
+        max_executors: cluster-wide cap on concurrent instances.
+        retry_limit: failed bindings of a session before event 1002 stops retries.
+        default_resreq: resource requirement given to sessions that name none, as
+            ``(cpu, memory, gpu)``; the state model's default when ``None``.
+        work_dir: parent directory for the cluster's working files (instance directories,
+            sockets, installed packages). A fresh temporary directory is made inside it (or
+            in the system temp dir) and removed by :meth:`stop`.
+        cache_storage_dir: persist cached objects under this directory (off by default).
+        cache_max_memory: memory limit of the object cache in bytes, with LRU eviction.
+        advertise_host: the host put in ``endpoint`` and ``cache_endpoint``; defaults to
+            ``host``, or ``127.0.0.1`` when ``host`` is a wildcard address.
+
+    Raises:
+        ValueError: an option is out of range or not one of the accepted values.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cache_port: int = 0,
+        backend: str = "auto",
+        flmrun: str = "builtin",
+        max_executors: int = 10,
+        retry_limit: int = 5,
+        default_resreq: tuple[int, int, int] | None = None,
+        work_dir: str | Path | None = None,
+        cache_storage_dir: str | Path | None = None,
+        cache_max_memory: int | None = None,
+        advertise_host: str | None = None,
+    ) -> None:
+        if not host:
+            raise ValueError("host must be a non-empty address, e.g. '127.0.0.1'")
+        _check_port("port", port)
+        _check_port("cache_port", cache_port)
+        if port and port == cache_port:
+            raise ValueError(f"port and cache_port must differ (both are {port})")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if flmrun not in FLMRUN_MODES:
+            raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
+        if isinstance(max_executors, bool) or not isinstance(max_executors, int) or max_executors < 1:
+            raise ValueError(f"max_executors must be a positive integer; got {max_executors!r}")
+        if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 1:
+            raise ValueError(f"retry_limit must be a positive integer; got {retry_limit!r}")
+        if default_resreq is not None and (
+            len(default_resreq) != 3 or any(not isinstance(v, int) or v < 0 for v in default_resreq)
+        ):
+            raise ValueError(
+                f"default_resreq must be (cpu, memory, gpu) non-negative ints; got {default_resreq!r}"
+            )
+        if cache_max_memory is not None and (
+            isinstance(cache_max_memory, bool)
+            or not isinstance(cache_max_memory, int)
+            or cache_max_memory < 1
+        ):
+            raise ValueError(f"cache_max_memory must be a positive number of bytes; got {cache_max_memory!r}")
+        self._host = host
+        self._port = port
+        self._cache_port = cache_port
+        self._advertise = advertise_host or _dialable(host)
+        self._backend = backend
+        self._flmrun = flmrun
+        self._max_executors = max_executors
+        self._retry_limit = retry_limit
+        self._default_resreq = default_resreq
+        self._work_parent = Path(work_dir) if work_dir is not None else None
+        self._cache_storage_dir = Path(cache_storage_dir) if cache_storage_dir is not None else None
+        self._cache_max_memory = cache_max_memory
+
+        self._lock = threading.RLock()
+        self._lifecycle = _Lifecycle.NEW
+        self._state: ClusterState | None = None
+        self._server: grpc.Server | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._cache: FakeObjectCache | None = None
+        self._manager: ExecutorManager | None = None
+        self._work_dir: Path | None = None
+        self._bound_port = 0
+        self._cache_endpoint: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakeCluster:
+        """Start serving. Calling it again on a running cluster does nothing.
+
+        Returns:
+            The cluster itself, so ``cluster = FakeCluster().start()`` works.
+
+        Raises:
+            UsageError: the cluster was stopped (a stopped cluster cannot restart).
+            ClusterStartError: a port is taken or a part failed to start; nothing is left running.
+        """
+        with self._lock:
+            if self._lifecycle is _Lifecycle.RUNNING:
+                return self
+            if self._lifecycle is _Lifecycle.STOPPED:
+                raise UsageError(
+                    "Cannot restart a FakeCluster once it has been stopped; create a new FakeCluster."
+                )
+            self._lifecycle = _Lifecycle.STARTING
+            try:
+                self._start_parts()
+            except BaseException:
+                self._stop_parts()
+                self._lifecycle = _Lifecycle.STOPPED
+                raise
+            self._lifecycle = _Lifecycle.RUNNING
+            return self
+
+    def stop(self) -> None:
+        """Stop every part and remove the work directory; idempotent.
+
+        Running instances are killed, long polls and task watches end, both ports close,
+        and no thread, socket or temporary directory of the cluster remains.
+        """
+        with self._lock:
+            if self._lifecycle is _Lifecycle.STOPPED:
+                return
+            self._lifecycle = _Lifecycle.STOPPED
+            self._stop_parts()
+
+    def __enter__(self) -> FakeCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _start_parts(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+
+        from flamepy_runner._proto import pb, rpc
+
+        from ._frontend import FrontendServicer
+        from ._state import ClusterState
+
+        # Check explicit ports before building anything: a clear message beats grpc's.
+        for what, port in (("session manager", self._port), ("object cache", self._cache_port)):
+            if port:
+                _probe_port(self._host, port, what)
+
+        self._work_dir = Path(tempfile.mkdtemp(prefix="flamepy-fake-", dir=self._work_parent))
+        state_kwargs: dict[str, Any] = {"retry_limit": self._retry_limit}
+        if self._default_resreq is not None:
+            state_kwargs["default_resreq"] = self._default_resreq
+        self._state = ClusterState(**state_kwargs)
+
+        self._pool = ThreadPoolExecutor(max_workers=_SERVER_THREADS, thread_name_prefix="flamepy-fake-rpc")
+        self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS))
+        servicer = FrontendServicer(self._state)
+        self._server.add_generic_rpc_handlers((rpc.generic_handler(pb.FRONTEND_SERVICE, servicer),))
+        try:
+            bound = self._server.add_insecure_port(f"{_bracket(self._host)}:{self._port}")
+        except RuntimeError as exc:  # grpc raises instead of returning 0 in recent versions
+            raise ClusterStartError(_bind_message("session manager", self._host, self._port, exc)) from exc
+        if not bound:
+            raise ClusterStartError(_bind_message("session manager", self._host, self._port, None))
+        self._bound_port = bound
+        self._server.start()
+
+        self._cache_endpoint = self._start_cache()
+        self._start_executors()
+
+    def _start_cache(self) -> str:
+        from ._cache_server import FakeObjectCache
+
+        cache = FakeObjectCache(
+            self._host,
+            self._cache_port,
+            advertise_host=self._advertise,
+            storage_dir=self._cache_storage_dir,
+            max_memory=self._cache_max_memory,
+        )
+        try:
+            cache.start()
+        except Exception as exc:
+            cache.stop()
+            raise ClusterStartError(_bind_message("object cache", self._host, self._cache_port, exc)) from exc
+        self._cache = cache
+        return str(cache.endpoint)
+
+    def _start_executors(self) -> None:
+        from ._executors import ExecutorManager
+
+        assert self._state is not None and self._work_dir is not None
+        manager = ExecutorManager(
+            self._state,
+            frontend_endpoint=self.endpoint,
+            cache_endpoint=self.cache_endpoint,
+            backend=self._backend,
+            flmrun=self._flmrun,
+            max_executors=self._max_executors,
+            work_dir=self._work_dir,
+        )
+        manager.start()
+        self._manager = manager
+
+    def _stop_parts(self) -> None:
+        # Order matters: wake every waiter in the state (long polls, watches), then kill the
+        # instances, then close the ports, then join the RPC threads, then remove the files.
+        errors: list[BaseException] = []
+        if self._state is not None:
+            _collect(errors, self._state.stop)
+        if self._manager is not None:
+            _collect(errors, self._manager.stop)
+            self._manager = None
+        if self._server is not None:
+            server, self._server = self._server, None
+            _collect(errors, lambda: server.stop(_STOP_GRACE).wait())
+        if self._cache is not None:
+            _collect(errors, self._cache.stop)
+            self._cache = None
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            _collect(errors, lambda: pool.shutdown(wait=True))
+        if self._work_dir is not None:
+            work_dir, self._work_dir = self._work_dir, None
+            shutil.rmtree(work_dir, ignore_errors=True)
+        if errors:
+            raise errors[0]
+
+    # ------------------------------------------------------------------ properties
+
+    def _require_running(self, what: str) -> None:
+        if self._lifecycle is _Lifecycle.RUNNING or (
+            self._lifecycle is _Lifecycle.STARTING and what in ("endpoint", "cache_endpoint")
+        ):
+            return
+        if self._lifecycle is _Lifecycle.STOPPED:
+            raise UsageError(
+                f"Cannot use {what} of a FakeCluster that has been stopped; create a new FakeCluster."
+            )
+        raise UsageError(
+            f"Cannot use {what} before the FakeCluster is started: "
+            "call start() or use 'with FakeCluster() as cluster:'."
+        )
+
+    @property
+    def running(self) -> bool:
+        """Whether the cluster is serving (started and not stopped)."""
+        return self._lifecycle is _Lifecycle.RUNNING
+
+    @property
+    def host(self) -> str:
+        """The address the servers are bound to."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The session manager port (the bound one once started)."""
+        self._require_running("port")
+        return self._bound_port
+
+    @property
+    def endpoint(self) -> str:
+        """The session manager URL, ``http://<host>:<port>`` (the value of ``FLAME_ENDPOINT``).
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("endpoint")
+        return f"http://{_bracket(self._advertise)}:{self._bound_port}"
+
+    @property
+    def cache_endpoint(self) -> str:
+        """The object cache URL, ``grpc://<host>:<port>`` (the value of ``FLAME_CACHE_ENDPOINT``).
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("cache_endpoint")
+        assert self._cache_endpoint is not None
+        return self._cache_endpoint
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment a client or child process needs to reach this cluster.
+
+        Returns:
+            A new dict with ``FLAME_ENDPOINT`` and ``FLAME_CACHE_ENDPOINT``.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("env")
+        return {"FLAME_ENDPOINT": self.endpoint, "FLAME_CACHE_ENDPOINT": self.cache_endpoint}
+
+    @property
+    def config(self) -> FlameConfig:
+        """A :class:`flamepy_runner.FlameConfig` pointing at this cluster.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        from flamepy_runner._config import FlameConfig
+
+        self._require_running("config")
+        return FlameConfig(endpoint=self.endpoint, cache_endpoint=self.cache_endpoint)
+
+    @property
+    def state(self) -> ClusterState:
+        """The cluster's state model (for white-box tests and introspection)."""
+        self._require_running("state")
+        assert self._state is not None
+        return self._state
+
+    @property
+    def work_dir(self) -> Path:
+        """The cluster's private working directory (removed by :meth:`stop`)."""
+        self._require_running("work_dir")
+        assert self._work_dir is not None
+        return self._work_dir
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The options the cluster was built with (for diagnostics)."""
+        return {
+            "host": self._host,
+            "port": self._port,
+            "cache_port": self._cache_port,
+            "backend": self._backend,
+            "flmrun": self._flmrun,
+            "max_executors": self._max_executors,
+            "retry_limit": self._retry_limit,
+            "default_resreq": self._default_resreq,
+            "work_dir": self._work_parent,
+            "cache_storage_dir": self._cache_storage_dir,
+            "cache_max_memory": self._cache_max_memory,
+            "advertise_host": self._advertise,
+        }
+
+    # ------------------------------------------------------------------ introspection
+
+    def executors(self) -> list[ExecutorInfo]:
+        """The cluster's executors now: id, state, session, app, backend, pid.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("executors()")
+        assert self._manager is not None
+        return self._manager.executors()
+
+    def instance_logs(self, executor_id: str) -> str:
+        """The stdout and stderr an instance wrote so far.
+
+        Args:
+            executor_id: the id from :meth:`executors` (also ``ListExecutor``).
+
+        Raises:
+            UsageError: the cluster is not running.
+            KeyError: no executor with that id ever ran on this cluster.
+        """
+        self._require_running("instance_logs()")
+        assert self._manager is not None
+        return self._manager.instance_logs(executor_id)
+
+    def __repr__(self) -> str:
+        if self._lifecycle is _Lifecycle.RUNNING:
+            return f"<FakeCluster running endpoint={self.endpoint} cache_endpoint={self._cache_endpoint}>"
+        return f"<FakeCluster {self._lifecycle.value}>"
+
+
+def _check_port(name: str, port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"{name} must be an integer in 0..65535 (0 picks a free port); got {port!r}")
+
+
+def _dialable(host: str) -> str:
+    """The address clients should dial for a server bound to ``host``."""
+    try:
+        addr = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if addr.is_unspecified:
+        return "127.0.0.1" if addr.version == 4 else "::1"
+    return str(addr)
+
+
+def _bracket(host: str) -> str:
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
+def _probe_port(host: str, port: int, what: str) -> None:
+    """Fail fast with a readable message when ``host:port`` cannot be bound."""
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((bare, port))
+    except OSError as exc:
+        raise ClusterStartError(_bind_message(what, host, port, exc)) from exc
+
+
+def _bind_message(what: str, host: str, port: int, exc: BaseException | None) -> str:
+    reason = "address already in use" if _in_use(exc) else (str(exc) if exc else "bind failed")
+    hint = "choose another port, or 0 for a free one" if port else "check the host address"
+    return f"cannot bind the {what} to {_bracket(host)}:{port}: {reason} ({hint})"
+
+
+def _in_use(exc: BaseException | None) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return True
+    return exc is not None and "in use" in str(exc).lower()
+
+
+def _collect(errors: list[BaseException], fn: Any) -> None:
+    try:
+        fn()
+    except Exception as exc:  # keep stopping the other parts; re-raise the first error after
+        errors.append(exc)
