@@ -544,6 +544,10 @@ class CacheClient:
         copy is returned), only newer patches (appended locally), or the whole object.
         ``ref.version == 0`` ignores the local copy and downloads everything.
 
+        Versions restart at 1 when an object is deleted, so a copy cached before another client
+        deleted and rewrote the same full key can look current; read such keys with version 0.
+        (Keys made by :meth:`put_object` are fresh UUIDs and never come back.)
+
         Args:
             ref: the object to read (asked of ``ref.endpoint``).
             deserializer: ``f(base, patches)`` folding the base and its patches into one value;
