@@ -10,6 +10,10 @@ does not fail the task; a bad request or a missing interpreter does).
 
 Upstream runs a Rust program; the fake serves the same contract from Python, in-process (thread
 backend) or as ``python -m flamepy_fake._flmexec`` (process backend).
+
+The other default application, ``flmping``, is served by :class:`PingService`
+(``python -m flamepy_fake._flmexec --ping``): each task's output is its input, so a ping
+session answers what it is sent.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from flamepy_runner._proto import pb
 
-__all__ = ["FlmexecService", "main", "run_script"]
+__all__ = ["FlmexecService", "PingService", "main", "run_script"]
 
 _PYTHON = ("python", "python3", "py")
 _SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
@@ -131,14 +135,32 @@ class FlmexecService:
                 proc.kill()
 
 
-def main() -> int:
-    """Entry point of ``python -m flamepy_fake._flmexec`` (serves on ``$FLAME_INSTANCE_ENDPOINT``)."""
+class PingService:
+    """The flmping instance hooks: every task answers its own input."""
+
+    def on_session_enter(self, context: pb.SessionContext) -> None:
+        """Nothing to prepare."""
+
+    def on_task_invoke(self, context: pb.TaskContext) -> bytes | None:
+        """Return the task's input (None without input)."""
+        return context.input if context.HasField("input") else None
+
+    def on_session_leave(self) -> None:
+        """Nothing to release."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m flamepy_fake._flmexec [--ping]``, serving ``$FLAME_INSTANCE_ENDPOINT``."""
     from flamepy_runner._worker import serve
 
+    args = sys.argv[1:] if argv is None else argv
     endpoint = os.environ.get("FLAME_INSTANCE_ENDPOINT")
     if not endpoint:
         print("FLAME_INSTANCE_ENDPOINT is not set", file=sys.stderr)
         return 2
+    if args == ["--ping"]:
+        serve(PingService(), endpoint)
+        return 0
     service = FlmexecService()
     try:
         serve(service, endpoint)

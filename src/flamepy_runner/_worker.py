@@ -101,11 +101,19 @@ class InstanceServicer:
         service: the hooks to call.
         config: the cluster configuration exposed through :func:`current_config` while a
             hook runs.
+        log_failures: log each failing hook with its traceback at WARNING (the program does;
+            in-process instances only log at DEBUG, the caller gets the message anyway).
     """
 
-    def __init__(self, service: InstanceService, config: FlameConfig | None = None) -> None:
+    def __init__(
+        self, service: InstanceService, config: FlameConfig | None = None, *, log_failures: bool = False
+    ) -> None:
         self.service = service
         self.config = config
+        self._level = logging.WARNING if log_failures else logging.DEBUG
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        logger.log(self._level, "%s failed: %s", what, exc, exc_info=True)
 
     def OnSessionEnter(self, request: pb.SessionContext, context: Any = None) -> pb.Result:
         """Call ``on_session_enter``; any exception becomes ``Result{-1, str(exc)}``."""
@@ -113,7 +121,7 @@ class InstanceServicer:
             with _running_under(self.config):
                 self.service.on_session_enter(request)
         except Exception as exc:
-            logger.warning("session enter failed: %s", exc, exc_info=True)
+            self._failed("OnSessionEnter", exc)
             return pb.Result(return_code=-1, message=str(exc))
         return pb.Result(return_code=0)
 
@@ -123,7 +131,7 @@ class InstanceServicer:
             with _running_under(self.config):
                 output = self.service.on_task_invoke(request)
         except Exception as exc:
-            logger.warning("task %s failed: %s", request.task_id, exc, exc_info=True)
+            self._failed(f"task {request.task_id}", exc)
             return pb.TaskResult(return_code=-1, message=str(exc))
         if output is None:
             return pb.TaskResult(return_code=0)
@@ -135,7 +143,7 @@ class InstanceServicer:
             with _running_under(self.config):
                 self.service.on_session_leave()
         except Exception as exc:
-            logger.warning("session leave failed: %s", exc, exc_info=True)
+            self._failed("OnSessionLeave", exc)
             return pb.Result(return_code=-1, message=str(exc))
         return pb.Result(return_code=0)
 
@@ -350,7 +358,7 @@ def serve(service: InstanceService, endpoint: str, *, config: FlameConfig | None
     stop = threading.Event()
     server = grpc.server(ThreadPoolExecutor(max_workers=10, thread_name_prefix="instance"))
     server.add_generic_rpc_handlers(
-        (rpc.generic_handler(pb.INSTANCE_SERVICE, InstanceServicer(service, config)),)
+        (rpc.generic_handler(pb.INSTANCE_SERVICE, InstanceServicer(service, config, log_failures=True)),)
     )
     if server.add_insecure_port(f"unix://{endpoint}") == 0:
         raise RuntimeError(f"cannot listen on unix socket {endpoint}")

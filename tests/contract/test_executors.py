@@ -426,6 +426,15 @@ def test_flmexec(tmp_path: Path, backend: str) -> None:
     assert bad.state == FAILED and "unsupported language 'cobol'" in bad.events[-1].message
 
 
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_flmping_echoes(tmp_path: Path, backend: str) -> None:
+    with harness(tmp_path, backend=backend) as h:
+        sid = h.session("s1", "flmping")
+        done = h.wait_task(sid, h.task(sid, b"hello").id)
+        h.remember_pids()
+    assert done.state == SUCCEED and done.output == b"hello"
+
+
 def test_stop_with_running_instances_leaves_nothing(tmp_path: Path, probe: dict[str, Any]) -> None:
     with harness(tmp_path) as h:
         h.register("probe", **probe_spec(probe))

@@ -12,7 +12,7 @@ from pathlib import Path
 from .._install import Installation
 from .._state import AppRecord
 
-__all__ = ["build_env", "expand", "instance_argv", "is_flmexec", "is_flmrun"]
+__all__ = ["build_env", "expand", "instance_argv", "is_flmexec", "is_flmping", "is_flmrun"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 RUNPY_MODULE = "flamepy.runner.runpy"
@@ -46,19 +46,27 @@ def is_flmexec(app: AppRecord) -> bool:
     return bool(app.command) and os.path.basename(app.command or "") == "flmexec-service"
 
 
+def is_flmping(app: AppRecord) -> bool:
+    """Whether ``app`` is the ping service (upstream's ``flmping-service`` program)."""
+    return bool(app.command) and os.path.basename(app.command or "") == "flmping-service"
+
+
 def instance_argv(
     app: AppRecord, flmrun: str, env: Mapping[str, str], python: str = sys.executable
 ) -> list[str]:
     """The program an instance of ``app`` runs.
 
     ``flmrun`` apps run our worker (``builtin``) or flamepy's ``runpy`` (``flamepy``) with the
-    cluster's Python, so no ``uv`` or ``FLAME_HOME`` is needed; ``flmexec`` runs the fake's script
-    runner; every other app runs its own command and arguments, expanded against ``env``.
+    cluster's Python, so no ``uv`` or ``FLAME_HOME`` is needed; ``flmexec`` and ``flmping`` run
+    the fake's script runner and echo service; every other app runs its own command and
+    arguments, expanded against ``env``.
     """
     if is_flmrun(app):
         return [python, "-m", WORKER_MODULE if flmrun == "builtin" else RUNPY_MODULE]
     if is_flmexec(app):
         return [python, "-m", FLMEXEC_MODULE]
+    if is_flmping(app):
+        return [python, "-m", FLMEXEC_MODULE, "--ping"]
     command = expand(app.command or "", env)
     return [command, *(expand(a, env) for a in app.arguments)]
 

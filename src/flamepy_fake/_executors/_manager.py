@@ -32,7 +32,7 @@ from .._install import Installation, Installer, InstallError
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
-from ._launch import build_env, instance_argv, is_flmexec, is_flmrun
+from ._launch import build_env, instance_argv, is_flmexec, is_flmping, is_flmrun
 
 __all__ = ["ExecutorInfo", "ExecutorManager"]
 
@@ -73,7 +73,7 @@ class ExecutorManager:
         cache_endpoint: ``FLAME_CACHE_ENDPOINT`` given to instances (``grpc://host:port``).
         backend: ``auto`` (threads for flmrun sessions, processes for every other app),
             ``thread`` (threads whenever the app can run in-process: flmrun with the builtin
-            worker, flmexec) or ``process``.
+            worker, flmexec, flmping; any other command always runs as a process) or ``process``.
         flmrun: ``builtin`` (our worker) or ``flamepy`` (stock ``python -m flamepy.runner.runpy``,
             always in a process).
         max_executors: cluster-wide cap on instances.
@@ -215,7 +215,7 @@ class ExecutorManager:
 
     def backend_for(self, app: AppRecord) -> str:
         """The backend an instance of ``app`` gets."""
-        in_process = (is_flmrun(app) and self.flmrun == "builtin") or is_flmexec(app)
+        in_process = (is_flmrun(app) and self.flmrun == "builtin") or is_flmexec(app) or is_flmping(app)
         if not in_process:
             return "process"
         if self.backend == "process":
@@ -356,10 +356,11 @@ class ExecutorManager:
 
     def _make_instance(self, eid: str, app: AppRecord, backend: str, installation: Installation) -> Instance:
         if backend == "thread":
-            if is_flmexec(app):
-                from .._flmexec import FlmexecService
+            if is_flmexec(app) or is_flmping(app):
+                from .._flmexec import FlmexecService, PingService
 
-                return ThreadInstance(FlmexecService, self.client_config)
+                factory = FlmexecService if is_flmexec(app) else PingService
+                return ThreadInstance(factory, self.client_config)
             from flamepy_runner._worker import RunnerWorker
 
             cache = self._thread_cache()
