@@ -159,10 +159,23 @@ def test_current_config_is_visible_inside_tasks_only(cache: CacheClient) -> None
     assert current_config() is None
 
 
-def test_worker_program_serves_on_the_socket(cache: CacheClient) -> None:
+@pytest.mark.parametrize("without_flamepy", [False, True])
+def test_worker_program_serves_on_the_socket(
+    cache: CacheClient, tmp_path: Path, without_flamepy: bool
+) -> None:
+    from flamepy.core.cache import ObjectRef as FlamepyRef
+    from flamepy.runner.types import RunnerContext, RunnerRequest
+
+    env = {**os.environ, "FLAME_CACHE_ENDPOINT": cache.endpoint}
+    if without_flamepy:  # a shadow package that refuses to import, first on the path
+        (tmp_path / "flamepy").mkdir()
+        (tmp_path / "flamepy" / "__init__.py").write_text(
+            "raise ImportError('flamepy is not installed here')\n"
+        )
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
     with tempfile.TemporaryDirectory(prefix="ffw-", dir="/tmp") as tmp:
         sock = Path(tmp) / "w.sock"
-        env = {**os.environ, "FLAME_INSTANCE_ENDPOINT": str(sock), "FLAME_CACHE_ENDPOINT": cache.endpoint}
+        env["FLAME_INSTANCE_ENDPOINT"] = str(sock)
         proc = subprocess.Popen(
             [sys.executable, "-m", "flamepy_runner._worker"], env=env, stderr=subprocess.PIPE
         )
@@ -173,12 +186,16 @@ def test_worker_program_serves_on_the_socket(cache: CacheClient) -> None:
                 time.sleep(0.02)
             with grpc.insecure_channel(f"unix://{sock}") as channel:
                 stub = rpc.Stub(channel, pb.INSTANCE_SERVICE)
-                ref = cache.put_object("app/ssn", _wire.dumps(_wire.RunnerContext(lambda x: x + 1)))
+                # Payloads exactly as flamepy 0.6.0's Runner writes them.
+                ref = cache.put_object("app/ssn", cloudpickle.dumps(RunnerContext(lambda x, y: x + y)))
                 ctx = pb.SessionContext(
                     session_id="ssn", application=pb.ApplicationContext(name="app"), common_data=ref.encode()
                 )
                 assert stub.OnSessionEnter(ctx, timeout=30).return_code == 0
-                data = _wire.dumps(_wire.RunnerRequest(None, (41,), None))
+                arg = cache.put_object("app/ssn", 40)
+                data = cloudpickle.dumps(
+                    RunnerRequest(None, (FlamepyRef(arg.endpoint, arg.key, arg.version), 2))
+                )
                 out = stub.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn", input=data), timeout=30)
                 assert _value(cache, out) == 42
                 assert stub.OnSessionLeave(pb.EmptyRequest(), timeout=30).return_code == 0
