@@ -196,7 +196,10 @@ class ProcessInstance(Instance):
                 d.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-            with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            # Spawn under the stop lock: a concurrent stop() either prevents the spawn or sees it.
+            with self._stop_lock, self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+                if self._stopped:
+                    raise ShimError("the executor manager is stopping")
                 self._proc = subprocess.Popen(
                     self.argv,
                     cwd=self.cwd,

@@ -1,0 +1,159 @@
+"""Instance construction: expansion, environment precedence, program choice, process teardown."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flamepy_fake._executors._instance import ProcessInstance, ShimError, describe_exit
+from flamepy_fake._executors._launch import build_env, expand, instance_argv, is_flmrun
+from flamepy_fake._install import Installation
+from flamepy_fake._state import AppRecord
+
+FLMRUN = AppRecord(
+    name="flmrun",
+    command="${FLAME_HOME}/bin/uv",
+    arguments=["run", "--python", "python${FLAME_PYTHON_VERSION}", "python", "-m", "flamepy.runner.runpy"],
+    installer="python",
+)
+
+
+def test_expand() -> None:
+    env = {"A": "1", "B_2": "two"}
+    assert expand("$A-${B_2}-$MISSING-${MISSING}-$", env) == "1-two-$MISSING-${MISSING}-$"
+    assert expand("${A}", {}, env) == "1"
+
+
+def test_program_choice() -> None:
+    env = {"FLAME_HOME": "/opt/flame"}
+    assert is_flmrun(FLMRUN)
+    assert instance_argv(FLMRUN, "builtin", env) == [sys.executable, "-m", "flamepy_runner._worker"]
+    assert instance_argv(FLMRUN, "flamepy", env) == [sys.executable, "-m", "flamepy.runner.runpy"]
+    exec_app = AppRecord(name="flmexec", command="${FLAME_HOME}/bin/flmexec-service")
+    assert instance_argv(exec_app, "builtin", env)[1:] == ["-m", "flamepy_fake._flmexec"]
+    custom = AppRecord(name="svc", command="$FLAME_HOME/bin/svc", arguments=["--x=${X}", "$Y"])
+    assert instance_argv(custom, "builtin", {**env, "X": "1"}) == ["/opt/flame/bin/svc", "--x=1", "$Y"]
+
+
+def test_environment_precedence(tmp_path: Path) -> None:
+    app = AppRecord(
+        name="svc",
+        command="x",
+        environments={
+            "FROM_BASE": "${HOME}/data",
+            "FLAME_ENDPOINT": "http://app-value:1",  # overridden by the manager
+            "TMPDIR": "/app/tmp",  # the app's own wins over the per-instance one
+            "PYTHONPATH": "/app/py",
+        },
+    )
+    base = {
+        "HOME": "/home/u",
+        "PATH": "/usr/bin",
+        "PYTHONPATH": "/base/py",
+        "FLAME_INSTANCE_ENDPOINT": "/stale",
+    }
+    env = build_env(
+        app,
+        base=base,
+        socket_path=tmp_path / "e.sock",
+        frontend_endpoint="http://127.0.0.1:5",
+        cache_endpoint="grpc://127.0.0.1:6",
+        tmp_dir=tmp_path / "tmp",
+        installation=Installation(
+            pythonpath=("/deps", "/src"), path=("/deps/bin",), env={"FLAME_PYTHON_VERSION": "3.11"}
+        ),
+        extra_pythonpath=["/ours"],
+    )
+    assert env["FROM_BASE"] == "/home/u/data"
+    assert env["FLAME_ENDPOINT"] == "http://127.0.0.1:5"
+    assert env["FLAME_CACHE_ENDPOINT"] == "grpc://127.0.0.1:6"
+    assert env["FLAME_INSTANCE_ENDPOINT"] == str(tmp_path / "e.sock")
+    assert env["FLAME_LOG"] and env["RUST_LOG"]
+    assert env["HOME"] == "/home/u"
+    assert env["PYTHONPATH"] == os.pathsep.join(["/deps", "/src", "/ours", "/app/py"])
+    assert env["PATH"].split(os.pathsep)[0] == "/deps/bin" and env["PATH"].endswith("/usr/bin")
+    assert env["TMPDIR"] == "/app/tmp" and env["TEMP"] == env["TMP"] == str(tmp_path / "tmp")
+    assert env["FLAME_PYTHON_VERSION"] == "3.11"
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(3) == "exited with code 3"
+    assert describe_exit(-9) == "was killed by signal 9 (SIGKILL)"
+
+
+def _instance(tmp_path: Path, argv: list[str], **kw: object) -> ProcessInstance:
+    return ProcessInstance(
+        argv,
+        env=dict(os.environ),
+        cwd=tmp_path / "top",
+        socket_path=tmp_path / "s.sock",
+        stdout_path=tmp_path / "logs" / "out",
+        stderr_path=tmp_path / "logs" / "err",
+        cleanup=(tmp_path / "top",),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_socket_deadline(tmp_path: Path) -> None:
+    inst = _instance(tmp_path, ["sleep", "30"], ready_timeout=0.3)
+    with pytest.raises(ShimError, match="did not create its socket"):
+        inst.start()
+    pid = inst.pid
+    inst.stop()
+    assert pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not (tmp_path / "top").exists()
+
+
+def test_stop_kills_the_whole_group_and_keeps_logs(tmp_path: Path) -> None:
+    # The shell ignores SIGTERM and leaves a grandchild behind: SIGKILL to the group gets both.
+    script = f"trap '' TERM; echo started; sleep 60 & echo $! > {tmp_path}/child; sleep 60"
+    inst = _instance(tmp_path, ["sh", "-c", script], ready_timeout=0.1, stop_grace=0.3)
+    with pytest.raises(ShimError):
+        inst.start()
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "child").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    child = int((tmp_path / "child").read_text())
+    inst.stop()
+    for pid in (inst.pid, child):
+        assert pid is not None
+        _gone(pid)
+    assert "started" in inst.logs()
+
+
+def _gone(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        # an orphaned grandchild is reaped by init, shortly after the kill
+        time.sleep(0.02)
+    pytest.fail(f"process {pid} is still alive")
+
+
+def test_stop_before_start_never_spawns(tmp_path: Path) -> None:
+    inst = _instance(tmp_path, ["sleep", "30"])
+    inst.stop()
+    with pytest.raises(ShimError, match="stopping"):
+        inst.start()
+    assert inst.pid is None
+
+
+def test_bad_command(tmp_path: Path) -> None:
+    with pytest.raises(ShimError, match="failed to start service by command /no/such/program"):
+        _instance(tmp_path, ["/no/such/program"]).start()
+
+
+def test_exit_before_socket(tmp_path: Path) -> None:
+    inst = _instance(tmp_path, [sys.executable, "-c", "import os; os.kill(os.getpid(), 15)"])
+    with pytest.raises(ShimError, match=r"was killed by signal 15 \(SIGTERM\) before creating its socket"):
+        inst.start()
+    inst.stop()
