@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import io
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -100,24 +101,16 @@ def serialize_to_buffer(obj: Any) -> pa.Buffer:
     Raises:
         pickle.PicklingError: ``obj`` cannot be pickled (cloudpickle's own error, unchanged).
     """
-    sink = pa.BufferOutputStream()
-    if _np is not None and isinstance(obj, _np.ndarray) and _write_numpy(obj, sink):
-        return sink.getvalue()
-    if isinstance(obj, pa.Table):
-        sink.write(MARKER_TABLE)
-        _write_stream(sink, obj.schema, obj.to_batches())
-    elif isinstance(obj, pa.RecordBatch):
-        sink.write(MARKER_BATCH)
-        _write_stream(sink, obj.schema, [obj])
-    elif isinstance(obj, pa.Array):
-        wrapped = pa.record_batch([obj], names=["data"])
-        sink.write(MARKER_ARRAY)
-        _write_stream(sink, wrapped.schema, [wrapped])
-    else:
-        sink.write(MARKER_PICKLE)
-        # Pickling straight into the sink writes big bytes-like members once, not twice.
-        cloudpickle.dump(obj, sink, protocol=cloudpickle.DEFAULT_PROTOCOL)
-    return sink.getvalue()
+    writer = _arrow_writer(obj)
+    if writer is None:
+        return pa.py_buffer(_pickled(obj))
+    # Two passes: measure on a mock stream (no data copied), then write into an exact-size
+    # buffer. A growing stream would reallocate and copy large payloads several times.
+    mock = pa.MockOutputStream()
+    writer(mock)
+    out = pa.allocate_buffer(mock.size())
+    writer(pa.FixedSizeBufferWriter(out))
+    return out
 
 
 def serialize(obj: Any) -> bytes:
@@ -129,15 +122,39 @@ def serialize(obj: Any) -> bytes:
     Returns:
         The payload bytes, readable by :func:`deserialize` and by flamepy 0.6.0.
     """
-    if not _is_arrowish(obj):
-        # The common case (task arguments): one BytesIO copy instead of buffer + to_pybytes.
-        out = io.BytesIO()
-        out.write(MARKER_PICKLE)
-        cloudpickle.dump(obj, out, protocol=cloudpickle.DEFAULT_PROTOCOL)
-        data: bytes = out.getvalue()
-        return data
+    if _arrow_writer(obj) is None:
+        return _pickled(obj)
     encoded: bytes = serialize_to_buffer(obj).to_pybytes()
     return encoded
+
+
+def _pickled(obj: Any) -> bytes:
+    # Pickling straight into one BytesIO copies big bytes-like members once, and getvalue()
+    # hands over the buffer without another copy.
+    out = io.BytesIO()
+    out.write(MARKER_PICKLE)
+    cloudpickle.dump(obj, out, protocol=cloudpickle.DEFAULT_PROTOCOL)
+    data: bytes = out.getvalue()
+    return data
+
+
+def _arrow_writer(obj: Any) -> Callable[[pa.NativeFile], None] | None:
+    """A function writing ``obj`` in its Arrow fast-path layout, or None for pickle."""
+    if _np is not None and isinstance(obj, _np.ndarray):
+        tensor = _tensor(obj)
+        if tensor is None:
+            return None
+        return lambda sink: _write_marked(sink, MARKER_NUMPY, lambda: pyarrow.ipc.write_tensor(tensor, sink))
+    if isinstance(obj, pa.Table):
+        table = obj
+        return lambda sink: _write_stream(sink, MARKER_TABLE, table.schema, table.to_batches())
+    if isinstance(obj, pa.RecordBatch):
+        batch = obj
+        return lambda sink: _write_stream(sink, MARKER_BATCH, batch.schema, [batch])
+    if isinstance(obj, pa.Array):
+        wrapped = pa.record_batch([obj], names=["data"])
+        return lambda sink: _write_stream(sink, MARKER_ARRAY, wrapped.schema, [wrapped])
+    return None
 
 
 def deserialize(data: bytes | bytearray | memoryview | pa.Buffer) -> Any:
@@ -175,27 +192,26 @@ def deserialize(data: bytes | bytearray | memoryview | pa.Buffer) -> Any:
     return cloudpickle.loads(memoryview(buf))
 
 
-def _is_arrowish(obj: Any) -> bool:
-    if isinstance(obj, (pa.Table, pa.RecordBatch, pa.Array)):
-        return True
-    return _np is not None and isinstance(obj, _np.ndarray)
-
-
-def _write_numpy(arr: Any, sink: pa.BufferOutputStream) -> bool:
-    """Write ``arr`` as a tensor if Arrow can represent it; False means "use pickle instead"."""
+def _tensor(arr: Any) -> pa.Tensor | None:
+    """The Arrow tensor for ``arr``, or None when Arrow cannot represent it (then: pickle)."""
     if not (arr.flags.c_contiguous or arr.flags.f_contiguous):
-        return False
+        return None
     try:
-        tensor = pa.Tensor.from_numpy(arr)
+        return pa.Tensor.from_numpy(arr)
     except (pa.ArrowException, TypeError, ValueError):
-        # Object, string and other non-numeric dtypes have no tensor form.
-        return False
-    sink.write(MARKER_NUMPY)
-    pyarrow.ipc.write_tensor(tensor, sink)
-    return True
+        # Object, string, complex and other non-numeric dtypes have no tensor form.
+        return None
 
 
-def _write_stream(sink: pa.BufferOutputStream, schema: pa.Schema, batches: list[pa.RecordBatch]) -> None:
+def _write_marked(sink: pa.NativeFile, marker: bytes, body: Callable[[], object]) -> None:
+    sink.write(marker)
+    body()
+
+
+def _write_stream(
+    sink: pa.NativeFile, marker: bytes, schema: pa.Schema, batches: list[pa.RecordBatch]
+) -> None:
+    sink.write(marker)
     with pyarrow.ipc.new_stream(sink, schema) as writer:
         for batch in batches:
             writer.write_batch(batch)
