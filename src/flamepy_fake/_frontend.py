@@ -17,6 +17,7 @@ from flamepy_runner._proto import pb
 
 from . import _msgs as msgs
 from . import _state as st
+from ._records import TERMINAL_TASK_STATES
 from ._state import ClusterState, ResultError, StateError
 
 __all__ = [
@@ -303,8 +304,13 @@ class FrontendServicer:
         )
         # A client that goes away must not keep a server thread: wake the watcher to notice it.
         context.add_callback(lambda: self._state.wake(session_id))
-        for task in updates:
-            yield task_to_pb(task)
+        last = None
+        for last in updates:
+            yield task_to_pb(last)
+        if self._state.stopped and (last is None or last.state not in TERMINAL_TASK_STATES):
+            # The watch was cut by shutdown, not by the task: say so, as a real server going away
+            # would (UNAVAILABLE), so a client's future fails instead of waiting forever.
+            _abort(context, StateError("UNAVAILABLE", msgs.SERVER_STOPPING))
 
     def ListTask(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         """Stream every task of the session once."""

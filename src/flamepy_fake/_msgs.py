@@ -69,6 +69,9 @@ EVENT_RETRY_LIMIT = (
     "paused for this session; existing executors are unchanged."
 )
 
+# -- the fake's own (no upstream equivalent) ---------------------------------------------------------
+SERVER_STOPPING = "the fake session manager is shutting down"  # UNAVAILABLE, ends open WatchTask streams
+
 # -- nodes and executors ---------------------------------------------------------------------------
 NODE_NOT_FOUND = "node {name} not found"
 EXECUTOR_NOT_FOUND = "{id}"

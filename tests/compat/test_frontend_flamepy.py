@@ -466,3 +466,30 @@ def test_cancelled_watch_frees_its_server_thread(monkeypatch: pytest.MonkeyPatch
             stream.cancel()
             reply = stub.GetSession(pb.GetSessionRequest(session_id="s"), timeout=DEADLINE)
             assert reply.metadata.id == "s"
+
+
+def test_teardown_leaves_no_thread_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = set(threading.enumerate())
+    state = ClusterState()
+    with frontend_server(state) as addr, flamepy_client(monkeypatch, addr):
+        session = flamepy.create_session("flmping", session_id="hang")
+        future = session.run(b"never runs")  # its watch stream stays open until the state stops
+        state.stop()
+        # A watch cut by shutdown ends UNAVAILABLE, so the future fails rather than hanging.
+        with pytest.raises(FlameError) as exc:
+            future.result(timeout=DEADLINE)
+        _error(
+            exc, FlameErrorCode.INTERNAL, "failed to watch task: the fake session manager is shutting down"
+        )
+    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert leftover == []
+
+
+def test_two_servers_are_independent(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = ClusterState(), ClusterState()
+    with frontend_server(first) as addr1, frontend_server(second) as addr2:
+        with flamepy_client(monkeypatch, addr1):
+            flamepy.register_application("only-first", ApplicationAttributes(command="/bin/true"))
+        with flamepy_client(monkeypatch, addr2):
+            assert flamepy.get_application("only-first") is None
+            assert sorted(a.name for a in flamepy.list_applications()) == ["flmexec", "flmping", "flmrun"]

@@ -72,6 +72,7 @@ EMPTY: dict[str, tuple[grpc.StatusCode, str | None]] = {
 }
 
 METHODS = {m.name: m for m in pb.FRONTEND_SERVICE.methods}
+NODE = "fuzz-node"
 
 
 def test_tables_cover_every_rpc() -> None:
@@ -80,7 +81,7 @@ def test_tables_cover_every_rpc() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[ClusterState, grpc.Channel]]:
-    state = ClusterState()
+    state = ClusterState(node_name=NODE)
     pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sm-fuzz")
     srv = grpc.server(pool)
     srv.add_generic_rpc_handlers((rpc.generic_handler(pb.FRONTEND_SERVICE, FrontendServicer(state)),))
@@ -112,10 +113,10 @@ def _call_raw(
 
 
 def _assert_still_serving(channel: grpc.Channel) -> None:
-    reply = rpc.Stub(channel, pb.FRONTEND_SERVICE).GetApplication(
-        pb.GetApplicationRequest(name="flmrun"), timeout=DEADLINE
-    )
-    assert reply.metadata.name == "flmrun"
+    # GetNode of the fake's own node: nothing a fuzzed request can do removes it (unlike the
+    # default applications, which a random UnregisterApplication may legitimately delete).
+    reply = rpc.Stub(channel, pb.FRONTEND_SERVICE).GetNode(pb.GetNodeRequest(name=NODE), timeout=DEADLINE)
+    assert reply.node.metadata.name == NODE
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
