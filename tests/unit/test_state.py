@@ -811,3 +811,56 @@ def test_wake_ends_wait_for_change(state: ClusterState) -> None:
     state.wake()
     thread.join(10)
     assert not thread.is_alive() and result[0] != gen
+
+
+def test_concurrent_clients_and_executors_never_see_half_applied_changes(state: ClusterState) -> None:
+    """Creators, executors and an observer race; every snapshot and the end state stay coherent."""
+    _open(state)
+    per_creator, creators, workers = 60, 2, 3
+    total = per_creator * creators
+    errors: list[str] = []
+    done = threading.Event()
+
+    def create() -> None:
+        for _ in range(per_creator):
+            state.create_task("s1", b"x")
+
+    def work() -> None:
+        eid = _bound_executor(state)
+        while not done.is_set():
+            task = state.launch_task(eid, 0.05)
+            if task is None:
+                continue
+            if task.state != 1:
+                errors.append(f"launched task {task.id} in state {task.state}")
+            state.complete_task(eid, task.id % 2, task.input, None)
+
+    def observe() -> None:
+        last = 0
+        while not done.is_set():
+            s = state.get_session("s1")
+            seen = s.pending + s.running + s.succeed + s.failed + s.cancelled
+            if seen < last or s.running > workers:
+                errors.append(f"incoherent snapshot: {s}")
+            last = seen
+
+    threads = [
+        threading.Thread(target=f, daemon=True) for f in [create] * creators + [work] * workers + [observe]
+    ]
+    for t in threads:
+        t.start()
+    for t in threads[:creators]:
+        t.join(30)
+    while state.get_session("s1").succeed + state.get_session("s1").failed < total and not errors:
+        state.wait_for_change(state.generation, 1)
+    done.set()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    tasks = state.list_tasks("s1")
+    assert sorted(t.id for t in tasks) == list(range(1, total + 1))
+    for t in tasks:
+        events = [e.code for e in state.get_task("s1", str(t.id)).events]
+        assert events == [0, 1, 2 if t.id % 2 == 0 else 3]  # each task ran exactly once
+    s = state.get_session("s1")
+    assert (s.pending, s.running, s.succeed, s.failed) == (0, 0, total // 2, total // 2)
