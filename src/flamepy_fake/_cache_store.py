@@ -264,14 +264,15 @@ class NativeTable:
 class PayloadBuilder:
     """Concatenates the ``data`` cells of an upload into one buffer, copying as little as possible.
 
-    A single non-empty cell is kept as is (zero-copy); from the second one on, cells are
-    appended to one growing buffer as they arrive so the caller can drop each batch at once.
+    A single non-empty cell is kept as is (zero-copy). Several cells are copied once, into one
+    buffer of exactly the total size, when :meth:`finish` is called: a growing buffer would
+    reallocate (and copy) large uploads several times over.
     """
 
     def __init__(self) -> None:
         self.rows = 0
-        self._first: pa.Buffer | None = None
-        self._sink: pa.BufferOutputStream | None = None
+        self._cells: list[pa.Buffer] = []
+        self._size = 0
 
     def add(self, cell: pa.Buffer) -> None:
         """Append one cell.
@@ -280,22 +281,22 @@ class PayloadBuilder:
             cell: the cell's bytes.
         """
         self.rows += 1
-        if cell.size == 0:
-            return
-        if self._sink is None and self._first is None:
-            self._first = cell
-            return
-        if self._sink is None:
-            self._sink = pa.BufferOutputStream()
-            self._sink.write(self._first)
-            self._first = None
-        self._sink.write(cell)
+        if cell.size:
+            self._cells.append(cell)
+            self._size += cell.size
 
     def finish(self) -> pa.Buffer:
-        """Return everything added so far as one buffer."""
-        if self._sink is not None:
-            return self._sink.getvalue()
-        return self._first if self._first is not None else pa.py_buffer(b"")
+        """Return everything added so far as one buffer (and forget the cells)."""
+        cells, self._cells = self._cells, []
+        if not cells:
+            return pa.py_buffer(b"")
+        if len(cells) == 1:
+            return cells[0]
+        out = pa.allocate_buffer(self._size)
+        sink = pa.FixedSizeBufferWriter(out)
+        for cell in cells:
+            sink.write(cell)
+        return out
 
 
 def binary_cells(array: pa.Array) -> list[pa.Buffer]:
