@@ -404,4 +404,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run main() of the module under its real name: task code imports
+    # ``flamepy_runner._worker`` and must see the same current_config() as the server.
+    from flamepy_runner._worker import main as _main
+
+    raise SystemExit(_main())

@@ -483,3 +483,54 @@ def test_flamepy_runner_e2e(tmp_path: Path, backend: str, flmrun: str) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not work_dir.exists()
+
+
+NESTED_CLIENT = textwrap.dedent(
+    """
+    import json, os
+    from flamepy.runner.runner import Runner
+
+    def where(x):
+        import os, flamepy
+        from flamepy_runner._worker import current_config
+
+        cfg = current_config()
+        # flamepy inside the task reaches the cluster that runs the task
+        app = flamepy.get_application("flmrun")
+        return [os.environ.get("FLAME_ENDPOINT"), cfg and cfg.endpoint, app.name]
+
+    with Runner("nested") as runner:
+        print(json.dumps([runner.service(where)(1).get(), os.environ["FLAME_ENDPOINT"]]))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_code_in_tasks_reaches_its_own_cluster(tmp_path: Path, backend: str) -> None:
+    (tmp_path / "client.py").write_text(NESTED_CLIENT)
+    (tmp_path / "README.md").write_text("nested\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAME_")}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flamepy_fake",
+            "run",
+            "--backend",
+            backend,
+            "--",
+            sys.executable,
+            "client.py",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (endpoint, config_endpoint, app), client_endpoint = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert endpoint == client_endpoint and app == "flmrun"
+    assert config_endpoint == client_endpoint

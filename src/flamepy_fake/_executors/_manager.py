@@ -10,6 +10,17 @@ Per executor, in order (upstream's Idle → Bound → Unbinding, reference B1):
    naming the exit code or signal, and the executor ends (a fresh one serves the rest);
 5. UnbindExecutor, OnSessionLeave, teardown (process group killed, socket and directories
    removed), executor record released.
+
+Code inside tasks reaching its own cluster: process instances get ``FLAME_ENDPOINT`` and
+``FLAME_CACHE_ENDPOINT`` in their environment. Thread instances share the cluster's process:
+our worker exposes the cluster's configuration through
+``flamepy_runner._worker.current_config()`` while a task runs (per thread, so several clusters
+in one process stay apart). flamepy itself only reads the process environment (and keeps one
+connection per process), so for flamepy calls inside thread tasks the manager exports both
+variables into ``os.environ`` when they are unset (``export_env``) and removes them at stop.
+Limits: with several clusters in one process, or a flamepy connection made earlier to another
+cluster, flamepy calls in thread tasks go where flamepy's process-wide state points; use the
+process backend for such code. Threads a task starts itself do not see ``current_config()``.
 """
 
 from __future__ import annotations
@@ -84,6 +95,9 @@ class ExecutorManager:
             OnSessionLeave.
         stop_grace: seconds between SIGTERM and SIGKILL when an instance is stopped.
         python: the interpreter that runs flmrun/flmexec instances.
+        export_env: set ``FLAME_ENDPOINT``/``FLAME_CACHE_ENDPOINT`` in this process while the
+            manager runs, if both are unset, so flamepy calls inside thread instances reach
+            this cluster (see the module docstring).
     """
 
     def __init__(
@@ -100,6 +114,7 @@ class ExecutorManager:
         bind_timeout: float = 30.0,
         stop_grace: float = 3.0,
         python: str = sys.executable,
+        export_env: bool = True,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -128,6 +143,8 @@ class ExecutorManager:
         self._started = False
         self._cache: object | None = None  # CacheClient for thread instances, made on first use
         self._socket_dir: Path | None = None
+        self.export_env = export_env
+        self._exported: dict[str, str] = {}
         self._scheduler = Scheduler(
             state,
             spawn=self._spawn,
@@ -150,6 +167,16 @@ class ExecutorManager:
         self._socket_dir = Path(
             tempfile.mkdtemp(prefix="ffx-", dir="/tmp" if os.path.isdir("/tmp") else None)
         )
+        if (
+            self.export_env
+            and "FLAME_ENDPOINT" not in os.environ
+            and "FLAME_CACHE_ENDPOINT" not in os.environ
+        ):
+            self._exported = {
+                "FLAME_ENDPOINT": self.frontend_endpoint,
+                "FLAME_CACHE_ENDPOINT": self.cache_endpoint,
+            }
+            os.environ.update(self._exported)
         self._scheduler.start()
 
     def stop(self) -> None:
@@ -165,6 +192,10 @@ class ExecutorManager:
             thread.join(timeout=deadline)
             if thread.is_alive():  # user code blocking in a thread instance; it is a daemon
                 logger.warning("executor thread %s did not finish; leaving it behind", thread.name)
+        for key, value in self._exported.items():
+            if os.environ.get(key) == value:
+                del os.environ[key]
+        self._exported = {}
         cache, self._cache = self._cache, None
         if cache is not None:
             with contextlib.suppress(Exception):
