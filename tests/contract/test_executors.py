@@ -198,7 +198,7 @@ def probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def probe_spec(probe: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    spec = {k: probe[k] for k in ("command", "arguments")}
+    spec = {"command": extra.pop("command", probe["command"]), "arguments": probe["arguments"]}
     spec["environments"] = {**probe["environments"], **extra.pop("environments", {})}
     spec.update(extra)
     return spec
@@ -211,9 +211,10 @@ def events_of(probe: dict[str, Any]) -> list[str]:
 # -- a FlameService program -------------------------------------------------------------------
 
 
-def test_service_program_serves_a_binding(tmp_path: Path, probe: dict[str, Any]) -> None:
+@pytest.mark.parametrize("command", ["python3", "${FFX_PYBIN}/python3"])
+def test_service_program_serves_a_binding(tmp_path: Path, probe: dict[str, Any], command: str) -> None:
     with harness(tmp_path) as h:
-        h.register("probe", **probe_spec(probe))
+        h.register("probe", **probe_spec(probe, command=command))
         sid = h.session("s1", "probe", max_instances=1)
         tasks = [h.task(sid, b"report") for _ in range(3)]
         results = [json.loads(h.wait_task(sid, t.id).output or b"{}") for t in tasks]
@@ -230,7 +231,7 @@ def test_service_program_serves_a_binding(tmp_path: Path, probe: dict[str, Any])
     first = results[0]
     env = first["env"]
     # The application context is what was registered, unexpanded.
-    assert first["command"] == "${FFX_PYBIN}/python3"
+    assert first["command"] == command
     assert first["working_directory"] is None
     # The instance environment (reference B4).
     assert env["FLAME_INSTANCE_ENDPOINT"].endswith(".sock") and env["FLAME_INSTANCE_ENDPOINT"].startswith("/")
