@@ -535,3 +535,16 @@ def test_code_in_tasks_reaches_its_own_cluster(tmp_path: Path, backend: str) -> 
     (endpoint, config_endpoint, app), client_endpoint = json.loads(proc.stdout.strip().splitlines()[-1])
     assert endpoint == client_endpoint and app == "flmrun"
     assert config_endpoint == client_endpoint
+
+
+def test_registered_working_directory(tmp_path: Path, probe: dict[str, Any]) -> None:
+    wd = tmp_path / "wd"
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe, working_directory=str(wd)))
+        sid = h.session("s1", "probe")
+        report = json.loads(h.wait_task(sid, h.task(sid, b"report").id).output or b"{}")
+        h.remember_pids()
+
+    assert report["cwd"] == str(wd) and report["working_directory"] == str(wd)
+    assert report["env"]["TMPDIR"] == str(wd / "work" / "probe" / "tmp")
+    assert wd.is_dir() and not (wd / "work" / "probe").exists()  # only the app dir is removed
