@@ -142,6 +142,9 @@ class ClusterState:
         self._apps: dict[str, AppRecord] = {a.name: a for a in default_apps(now_ms())}
         self._sessions: dict[str, _Session] = {}
         self._executors: dict[str, ExecutorRecord] = {}
+        # Session of the task each executor holds: an unbind may clear the executor's session
+        # while it still holds a task, and releasing it must still find that task.
+        self._held_in: dict[str, str] = {}
         self._capacity = _host_capacity()
 
     # -- lifecycle and change notification -----------------------------------------------------
@@ -374,6 +377,7 @@ class ClusterState:
                     ssn.move(task, TASK_RUNNING)
                     task.events.append(EventRecord(TASK_RUNNING, msgs.EVENT_TASK_RUNNING, now_ms()))
                     rec.task_id = task.id
+                    self._held_in[rec.id] = ssn.rec.id
                     self._bump(ssn)
                     return _copy_task(task, events=True)
                 remaining = deadline - time.monotonic()
@@ -412,6 +416,7 @@ class ClusterState:
             task.completion_time = t
             task.events.append(event)
             rec.task_id = None
+            self._held_in.pop(rec.id, None)
             self._bump(ssn)
 
     def unbind_executor(self, executor_id: str) -> None:
@@ -442,7 +447,8 @@ class ClusterState:
             rec = self._executors.pop(executor_id, None)
             if rec is None:
                 return
-            ssn = self._sessions.get(rec.session_id) if rec.session_id is not None else None
+            held_in = self._held_in.pop(executor_id, None)
+            ssn = self._sessions.get(held_in) if held_in is not None else None
             if ssn is not None and rec.task_id is not None:
                 task = ssn.tasks.get(rec.task_id)
                 if task is not None and task.state == TASK_RUNNING:

@@ -864,3 +864,15 @@ def test_concurrent_clients_and_executors_never_see_half_applied_changes(state: 
         assert events == [0, 1, 2 if t.id % 2 == 0 else 3]  # each task ran exactly once
     s = state.get_session("s1")
     assert (s.pending, s.running, s.succeed, s.failed) == (0, 0, total // 2, total // 2)
+
+
+def test_release_after_double_unbind_still_requeues_the_held_task(state: ClusterState) -> None:
+    _open(state)
+    state.create_task("s1", b"a")
+    eid = _bound_executor(state)
+    assert state.launch_task(eid, 0) is not None
+    state.unbind_executor(eid)
+    state.unbind_executor(eid)  # clears the executor's session while it holds task 1
+    state.release_executor(eid)
+    assert state.get_task("s1", "1").state == 0  # not stuck Running: the session can close
+    assert state.close_session("s1").cancelled == 1
