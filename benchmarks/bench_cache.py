@@ -241,7 +241,7 @@ def bench_throughput(size: int, reps: int) -> list[tuple[str, str]]:
         for rep in range(reps + 1):
             ours.delete_objects("bench/tp")  # hold one copy at a time on the server
             put_s, ref = timed(lambda: ours.put_object("bench/tp", payload))
-            get_s, got = timed(lambda: ours.get_object(ref.with_version(0)))
+            get_s, got = timed(lambda ref=ref: ours.get_object(ref.with_version(0)))
             assert len(got) == size
             del got
             if rep:  # rep 0 warms up both processes
