@@ -548,3 +548,38 @@ def test_registered_working_directory(tmp_path: Path, probe: dict[str, Any]) -> 
     assert report["cwd"] == str(wd) and report["working_directory"] == str(wd)
     assert report["env"]["TMPDIR"] == str(wd / "work" / "probe" / "tmp")
     assert wd.is_dir() and not (wd / "work" / "probe").exists()  # only the app dir is removed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_runner_package_modules_are_importable(tmp_path: Path, backend: str) -> None:
+    # A function pickled by reference: the instance must import it from the Runner's package.
+    (tmp_path / "ffx_pkg_mod.py").write_text("def triple(x):\n    return 3 * x\n")
+    (tmp_path / "client.py").write_text(
+        "from flamepy.runner.runner import Runner\n"
+        "from ffx_pkg_mod import triple\n"
+        "with Runner('pkgmod') as runner:\n"
+        "    print(runner.service(triple)(5).get())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAME_")}
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flamepy_fake",
+            "run",
+            "--backend",
+            backend,
+            "--",
+            sys.executable,
+            "client.py",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "15"

@@ -21,6 +21,9 @@ variables into ``os.environ`` when they are unset (``export_env``) and removes t
 Limits: with several clusters in one process, or a flamepy connection made earlier to another
 cluster, flamepy calls in thread tasks go where flamepy's process-wide state points; use the
 process backend for such code. Threads a task starts itself do not see ``current_config()``.
+A Runner package's directories are appended to this process's ``sys.path`` for thread
+instances (modules pickled by reference must be importable here); a module already imported
+under the same name is not reloaded.
 """
 
 from __future__ import annotations
@@ -394,6 +397,7 @@ class ExecutorManager:
                 return ThreadInstance(factory, self.client_config)
             from flamepy_runner._worker import RunnerWorker
 
+            _append_sys_path(installation.pythonpath)
             cache = self._thread_cache()
             return ThreadInstance(lambda: RunnerWorker(cache), self.client_config)  # type: ignore[arg-type]
         assert self._socket_dir is not None, "the manager is not started"
@@ -435,6 +439,22 @@ class ExecutorManager:
             stop_grace=self.stop_grace,
             display=" ".join(argv),
         )
+
+
+_SYS_PATH_LOCK = threading.Lock()
+
+
+def _append_sys_path(paths: tuple[str, ...]) -> None:
+    """Make a Runner package importable by in-process instances, after everything else.
+
+    Functions and classes pickled by reference name modules of the Runner's package; a thread
+    instance can only import them from this process. The directories are appended, never
+    prepended, so modules the process already imports win (in a test run, the project's own).
+    """
+    with _SYS_PATH_LOCK:
+        for path in paths:
+            if path not in sys.path:
+                sys.path.append(path)
 
 
 def _own_paths() -> list[str]:
