@@ -1,0 +1,291 @@
+"""pytest plugin: a fresh fake Flame cluster per test (registered as the ``flamepy_fake`` pytest11 entry).
+
+The plugin stays inert until a test asks for one of its fixtures:
+
+- ``flame_cluster``: a started :class:`~flamepy_fake.FakeCluster`, stopped after the test;
+- ``flame_env``: the same cluster, with ``FLAME_ENDPOINT`` / ``FLAME_CACHE_ENDPOINT`` set in
+  ``os.environ`` and flamepy's process-wide cached connections reset, so ``flamepy.*`` calls
+  reach this cluster.
+
+Options come from ``@pytest.mark.flame(...)`` (keyword-only; the marker closest to the test
+wins) over the ``--flame-*`` command-line options. At teardown the fixture fails the test if it
+left sessions open or tasks unfinished, unless the marker allows it; the check is skipped when
+the test already failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._cluster import FakeCluster
+
+__all__ = ["FlameOptions", "reset_flamepy_clients"]
+
+_MARKER = "flame"
+_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+_BACKENDS = ("auto", "thread", "process")
+_FLMRUN_MODES = ("builtin", "flamepy")
+
+
+class FlameOptions:
+    """The options of one ``flame_cluster``, validated (what ``@pytest.mark.flame`` accepts).
+
+    Args:
+        backend: ``auto``, ``thread`` or ``process`` (see ``FakeCluster``).
+        flmrun: ``builtin`` or ``flamepy``.
+        max_executors: cluster-wide cap on concurrent instances.
+        retry_limit: failed bindings of a session before event 1002.
+        default_resreq: ``(cpu, memory, gpu)`` for sessions that name none.
+        cache_max_memory: object cache memory limit in bytes.
+        allow_open_sessions: do not fail the test when sessions are still open at teardown.
+        allow_unfinished_tasks: do not fail the test when tasks are pending or running at teardown.
+
+    Raises:
+        TypeError: an option has the wrong type, or a positional argument was given.
+        ValueError: an option is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: str = "auto",
+        flmrun: str = "builtin",
+        max_executors: int = 10,
+        retry_limit: int = 5,
+        default_resreq: tuple[int, int, int] | None = None,
+        cache_max_memory: int | None = None,
+        allow_open_sessions: bool = False,
+        allow_unfinished_tasks: bool = False,
+    ) -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
+        if flmrun not in _FLMRUN_MODES:
+            raise ValueError(f"flmrun must be one of {', '.join(_FLMRUN_MODES)}; got {flmrun!r}")
+        for name, value in (("max_executors", max_executors), ("retry_limit", retry_limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        for name, flag in (
+            ("allow_open_sessions", allow_open_sessions),
+            ("allow_unfinished_tasks", allow_unfinished_tasks),
+        ):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False; got {flag!r}")
+        self.backend = backend
+        self.flmrun = flmrun
+        self.max_executors = max_executors
+        self.retry_limit = retry_limit
+        self.default_resreq = default_resreq
+        self.cache_max_memory = cache_max_memory
+        self.allow_open_sessions = allow_open_sessions
+        self.allow_unfinished_tasks = allow_unfinished_tasks
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for ``FakeCluster`` (the ``allow_*`` flags are the fixture's)."""
+        return {
+            "backend": self.backend,
+            "flmrun": self.flmrun,
+            "max_executors": self.max_executors,
+            "retry_limit": self.retry_limit,
+            "default_resreq": self.default_resreq,
+            "cache_max_memory": self.cache_max_memory,
+        }
+
+
+_OPTION_NAMES = (
+    "backend",
+    "flmrun",
+    "max_executors",
+    "retry_limit",
+    "default_resreq",
+    "cache_max_memory",
+    "allow_open_sessions",
+    "allow_unfinished_tasks",
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flame", "fake Flame cluster (flamepy_fake)")
+    group.addoption(
+        "--flame-backend",
+        choices=_BACKENDS,
+        default=None,
+        help="default backend of flame_cluster: auto (default), thread or process",
+    )
+    group.addoption(
+        "--flame-flmrun",
+        choices=_FLMRUN_MODES,
+        default=None,
+        help="default flmrun of flame_cluster: builtin (default) or flamepy",
+    )
+    group.addoption(
+        "--flame-max-executors",
+        type=int,
+        default=None,
+        metavar="N",
+        help="default cluster-wide cap on instances of flame_cluster (default: 10)",
+    )
+    group.addoption(
+        "--flame-retry-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="default bind retry limit of flame_cluster (default: 5)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "flame(*, backend='auto', flmrun='builtin', max_executors=10, retry_limit=5, default_resreq=None, "
+        "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False): "
+        "options of the flame_cluster fixture (the closest marker wins)",
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Keep each phase's report so the fixture's teardown knows whether the test failed.
+    report = yield
+    item.stash.setdefault(_REPORTS, {})[report.when] = report
+    return report
+
+
+def _options(request: pytest.FixtureRequest) -> FlameOptions:
+    __tracebackhide__ = True
+    config = request.config
+    kwargs: dict[str, Any] = {}
+    for name in ("backend", "flmrun", "max_executors", "retry_limit"):
+        value = config.getoption(f"flame_{name}", None)
+        if value is not None:
+            kwargs[name] = value
+    # iter_markers yields the closest marker first; apply the farthest first so the closest wins.
+    for marker in reversed(list(request.node.iter_markers(_MARKER))):
+        if marker.args:
+            raise TypeError(f"@pytest.mark.flame takes keyword arguments only; got {marker.args!r}")
+        unknown = sorted(set(marker.kwargs) - set(_OPTION_NAMES))
+        if unknown:
+            raise TypeError(
+                f"@pytest.mark.flame got unknown option(s) {', '.join(unknown)}; "
+                f"valid options: {', '.join(_OPTION_NAMES)}"
+            )
+        kwargs.update(marker.kwargs)
+    try:
+        return FlameOptions(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"@pytest.mark.flame: {exc}") from None
+
+
+def _test_failed(item: pytest.Item) -> bool:
+    reports = item.stash.get(_REPORTS, {})
+    return any(rep.failed for rep in reports.values())
+
+
+def _leftovers(cluster: FakeCluster, options: FlameOptions) -> list[str]:
+    from flamepy_runner._proto import pb
+
+    state = cluster.state
+    open_sessions: list[str] = []
+    unfinished: list[str] = []
+    for ssn in state.list_sessions():
+        if ssn.state == pb.Open:
+            open_sessions.append(
+                f"  - {ssn.id} (application {ssn.application}: {ssn.pending} pending, "
+                f"{ssn.running} running, {ssn.succeed} succeeded, {ssn.failed} failed)"
+            )
+        for task in state.list_tasks(ssn.id):
+            if task.state in (pb.Pending, pb.Running):
+                unfinished.append(f"  - task {task.id} of session {ssn.id}: {pb.TaskState.Name(task.state)}")
+    sections: list[str] = []
+    if open_sessions and not options.allow_open_sessions:
+        sections += [
+            "Sessions still open (close them, or allow with @pytest.mark.flame(allow_open_sessions=True)):",
+            *open_sessions,
+        ]
+    if unfinished and not options.allow_unfinished_tasks:
+        sections += [
+            "Tasks not finished (wait for them, "
+            "or allow with @pytest.mark.flame(allow_unfinished_tasks=True)):",
+            *unfinished,
+        ]
+    return sections
+
+
+@pytest.fixture(name="flame_cluster")
+def _flame_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it."""
+    __tracebackhide__ = True
+    from ._cluster import FakeCluster
+
+    options = _options(request)
+    work_dir: Path = tmp_path_factory.mktemp("flame")
+    cluster = FakeCluster(work_dir=work_dir, **options.cluster_kwargs())
+    cluster.start()
+    try:
+        yield cluster
+        sections = [] if _test_failed(request.node) else _leftovers(cluster, options)
+    finally:
+        cluster.stop()
+    if sections:
+        pytest.fail(
+            "\n".join(["flame_cluster: the test left work behind on the fake Flame cluster", *sections]),
+            pytrace=False,
+        )
+
+
+def reset_flamepy_clients() -> None:
+    """Forget the connections and configuration that flamepy caches process-wide.
+
+    flamepy keeps one frontend connection (``ConnectionInstance``), one ``FlameContext`` and
+    one Flight client per cache endpoint for the life of the process, so a second cluster (or a
+    changed ``FLAME_ENDPOINT``) would still reach the first. Does nothing when flamepy has not
+    been imported.
+    """
+    client: Any = sys.modules.get("flamepy.core.client")
+    holder = getattr(client, "ConnectionInstance", None)
+    if holder is not None:
+        with holder._lock:
+            conn, holder._connection, holder._context = holder._connection, None, None
+        if conn is not None:
+            conn.close()
+    cache: Any = sys.modules.get("flamepy.core.cache")
+    if cache is None:
+        return
+    if hasattr(cache, "_context_cache"):
+        with cache._context_cache_lock:
+            cache._context_cache = None
+    pool = getattr(cache, "_client_pool", None)
+    if pool is not None:
+        with cache._client_pool_lock:
+            clients = list(pool.values())
+            pool.clear()
+        for flight_client in clients:
+            flight_client.close()
+    objects = getattr(cache, "_object_cache", None)
+    if objects is not None:
+        with cache._cache_lock:
+            objects.clear()
+
+
+@pytest.fixture(name="flame_env")
+def _flame_env(flame_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """``flame_cluster``'s environment set in ``os.environ``, flamepy's cached clients reset.
+
+    Yields:
+        The ``FLAME_ENDPOINT`` / ``FLAME_CACHE_ENDPOINT`` mapping that was set.
+    """
+    env: dict[str, str] = flame_cluster.env
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    reset_flamepy_clients()
+    try:
+        yield env
+    finally:
+        reset_flamepy_clients()

@@ -1,0 +1,85 @@
+"""Shared test helpers: a resource snapshot to prove that something left nothing behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _fds() -> dict[int, str]:
+    fds: dict[int, str] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # closed between listdir and readlink (or the listdir fd itself)
+            continue
+    return fds
+
+
+@dataclass
+class ResourceSnapshot:
+    """Threads and file descriptors of this process, and the temp dirs it creates meanwhile.
+
+    Use :func:`resources` (a fixture) rather than building one: it records every directory made
+    with ``tempfile.mkdtemp`` while the test runs, which is precise under ``pytest -n 2`` where
+    other workers create directories in the same /tmp.
+    """
+
+    threads: set[threading.Thread]
+    fds: dict[int, str]
+    created_dirs: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def take(cls) -> ResourceSnapshot:
+        return cls(threads=set(threading.enumerate()), fds=_fds())
+
+    def leaks(self) -> list[str]:
+        """What exists now that did not exist at the snapshot (threads, fds, temp dirs)."""
+        problems = [f"thread {t.name!r}" for t in threading.enumerate() if t not in self.threads and t.is_alive()]
+        now = _fds()
+        problems += [f"fd {fd} -> {target}" for fd, target in now.items() if self.fds.get(fd) != target]
+        problems += [f"directory {d}" for d in self.created_dirs if d.exists()]
+        return problems
+
+    def assert_clean(self, timeout: float = 10.0) -> None:
+        """Fail unless nothing leaked; waits up to ``timeout`` for asynchronous closes to land."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problems = self.leaks()
+            if not problems or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert not problems, "left behind:\n" + "\n".join(f"  - {p}" for p in problems)
+
+
+def _warm_up() -> None:
+    # grpc and pyarrow open a few process-wide descriptors (epoll, eventfd, thread pools) the
+    # first time they are used; they are not the cluster's, so open them before the snapshot.
+    from flamepy_fake import FakeCluster
+
+    with FakeCluster():
+        pass
+
+
+@pytest.fixture
+def resources(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResourceSnapshot]:
+    """A snapshot taken after a warm-up cluster; ``created_dirs`` fills as ``mkdtemp`` runs."""
+    _warm_up()
+    snapshot = ResourceSnapshot.take()
+    real_mkdtemp: Callable[..., Any] = tempfile.mkdtemp
+
+    def recording_mkdtemp(*args: Any, **kwargs: Any) -> Any:
+        path = real_mkdtemp(*args, **kwargs)
+        snapshot.created_dirs.append(Path(os.fsdecode(path)))
+        return path
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
+    yield snapshot

@@ -1,0 +1,328 @@
+"""FakeCluster: lifecycle, misuse messages, endpoints and env, binding, independence, leaks."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from flamepy_fake import ClusterStartError, FakeCluster
+from flamepy_runner import FlameConfig, UsageError
+from flamepy_runner._proto import pb, rpc
+
+if TYPE_CHECKING:
+    from tests.conftest import ResourceSnapshot
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with FakeCluster() as c:
+        yield c
+
+
+def _frontend(endpoint: str) -> tuple[grpc.Channel, rpc.Stub]:
+    channel = grpc.insecure_channel(endpoint.removeprefix("http://"))
+    return channel, rpc.Stub(channel, pb.FRONTEND_SERVICE)
+
+
+def _app_names(endpoint: str) -> list[str]:
+    channel, stub = _frontend(endpoint)
+    with channel:
+        apps = stub.ListApplication(pb.ListApplicationRequest(), timeout=10)
+    return sorted(app.metadata.name for app in apps.applications)
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses of the LISTEN sockets on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            hex_addr, hex_port = fields[1].split(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                # The kernel prints each 32-bit word in host (little-endian) order.
+                raw = b"".join(bytes.fromhex(hex_addr[i : i + 8])[::-1] for i in range(0, len(hex_addr), 8))
+                addr = ipaddress.ip_address(raw)
+                if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                    addr = addr.ipv4_mapped
+                found.append(str(addr))
+    return found
+
+
+def _taken_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+# ---------------------------------------------------------------------------- endpoints and env
+
+
+def test_serves_the_default_applications_on_loopback(cluster: FakeCluster) -> None:
+    assert cluster.endpoint.startswith("http://127.0.0.1:")
+    assert cluster.cache_endpoint.startswith("grpc://127.0.0.1:")
+    assert cluster.port == int(cluster.endpoint.rsplit(":", 1)[1])
+    assert _app_names(cluster.endpoint) == ["flmexec", "flmping", "flmrun"]
+
+
+def test_env_and_config_point_at_the_cluster(cluster: FakeCluster) -> None:
+    assert cluster.env == {
+        "FLAME_ENDPOINT": cluster.endpoint,
+        "FLAME_CACHE_ENDPOINT": cluster.cache_endpoint,
+    }
+    cluster.env["FLAME_ENDPOINT"] = "changed"  # a fresh dict each time: the cluster is unaffected
+    assert cluster.env["FLAME_ENDPOINT"] == cluster.endpoint
+    assert cluster.config == FlameConfig(endpoint=cluster.endpoint, cache_endpoint=cluster.cache_endpoint)
+    assert FlameConfig.load(environ=cluster.env, path=None).endpoint == cluster.endpoint
+
+
+def test_cache_endpoint_serves_flight(cluster: FakeCluster) -> None:
+    from pyarrow import flight
+
+    client = flight.FlightClient(cluster.cache_endpoint)
+    try:
+        names = [action.type for action in client.list_actions()]
+    finally:
+        client.close()
+    assert "DELETE" in names
+
+
+def test_executors_and_logs_start_empty(cluster: FakeCluster) -> None:
+    assert cluster.executors() == []
+    with pytest.raises(KeyError, match="nope"):
+        cluster.instance_logs("nope")
+    assert cluster.state.executors() == []
+
+
+def test_repr_says_where_and_whether_it_runs() -> None:
+    c = FakeCluster()
+    assert repr(c) == "<FakeCluster new>"
+    with c:
+        assert repr(c) == f"<FakeCluster running endpoint={c.endpoint} cache_endpoint={c.cache_endpoint}>"
+    assert repr(c) == "<FakeCluster stopped>"
+
+
+# ---------------------------------------------------------------------------- lifecycle and misuse
+
+
+def test_start_and_stop_are_idempotent() -> None:
+    c = FakeCluster()
+    assert not c.running
+    assert c.start() is c
+    endpoint = c.endpoint
+    assert c.start() is c  # already running: nothing happens
+    assert c.endpoint == endpoint and c.running
+    c.stop()
+    c.stop()
+    assert not c.running
+
+
+@pytest.mark.parametrize("attribute", ["endpoint", "cache_endpoint", "env", "config", "state", "work_dir"])
+def test_using_a_cluster_before_start_says_how_to_start_it(attribute: str) -> None:
+    with pytest.raises(UsageError) as info:
+        getattr(FakeCluster(), attribute)
+    assert str(info.value) == (
+        f"Cannot use {attribute} before the FakeCluster is started: "
+        "call start() or use 'with FakeCluster() as cluster:'."
+    )
+
+
+@pytest.mark.parametrize("attribute", ["endpoint", "cache_endpoint", "env", "config", "state"])
+def test_using_a_stopped_cluster_is_refused(attribute: str) -> None:
+    with FakeCluster() as c:
+        pass
+    with pytest.raises(UsageError, match=f"^Cannot use {attribute} of a FakeCluster that has been stopped; "):
+        getattr(c, attribute)
+
+
+def test_methods_of_a_stopped_cluster_are_refused() -> None:
+    with FakeCluster() as c:
+        pass
+    with pytest.raises(UsageError, match=r"Cannot use executors\(\) of a FakeCluster that has been stopped"):
+        c.executors()
+    with pytest.raises(UsageError, match=r"Cannot use instance_logs\(\) of a FakeCluster"):
+        c.instance_logs("x")
+
+
+def test_a_stopped_cluster_cannot_restart() -> None:
+    c = FakeCluster()
+    c.start()
+    c.stop()
+    with pytest.raises(UsageError) as info:
+        c.start()
+    assert str(info.value) == "Cannot restart a FakeCluster once it has been stopped; create a new FakeCluster."
+
+
+def test_stop_before_start_makes_it_unusable() -> None:
+    c = FakeCluster()
+    c.stop()
+    with pytest.raises(UsageError, match="Cannot restart"):
+        c.start()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"port": -1}, "port must be an integer in 0..65535"),
+        ({"port": 70000}, "port must be an integer in 0..65535"),
+        ({"cache_port": "80"}, "cache_port must be an integer in 0..65535"),
+        ({"port": 5000, "cache_port": 5000}, "port and cache_port must differ"),
+        ({"backend": "docker"}, "backend must be one of auto, thread, process; got 'docker'"),
+        ({"flmrun": "uv"}, "flmrun must be one of builtin, flamepy; got 'uv'"),
+        ({"max_executors": 0}, "max_executors must be a positive integer"),
+        ({"retry_limit": True}, "retry_limit must be a positive integer"),
+        ({"default_resreq": (1, 2)}, "default_resreq must be"),
+        ({"cache_max_memory": 0}, "cache_max_memory must be a positive number of bytes"),
+        ({"host": ""}, "host must be a non-empty address"),
+    ],
+)
+def test_bad_options_are_refused_when_built(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FakeCluster(**kwargs)  # type: ignore[arg-type]
+
+
+def test_positional_arguments_are_refused() -> None:
+    with pytest.raises(TypeError):
+        FakeCluster("127.0.0.1")  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------- ports and binding
+
+
+def test_taken_port_is_a_clear_error_and_leaves_nothing(resources: ResourceSnapshot) -> None:
+    with _taken_port() as sock:
+        port = sock.getsockname()[1]
+        with pytest.raises(ClusterStartError) as info:
+            FakeCluster(port=port).start()
+        assert str(info.value) == (
+            f"cannot bind the session manager to 127.0.0.1:{port}: address already in use "
+            "(choose another port, or 0 for a free one)"
+        )
+    resources.assert_clean()
+
+
+def test_taken_cache_port_is_a_clear_error_and_leaves_nothing(resources: ResourceSnapshot) -> None:
+    with _taken_port() as sock:
+        port = sock.getsockname()[1]
+        c = FakeCluster(cache_port=port)
+        with pytest.raises(ClusterStartError, match=f"cannot bind the object cache to 127.0.0.1:{port}: address"):
+            c.start()
+        assert not c.running
+    resources.assert_clean()
+
+
+def test_port_of_another_fake_cluster_is_refused() -> None:
+    # grpc enables SO_REUSEPORT by default; the cluster turns it off so two servers never share a port.
+    with FakeCluster() as first:
+        with pytest.raises(ClusterStartError, match="address already in use"):
+            FakeCluster(port=first.port).start()
+        assert _app_names(first.endpoint) == ["flmexec", "flmping", "flmrun"]
+
+
+def test_explicit_ports_are_used() -> None:
+    with _taken_port() as a, _taken_port() as b:
+        port, cache_port = a.getsockname()[1], b.getsockname()[1]
+    with FakeCluster(port=port, cache_port=cache_port) as c:
+        assert c.endpoint == f"http://127.0.0.1:{port}"
+        assert c.cache_endpoint == f"grpc://127.0.0.1:{cache_port}"
+
+
+def test_binds_loopback_only_by_default(cluster: FakeCluster) -> None:
+    cache_port = int(cluster.cache_endpoint.rsplit(":", 1)[1])
+    assert _listening(cluster.port) == ["127.0.0.1"]
+    assert _listening(cache_port) == ["127.0.0.1"]
+
+
+def test_binding_every_interface_is_explicit_and_advertises_a_dialable_address() -> None:
+    with FakeCluster(host="0.0.0.0") as c:
+        assert _listening(c.port) in (["0.0.0.0"], ["::"])
+        assert c.endpoint == f"http://127.0.0.1:{c.port}"
+        assert not c.cache_endpoint.startswith("grpc://0.0.0.0")
+        assert _app_names(c.endpoint) == ["flmexec", "flmping", "flmrun"]
+
+
+def test_advertise_host_is_what_clients_are_told() -> None:
+    with FakeCluster(advertise_host="localhost") as c:
+        assert c.endpoint == f"http://localhost:{c.port}"
+        assert c.cache_endpoint.startswith("grpc://localhost:")
+
+
+# ---------------------------------------------------------------------------- independence and leaks
+
+
+def test_two_clusters_are_independent() -> None:
+    with FakeCluster() as a, FakeCluster() as b:
+        assert a.endpoint != b.endpoint and a.cache_endpoint != b.cache_endpoint
+        assert a.state is not b.state
+        channel, stub = _frontend(a.endpoint)
+        with channel:
+            spec = pb.ApplicationSpec(shim=pb.Host, command="/bin/true")
+            result = stub.RegisterApplication(pb.RegisterApplicationRequest(name="only-a", application=spec))
+            assert result.return_code == 0
+        assert _app_names(a.endpoint) == ["flmexec", "flmping", "flmrun", "only-a"]
+        assert _app_names(b.endpoint) == ["flmexec", "flmping", "flmrun"]
+        a.stop()
+        assert _app_names(b.endpoint) == ["flmexec", "flmping", "flmrun"]
+
+
+def test_stop_leaves_no_thread_fd_or_directory(resources: ResourceSnapshot) -> None:
+    with FakeCluster() as c:
+        work_dir = c.work_dir
+        assert work_dir.is_dir()
+        assert _app_names(c.endpoint)  # serve at least one call so the RPC pool has threads
+        assert threading.active_count() > len(resources.threads)
+    assert not work_dir.exists()
+    assert work_dir in resources.created_dirs
+    resources.assert_clean()
+
+
+def test_work_dir_option_is_the_parent_of_the_cluster_dir(tmp_path: Path) -> None:
+    with FakeCluster(work_dir=tmp_path) as c:
+        assert c.work_dir.parent == tmp_path
+        inside = c.work_dir
+    assert not inside.exists()
+    assert tmp_path.is_dir()  # the caller's directory is the caller's
+
+
+def test_stop_ends_a_task_watch_in_progress(resources: ResourceSnapshot) -> None:
+    # A client blocked on WatchTask must not keep the server (or its thread) alive after stop().
+    c = FakeCluster().start()
+    channel, stub = _frontend(c.endpoint)
+    # Wasm applications are never scheduled, so the task stays pending and the watch stays open.
+    wasm = pb.ApplicationSpec(shim=pb.Wasm, command="app.wasm")
+    stub.RegisterApplication(pb.RegisterApplicationRequest(name="wasm", application=wasm), timeout=10)
+    session = pb.SessionSpec(application="wasm", min_instances=0)
+    stub.CreateSession(pb.CreateSessionRequest(session_id="s1", session=session), timeout=10)
+    task = stub.CreateTask(pb.CreateTaskRequest(task=pb.TaskSpec(session_id="s1")), timeout=10)
+    stream = stub.WatchTask(pb.WatchTaskRequest(session_id="s1", task_id=task.metadata.id), timeout=60)
+    states: list[int] = []
+
+    def watch() -> None:
+        try:
+            for update in stream:
+                states.append(update.status.state)
+        except grpc.RpcError:
+            pass
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    # A unary call sent after the watch on the same channel: by its answer the watch is in progress.
+    got = stub.GetTask(pb.GetTaskRequest(session_id="s1", task_id=task.metadata.id), timeout=10)
+    assert got.status.state == pb.Pending
+    c.stop()
+    watcher.join(timeout=30)
+    channel.close()
+    assert not watcher.is_alive()
+    assert all(state == pb.Pending for state in states)  # it ended without the task finishing
+    resources.assert_clean()
