@@ -548,6 +548,8 @@ class CacheClient:
         deleted and rewrote the same full key can look current; read such keys with version 0.
         (Keys made by :meth:`put_object` are fresh UUIDs and never come back.)
 
+        The call's deadline is ``config.timeout``, for the whole transfer.
+
         Args:
             ref: the object to read (asked of ``ref.endpoint``).
             deserializer: ``f(base, patches)`` folding the base and its patches into one value;
@@ -668,6 +670,10 @@ class CacheClient:
 
     def upload_object(self, key: str, path: str | os.PathLike[str]) -> ObjectRef:
         """Upload a file, streamed in 1 MiB rows (flamepy's ``upload_object`` layout).
+
+        Flight has no way to abort an upload cleanly: if this call is interrupted locally (for
+        instance by ``KeyboardInterrupt``), the cache may keep the part already sent. Upload
+        again before using the key.
 
         Args:
             key: a full key ``<app>/<session>/<name>`` (created or overwritten) or a prefix
