@@ -3,8 +3,8 @@
 ``frontend_server`` serves a :class:`FrontendServicer` on a free loopback port;
 ``flamepy_client`` points the real ``flamepy`` 0.6.0 client at it. flamepy caches one connection
 per process in ``flamepy.core.client.ConnectionInstance`` (built from ``FLAME_ENDPOINT`` on first
-use), so the helper resets that cache on entry and closes the connection on exit: every test
-gets a client for its own server, also under xdist.
+use), so the helper drops that cache on entry and closes the connection on exit: every test gets
+a client for its own server, also under xdist.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 
 from flamepy_fake._frontend import FrontendServicer
 from flamepy_fake._state import ClusterState
+from flamepy_fake.plugin import reset_flamepy_clients
 from flamepy_runner._proto import pb, rpc
 
 
@@ -41,29 +42,19 @@ def frontend_server(state: ClusterState, *, workers: int = 16) -> Iterator[str]:
         pool.shutdown(wait=True)
 
 
-def _reset_flamepy_connection() -> object | None:
-    from flamepy.core.client import ConnectionInstance
-
-    with ConnectionInstance._lock:
-        old = ConnectionInstance._connection
-        ConnectionInstance._connection = None
-        ConnectionInstance._context = None
-    return old
-
-
 @contextlib.contextmanager
 def flamepy_client(monkeypatch: pytest.MonkeyPatch, address: str) -> Iterator[None]:
-    """Make ``flamepy``'s module-level functions talk to ``address`` for the block's duration."""
+    """Make ``flamepy``'s module-level functions talk to ``address`` for the block's duration.
+
+    Uses the plugin's ``reset_flamepy_clients`` (the one place that knows flamepy's caches) on
+    entry, so no connection to an earlier server is reused, and on exit, so none outlives it.
+    """
     monkeypatch.setenv("FLAME_ENDPOINT", f"http://{address}")
-    stale = _reset_flamepy_connection()
-    if stale is not None:
-        stale.close()  # type: ignore[attr-defined]
+    reset_flamepy_clients()
     try:
         yield
     finally:
-        conn = _reset_flamepy_connection()
-        if conn is not None:
-            conn.close()  # type: ignore[attr-defined]
+        reset_flamepy_clients()
 
 
 def raw_stub(address: str) -> tuple[grpc.Channel, rpc.Stub]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import flamepy
 import grpc
@@ -468,8 +469,7 @@ def test_cancelled_watch_frees_its_server_thread(monkeypatch: pytest.MonkeyPatch
             assert reply.metadata.id == "s"
 
 
-def test_teardown_leaves_no_thread_behind(monkeypatch: pytest.MonkeyPatch) -> None:
-    before = set(threading.enumerate())
+def test_teardown_leaves_nothing_behind(resources: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     state = ClusterState()
     with frontend_server(state) as addr, flamepy_client(monkeypatch, addr):
         session = flamepy.create_session("flmping", session_id="hang")
@@ -481,8 +481,7 @@ def test_teardown_leaves_no_thread_behind(monkeypatch: pytest.MonkeyPatch) -> No
         _error(
             exc, FlameErrorCode.INTERNAL, "failed to watch task: the fake session manager is shutting down"
         )
-    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert leftover == []
+    resources.assert_clean()  # no thread, socket or file of the server or the client remains
 
 
 def test_two_servers_are_independent(monkeypatch: pytest.MonkeyPatch) -> None:
