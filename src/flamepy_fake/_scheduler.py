@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 _IDLE_POLL = 1.0  # seconds between cycles when nothing changes (back-off timers, reclaiming)
 _BACKOFF_MAX = 10.0
+_COALESCE = 0.002  # seconds a cycle waits for further changes before running
 
 
 @dataclasses.dataclass
@@ -133,6 +134,9 @@ class Scheduler:
                 logger.exception("scheduling cycle failed")
                 timeout = _IDLE_POLL
             generation = self._state.wait_for_change(generation, timeout)
+            # Coalesce bursts: every task creation, launch and completion bumps the generation,
+            # and one cycle per change would compete with the tasks for the GIL.
+            self._stop.wait(_COALESCE)
 
     def schedule_once(self) -> float:
         """Run one scheduling cycle.
