@@ -24,21 +24,9 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from bson.int64 import Int64
 
-from ._cache_store import (
-    INTERNAL,
-    INVALID_ARGUMENT,
-    NOT_FOUND,
-    RESPONSE_SCHEMA,
-    NativeTable,
-    ObjectStore,
-    PayloadBuilder,
-    Row,
-    StoreError,
-    binary_array,
-    binary_cells,
-    parse_full_key,
-    parse_ticket,
-)
+from ._cache_keys import INTERNAL, INVALID_ARGUMENT, NOT_FOUND, StoreError, parse_full_key, parse_ticket
+from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
+from ._cache_store import ObjectStore, Row
 
 __all__ = ["FakeObjectCache"]
 

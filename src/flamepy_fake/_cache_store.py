@@ -1,9 +1,10 @@
-"""State of the fake object cache: keys, versions, patches, native tables, eviction, disk.
+"""State of the fake object cache: versions, patches, native tables, eviction, disk.
 
 Plain Python over ``pyarrow`` buffers, no Flight: :mod:`flamepy_fake._cache_server` is the thin
-Arrow Flight adapter in front of it. Errors are :class:`StoreError` with the gRPC status name the
-real cache (``object_cache/src/cache.rs``) would send, and message texts from
-``cache-and-executor.md`` part A; the adapter turns them into Flight statuses in one place.
+Arrow Flight adapter in front of it. Keys are parsed by :mod:`flamepy_fake._cache_keys`, payloads
+are encoded by :mod:`flamepy_fake._cache_payloads`. Refusals are
+:class:`~flamepy_fake._cache_keys.StoreError` with the real cache's status and message texts
+(``cache-and-executor.md`` part A).
 
 Model (A3-A8): every key has metadata (current version S, size) and, while resident, a payload:
 an opaque base buffer with numbered patches, or a native Arrow table. Versions start at 1 and grow
@@ -18,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import shutil
 import threading
 import uuid
@@ -26,8 +26,34 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.ipc
 
+from ._cache_keys import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    ObjectPath,
+    StoreError,
+    parse_full_key,
+    parse_path,
+    parse_ticket,
+)
+from ._cache_payloads import (
+    FORMAT_ARROW_TABLE,
+    FORMAT_KEY,
+    KIND_BASE,
+    KIND_PATCH,
+    OPAQUE_SCHEMA,
+    RESPONSE_SCHEMA,
+    VERSION_KEY,
+    NativeTable,
+    PayloadBuilder,
+    opaque_contents,
+    opaque_row,
+    read_ipc_file,
+    write_ipc_file,
+)
+
+# The key and payload names are re-exported: callers see one cache-state module.
 __all__ = [
     "INTERNAL",
     "INVALID_ARGUMENT",
@@ -49,294 +75,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INVALID_ARGUMENT = "INVALID_ARGUMENT"
-NOT_FOUND = "NOT_FOUND"
-INTERNAL = "INTERNAL"
-
 #: The real cache refuses the 1001st patch of an object kept on disk.
 MAX_PATCHES_ON_DISK = 1000
-
-FORMAT_KEY = b"flame.cache.format"
-VERSION_KEY = b"flame.cache.version"
-FORMAT_ARROW_TABLE = b"arrow-table-v1"
-
-#: What clients put: column 0 UInt64 (ignored), column 1 Binary (concatenated over all rows).
-OPAQUE_SCHEMA = pa.schema([pa.field("version", pa.uint64()), pa.field("data", pa.binary())])
-#: What DoGet answers for opaque objects (and for "not modified", with zero rows).
-RESPONSE_SCHEMA = pa.schema(
-    [
-        pa.field("version", pa.uint64(), nullable=False),
-        pa.field("kind", pa.utf8(), nullable=False),
-        pa.field("data", pa.binary(), nullable=False),
-    ]
-)
-KIND_BASE = "base"
-KIND_PATCH = "patch"
-WILDCARD = "*"
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-class StoreError(Exception):
-    """A refusal, with the gRPC status the real cache would answer.
-
-    Args:
-        code: ``"INVALID_ARGUMENT"``, ``"NOT_FOUND"`` or ``"INTERNAL"``.
-        message: the text the client sees.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# --------------------------------------------------------------------------- keys
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectPath:
-    """A parsed key: ``app/session/id``, a prefix ``app/session``, or ``app/*``.
-
-    Attributes:
-        app: the application component.
-        session: the session component (``*`` for every session of the app).
-        object_id: the object id, or None for a prefix.
-    """
-
-    app: str
-    session: str
-    object_id: str | None = None
-
-    @property
-    def is_wildcard(self) -> bool:
-        """True for ``app/*``."""
-        return self.session == WILDCARD
-
-    @property
-    def key(self) -> str:
-        """The key as text (full key or prefix)."""
-        base = f"{self.app}/{self.session}"
-        return base if self.object_id is None else f"{base}/{self.object_id}"
-
-    def covers(self, key: str) -> bool:
-        """Tell whether this path names ``key`` or a prefix of it (the DELETE rule).
-
-        Args:
-            key: a full key.
-
-        Returns:
-            True when a DELETE of this path removes ``key``.
-        """
-        app, session, _ = key.split("/", 2)
-        if app != self.app:
-            return False
-        if self.is_wildcard:
-            return True
-        if session != self.session:
-            return False
-        return self.object_id is None or key == self.key
-
-
-def _component_problem(part: str) -> str | None:
-    if not part:
-        return "empty component"
-    if ".." in part:
-        return "'..' is not allowed"
-    if "\\" in part:
-        return "'\\' is not allowed"
-    return None
-
-
-def parse_path(text: str) -> ObjectPath:
-    """Parse a put path, PATCH key or DELETE body: ``a/s``, ``a/s/id`` or ``a/*``.
-
-    Args:
-        text: the key text.
-
-    Returns:
-        The parsed path.
-
-    Raises:
-        ValueError: the text is malformed; the message says why.
-    """
-    parts = text.split("/")
-    if len(parts) not in (2, 3):
-        raise ValueError(f"expected '<app>/<ssn>' or '<app>/<ssn>/<id>', got {len(parts)} components")
-    for part in parts:
-        problem = _component_problem(part)
-        if problem:
-            raise ValueError(problem)
-    if parts[0] == WILDCARD:
-        raise ValueError("'*' is not allowed as the application")
-    if len(parts) == 3 and WILDCARD in (parts[1], parts[2]):
-        raise ValueError("'*' is only allowed as the session of '<app>/*'")
-    return ObjectPath(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-
-def parse_full_key(text: str) -> ObjectPath:
-    """Parse a full key ``app/session/id`` (as DoGet and GetFlightInfo do).
-
-    Args:
-        text: the key text.
-
-    Returns:
-        The parsed key.
-
-    Raises:
-        StoreError: INVALID_ARGUMENT when the key is malformed.
-    """
-    parts = text.split("/")
-    if len(parts) != 3:
-        raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': expected '<app>/<ssn>/<uuid>'")
-    for part in parts:
-        problem = _component_problem(part)
-        if problem:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': {problem}")
-    return ObjectPath(parts[0], parts[1], parts[2])
-
-
-def parse_ticket(raw: bytes) -> tuple[str, int]:
-    """Split a DoGet ticket ``<key>[:<version>]`` at its first ``:``.
-
-    Args:
-        raw: the ticket bytes.
-
-    Returns:
-        The key text and the client's version (0 when absent).
-
-    Raises:
-        StoreError: INVALID_ARGUMENT for non-UTF-8 tickets and non-integer versions.
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise StoreError(INVALID_ARGUMENT, f"Invalid ticket: {exc}") from exc
-    key, sep, version = text.partition(":")
-    if not sep:
-        return key, 0
-    if not _DIGITS.fullmatch(version) or int(version) >= 2**64:
-        raise StoreError(INVALID_ARGUMENT, f"Invalid version: '{version}' is not an unsigned integer")
-    return key, int(version)
-
-
-# --------------------------------------------------------------------------- payloads
-
-
-@dataclasses.dataclass(frozen=True)
-class NativeTable:
-    """A native ``arrow-table-v1`` object: its schema (as sent) and record batches.
-
-    Attributes:
-        schema: the schema, including the ``flame.cache.*`` metadata.
-        batches: the batches as received.
-    """
-
-    schema: pa.Schema
-    batches: tuple[pa.RecordBatch, ...]
-
-    @property
-    def nbytes(self) -> int:
-        """Arrow in-memory size, what the memory limit counts."""
-        return sum(b.nbytes for b in self.batches)
-
-    def stamped(self, version: int) -> NativeTable:
-        """Return a copy whose schema says ``flame.cache.version=<version>``.
-
-        Args:
-            version: the version to stamp.
-
-        Returns:
-            The stamped table (batches shared, not copied).
-        """
-        metadata = dict(self.schema.metadata or {})
-        metadata[FORMAT_KEY] = FORMAT_ARROW_TABLE
-        metadata[VERSION_KEY] = str(version).encode()
-        schema = self.schema.with_metadata(metadata)
-        batches = tuple(pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in self.batches)
-        return NativeTable(schema=schema, batches=batches)
-
-    def table(self) -> pa.Table:
-        """The batches as one table with this schema."""
-        return pa.Table.from_batches(list(self.batches), schema=self.schema)
-
-
-class PayloadBuilder:
-    """Concatenates the ``data`` cells of an upload into one buffer, copying as little as possible.
-
-    A single non-empty cell is kept as is (zero-copy). Several cells are copied once, into one
-    buffer of exactly the total size, when :meth:`finish` is called: a growing buffer would
-    reallocate (and copy) large uploads several times over.
-    """
-
-    def __init__(self) -> None:
-        self.rows = 0
-        self._cells: list[pa.Buffer] = []
-        self._size = 0
-
-    def add(self, cell: pa.Buffer) -> None:
-        """Append one cell.
-
-        Args:
-            cell: the cell's bytes.
-        """
-        self.rows += 1
-        if cell.size:
-            self._cells.append(cell)
-            self._size += cell.size
-
-    def finish(self) -> pa.Buffer:
-        """Return everything added so far as one buffer (and forget the cells)."""
-        cells, self._cells = self._cells, []
-        if not cells:
-            return pa.py_buffer(b"")
-        if len(cells) == 1:
-            return cells[0]
-        out = pa.allocate_buffer(self._size)
-        sink = pa.FixedSizeBufferWriter(out)
-        for cell in cells:
-            sink.write(cell)
-        return out
-
-
-def binary_cells(array: pa.Array) -> list[pa.Buffer]:
-    """Return each value of a binary array as a zero-copy slice.
-
-    Args:
-        array: a ``binary`` or ``large_binary`` array.
-
-    Returns:
-        One buffer per row (nulls read as empty).
-    """
-    if array.type not in (pa.binary(), pa.large_binary()):
-        raise TypeError(f"expected a binary array, got {array.type}")
-    _, offsets_buf, data_buf = array.buffers()
-    if offsets_buf is None:
-        return [pa.py_buffer(b"")] * len(array)
-    offsets = memoryview(offsets_buf).cast("q" if array.type == pa.large_binary() else "i")
-    cells = []
-    for i in range(array.offset, array.offset + len(array)):
-        start, end = offsets[i], offsets[i + 1]
-        cells.append(
-            pa.py_buffer(b"") if data_buf is None or end == start else data_buf.slice(start, end - start)
-        )
-    return cells
-
-
-def binary_array(data: pa.Buffer) -> pa.Array:
-    """A one-row binary array over ``data`` without copying it.
-
-    Args:
-        data: the cell contents.
-
-    Returns:
-        A ``binary`` array (``large_binary`` beyond 2 GiB).
-    """
-    if data.size < 2**31:
-        offsets = pa.array([0, data.size], type=pa.int32()).buffers()[1]
-        return pa.Array.from_buffers(pa.binary(), 1, [None, offsets, data])
-    offsets = pa.array([0, data.size], type=pa.int64()).buffers()[1]
-    return pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data])
 
 
 # --------------------------------------------------------------------------- results
@@ -699,10 +439,10 @@ class ObjectStore:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if isinstance(payload.base, NativeTable):
-                _write_ipc_file(target, payload.base.schema, payload.base.batches)
+                write_ipc_file(target, payload.base.schema, payload.base.batches)
             else:
-                batch = _opaque_row(payload.base_version, payload.base)
-                _write_ipc_file(target, batch.schema, (batch,))
+                batch = opaque_row(payload.base_version, payload.base)
+                write_ipc_file(target, batch.schema, (batch,))
             shutil.rmtree(self._deltas_dir(path), ignore_errors=True)
         except OSError as exc:
             raise StoreError(INTERNAL, f"cannot store object {path.key}: {exc}") from exc
@@ -711,8 +451,8 @@ class ObjectStore:
         target = self._deltas_dir(path) / f"{index}.arrow"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            batch = _opaque_row(version, data)
-            _write_ipc_file(target, batch.schema, (batch,))
+            batch = opaque_row(version, data)
+            write_ipc_file(target, batch.schema, (batch,))
         except OSError as exc:
             raise StoreError(INTERNAL, f"cannot store patch of {path.key}: {exc}") from exc
 
@@ -728,19 +468,19 @@ class ObjectStore:
             shutil.rmtree(self._deltas_dir(path), ignore_errors=True)
 
     def _read_object(self, base_file: Path) -> _Payload:
-        table = _read_ipc_file(base_file)
+        table = read_ipc_file(base_file)
         if (table.schema.metadata or {}).get(FORMAT_KEY) == FORMAT_ARROW_TABLE:
             raw = (table.schema.metadata or {}).get(VERSION_KEY, b"0")
             version = int(raw) if raw.isdigit() else 0
             native = NativeTable(schema=table.schema, batches=tuple(table.to_batches()))
             return _Payload(base_version=version, base=native, patches=[])
-        version, data = _opaque_contents(table)
+        version, data = opaque_contents(table)
         payload = _Payload(base_version=version, base=data, patches=[])
         deltas = base_file.with_name(base_file.name[: -len(".arrow")] + ".deltas")
         if deltas.is_dir():
             numbered = sorted((int(p.stem), p) for p in deltas.glob("*.arrow") if p.stem.isdigit())
             for n, delta_file in numbered:
-                delta_version, delta = _opaque_contents(_read_ipc_file(delta_file))
+                delta_version, delta = opaque_contents(read_ipc_file(delta_file))
                 # A stored version of 0 means "base + n + 1" (files written by other tools).
                 payload.patches.append((delta_version or version + n + 1, delta))
         return payload
@@ -762,45 +502,3 @@ class ObjectStore:
                 self._meta[path.key] = _Meta(version=version, size=payload.nbytes)
                 self._make_resident(path.key, payload)
                 self._evict(keep=path.key)
-
-
-def _opaque_row(version: int, data: pa.Buffer) -> pa.RecordBatch:
-    cell = binary_array(data)
-    schema = (
-        OPAQUE_SCHEMA
-        if cell.type == pa.binary()
-        else pa.schema([OPAQUE_SCHEMA.field(0), ("data", cell.type)])
-    )
-    return pa.RecordBatch.from_arrays([pa.array([version], type=pa.uint64()), cell], schema=schema)
-
-
-def _write_ipc_file(target: Path, schema: pa.Schema, batches: tuple[pa.RecordBatch, ...]) -> None:
-    """Write an Arrow IPC file atomically (a reader never sees half a file)."""
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with pa.OSFile(str(partial), "wb") as sink, pyarrow.ipc.new_file(sink, schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-        os.replace(partial, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-
-
-def _read_ipc_file(source: Path) -> pa.Table:
-    with pa.OSFile(str(source), "rb") as handle:
-        buf = handle.read_buffer()
-    return pyarrow.ipc.open_file(buf).read_all()
-
-
-def _opaque_contents(table: pa.Table) -> tuple[int, pa.Buffer]:
-    """Version of the first row and all ``data`` cells concatenated, from a stored opaque file."""
-    if table.num_columns < 2 or not pa.types.is_unsigned_integer(table.schema.field(0).type):
-        raise ValueError(f"not an opaque object file (schema {table.schema})")
-    versions = table.column(0)
-    version = int(versions[0].as_py() or 0) if len(versions) else 0
-    builder = PayloadBuilder()
-    for chunk in table.column(1).chunks:
-        for cell in binary_cells(chunk):
-            builder.add(cell)
-    return version, builder.finish()
