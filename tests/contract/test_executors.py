@@ -123,7 +123,7 @@ def assert_nothing_left(pids: set[int], socket_dir: Path | None, instances: Path
 # A FlameService program: reports what it sees, appends its hook calls to $FFX_EVENTS.
 SERVICE = textwrap.dedent(
     """
-    import json, os, signal, sys
+    import json, os, signal, sys, time
     import flamepy
     from flamepy import FlameService
 
@@ -163,6 +163,9 @@ SERVICE = textwrap.dedent(
                 return b"spawned:" + inner
             if cmd == "leaf":
                 return b"leaf-done"
+            if cmd.startswith("sleep "):
+                time.sleep(float(cmd.split()[1]))
+                return str(os.getpid()).encode()
             keys = ("FLAME_INSTANCE_ENDPOINT", "FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAME_LOG",
                     "TMPDIR", "TEMP", "TMP", "HOME", "PYTHONPATH", "FFX_EXPANDED")
             return json.dumps({
@@ -440,11 +443,34 @@ def test_stop_with_running_instances_leaves_nothing(tmp_path: Path, probe: dict[
     with harness(tmp_path) as h:
         h.register("probe", **probe_spec(probe))
         sid = h.session("s1", "probe", min_instances=2)
-        h.task(sid, b"report")
+        busy = h.task(sid, b"sleep 60")
         wait_for(lambda: len([e for e in h.manager.executors() if e.pid]) == 2, 60, "two instances")
+        wait_for(lambda: h.state.get_task(sid, str(busy.id)).state == RUNNING, 60, "the task to run")
         pids = {e.pid for e in h.manager.executors() if e.pid}
         # the harness asserts on exit: no process, socket dir, instance dir or executor thread left
     assert len(pids) == 2
+
+
+def test_autoscaled_session_runs_tasks_concurrently(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        sid = h.session("s1", "probe")
+        tasks = [h.task(sid, b"sleep 1") for _ in range(4)]
+        done = [h.wait_task(sid, t.id) for t in tasks]
+        h.remember_pids()
+    assert all(t.state == SUCCEED for t in done)
+    assert len({t.output for t in done}) > 1  # several instances served the burst
+
+
+def test_idle_instances_leave_after_delay_release(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe, delay_release=1))
+        sid = h.session("s1", "probe")
+        assert h.wait_task(sid, h.task(sid, b"report").id).state == SUCCEED
+        h.remember_pids()
+        wait_for(lambda: not h.manager.executors(), 30, "the idle instance to be released")
+        assert events_of(probe) == ["enter", "leave"]
+        assert h.state.get_session(sid).state == pb.Open
 
 
 # -- flamepy 0.6.0's own Runner check -----------------------------------------------------------
