@@ -117,7 +117,9 @@ def assert_nothing_left(pids: set[int], socket_dir: Path | None, instances: Path
             os.kill(pid, 0)
     assert socket_dir is None or not socket_dir.exists()
     assert not instances.exists() or not any(instances.iterdir())
-    assert not [t for t in threading.enumerate() if t.name.startswith("flamepy-fake-executor")]
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith(("flamepy-fake-executor", "flamepy-fake-sched"))
+    ]
 
 
 # A FlameService program: reports what it sees, appends its hook calls to $FFX_EVENTS.
@@ -609,3 +611,16 @@ def test_runner_package_modules_are_importable(tmp_path: Path, backend: str) -> 
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "15"
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_runner_session_with_bad_common_data(tmp_path: Path, backend: str) -> None:
+    with harness(tmp_path, retry_limit=1, backend=backend) as h:
+        flmrun = h.state.get_application("flmrun")
+        h.register("runner-app", command=flmrun.command, arguments=flmrun.arguments, installer="python")
+        sid = h.session("s1", "runner-app", common_data=b"junk")
+        h.task(sid, b"x")
+        wait_for(lambda: _bind_events(h, sid), 60, "a bind failure")
+        h.remember_pids()
+        events = _bind_events(h, sid)
+    assert "return_code 12: on_session_enter failed: common data is not the BSON ObjectRef" in events[0][1]
