@@ -22,21 +22,26 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import bson
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from ._cache_wire import (
+    ObjectRef,
+    cell_buffers,
+    check_full_key,
+    check_path,
+    flight_errors,
+    flight_location,
+    matches,
+    opaque_batch,
+)
 from ._config import FlameConfig
 from ._exceptions import (
-    ClusterError,
-    DeadlineExceededError,
-    FlameError,
     InternalError,
-    InvalidArgumentError,
     NotFoundError,
-    UnavailableError,
     UsageError,
 )
 from ._serialization import (
@@ -68,167 +73,6 @@ _KIND_BASE = "base"
 _KIND_PATCH = "patch"
 
 
-# --------------------------------------------------------------------------- references
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectRef:
-    """Where a cached object lives and which version the holder last saw.
-
-    Args:
-        endpoint: the cache endpoint that stores the object (as advertised by the server).
-        key: the full key ``<app>/<session>/<object id>``.
-        version: the object version; 0 means "unknown", which makes :meth:`CacheClient.get_object`
-            download the whole object instead of trusting its local copy.
-    """
-
-    endpoint: str
-    key: str
-    version: int = 0
-
-    def encode(self) -> bytes:
-        """Encode as BSON, byte-for-byte what flamepy 0.6.0 writes for the same reference.
-
-        Returns:
-            The BSON document ``{endpoint, key, version}``.
-        """
-        return bytes(bson.encode({"endpoint": self.endpoint, "key": self.key, "version": int(self.version)}))
-
-    @classmethod
-    def decode(cls, data: bytes) -> ObjectRef:
-        """Decode a reference written by :meth:`encode` or by flamepy.
-
-        Args:
-            data: the BSON document.
-
-        Returns:
-            The reference.
-
-        Raises:
-            UsageError: ``data`` is not a BSON object reference.
-        """
-        try:
-            doc = bson.decode(bytes(data))
-        except Exception as exc:  # bson raises several unrelated types for garbage
-            raise UsageError(f"not an encoded ObjectRef ({len(data)} bytes): {exc}") from exc
-        endpoint, key, version = doc.get("endpoint"), doc.get("key"), doc.get("version", 0)
-        if not isinstance(endpoint, str) or not isinstance(key, str) or not isinstance(version, int):
-            raise UsageError(f"not an encoded ObjectRef: expected endpoint, key and version, got {doc!r}")
-        return cls(endpoint=endpoint, key=key, version=int(version))
-
-    def with_version(self, version: int) -> ObjectRef:
-        """Return a copy naming ``version`` (0 forces the next get to fetch everything).
-
-        Args:
-            version: the version to record.
-
-        Returns:
-            The new reference.
-        """
-        return dataclasses.replace(self, version=version)
-
-
-# --------------------------------------------------------------------------- key checks
-
-
-def _check_component(kind: str, text: str, value: str) -> None:
-    if not value:
-        raise UsageError(f"invalid {kind} {text!r}: empty component")
-    if ".." in value or "\\" in value:
-        raise UsageError(f"invalid {kind} {text!r}: components may not contain '..' or '\\'")
-
-
-def _check_full_key(key: str) -> None:
-    if not isinstance(key, str):
-        raise UsageError(f"object key must be a str, got {type(key).__name__}")
-    parts = key.split("/")
-    if len(parts) != 3:
-        raise UsageError(f"invalid object key {key!r}: expected '<app>/<session>/<id>'")
-    for part in parts:
-        _check_component("object key", key, part)
-    if "*" in parts:
-        raise UsageError(f"invalid object key {key!r}: '*' is only allowed in delete patterns '<app>/*'")
-
-
-def _check_path(path: str, *, what: str, allow_full: bool, allow_prefix: bool, allow_wildcard: bool) -> None:
-    if not isinstance(path, str):
-        raise UsageError(f"{what} must be a str, got {type(path).__name__}")
-    parts = path.split("/")
-    if len(parts) == 3 and allow_full:
-        _check_full_key(path)
-        return
-    if len(parts) == 2 and allow_prefix:
-        for part in parts:
-            _check_component(what, path, part)
-        if parts[0] == "*" or (parts[1] == "*" and not allow_wildcard):
-            raise UsageError(f"invalid {what} {path!r}: '*' is not allowed here")
-        return
-    shapes = [
-        s for s, ok in (("'<app>/<session>'", allow_prefix), ("'<app>/<session>/<id>'", allow_full)) if ok
-    ]
-    raise UsageError(f"invalid {what} {path!r}: expected {' or '.join(shapes)}")
-
-
-def _matches(pattern: str, key: str) -> bool:
-    """Tell whether a DELETE pattern (``a/s/id``, ``a/s`` or ``a/*``) covers ``key``."""
-    app, _, rest = pattern.partition("/")
-    if rest == "*":
-        return key.startswith(f"{app}/") and key.count("/") == 2
-    if pattern.count("/") == 2:
-        return key == pattern
-    return key.startswith(f"{pattern}/") and key.count("/") == 2
-
-
-# --------------------------------------------------------------------------- error boundary
-
-
-def _server_message(exc: BaseException) -> str:
-    """The server's own text, without pyarrow's framing and the remote traceback."""
-    text = str(exc)
-    marker = "with message: "
-    if text.startswith("Flight returned") and marker in text:
-        text = text.split(marker, 1)[1]
-    for cut in (". Detail: ", ". gRPC client debug context", "\nDetail: "):
-        text = text.split(cut, 1)[0]
-    text = text.strip()
-    # A server-side KeyError arrives with repr() quotes around its message.
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1]
-    return text
-
-
-def _raise_mapped(exc: BaseException, endpoint: str, key: str | None) -> NoReturn:
-    """Translate one pyarrow/Flight exception into the matching :class:`ClusterError`."""
-    where = f"object cache {endpoint}"
-    detail = _server_message(exc)
-    cls: type[ClusterError]
-    # Order matters: several Flight classes also derive from ArrowInvalid/ArrowCancelled.
-    if isinstance(exc, flight.FlightTimedOutError):
-        cls, detail = DeadlineExceededError, f"deadline exceeded: {detail}"
-    elif isinstance(exc, flight.FlightUnavailableError):
-        cls, detail = UnavailableError, f"unreachable: {detail}"
-    elif isinstance(exc, flight.FlightWriteSizeExceededError):
-        cls = InvalidArgumentError
-    elif isinstance(exc, pa.ArrowKeyError):
-        cls = NotFoundError
-    elif isinstance(exc, pa.ArrowInvalid):
-        cls = InvalidArgumentError
-    else:
-        cls = InternalError
-    raise cls(f"{where}: {detail}", endpoint=endpoint, key=key) from exc
-
-
-@contextlib.contextmanager
-def _flight_errors(endpoint: str, key: str | None = None) -> Iterator[None]:
-    """The one place where Flight and Arrow errors become flamepy_runner exceptions."""
-    try:
-        yield
-    except FlameError:
-        raise
-    except (flight.FlightError, pa.ArrowException) as exc:
-        _raise_mapped(exc, endpoint, key)
-
-
 # --------------------------------------------------------------------------- local cache
 
 
@@ -252,45 +96,6 @@ class _Fetched:
     version: int
     base: Any = None
     patches: tuple[tuple[int, Any], ...] = ()
-
-
-def _location(endpoint: str) -> str:
-    """The pyarrow location for a Flame cache URL (``grpcs``/``https`` mean TLS)."""
-    for src, dst in (("grpcs://", "grpc+tls://"), ("https://", "grpc+tls://"), ("http://", "grpc://")):
-        if endpoint.startswith(src):
-            return dst + endpoint[len(src) :]
-    return endpoint
-
-
-def _cell_buffers(column: pa.ChunkedArray | pa.Array) -> Iterator[pa.Buffer]:
-    """Yield each value of a binary column as a zero-copy buffer slice."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    for chunk in chunks:
-        if chunk.type not in (pa.binary(), pa.large_binary()):
-            raise InternalError(f"object cache sent a 'data' column of type {chunk.type}, expected binary")
-        width = 8 if chunk.type == pa.large_binary() else 4
-        _, offsets_buf, data_buf = chunk.buffers()
-        offsets = memoryview(offsets_buf).cast("q" if width == 8 else "i")
-        first = chunk.offset
-        for i in range(len(chunk)):
-            start, end = offsets[first + i], offsets[first + i + 1]
-            if data_buf is None or end == start:
-                yield pa.py_buffer(b"")
-            else:
-                yield data_buf.slice(start, end - start)
-
-
-def _opaque_batch(payload: pa.Buffer) -> pa.RecordBatch:
-    """One ``{version: 0, data: payload}`` row, built without copying ``payload``."""
-    if payload.size < 2**31:
-        offsets = pa.array([0, payload.size], type=pa.int32()).buffers()[1]
-        data = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, payload])
-    else:
-        # flamepy and the Rust server expect binary; beyond 2 GiB only large_binary can hold it.
-        offsets = pa.array([0, payload.size], type=pa.int64()).buffers()[1]
-        data = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, payload])
-    version = pa.array([0], type=pa.uint64())
-    return pa.RecordBatch.from_arrays([version, data], names=["version", "data"])
 
 
 # --------------------------------------------------------------------------- the client
@@ -342,7 +147,7 @@ class CacheClient:
         self.close()
 
     def _client(self, endpoint: str) -> flight.FlightClient:
-        location = _location(endpoint)
+        location = flight_location(endpoint)
         with self._lock:
             if self._closed:
                 raise UsageError("this CacheClient is closed; create a new one")
@@ -356,7 +161,7 @@ class CacheClient:
                         raise UsageError(
                             f"cannot read cache CA file {self._config.cache_ca_file}: {exc}"
                         ) from exc
-                with _flight_errors(endpoint):
+                with flight_errors(endpoint):
                     client = flight.FlightClient(location, **kwargs)
                 self._clients[location] = client
             return client
@@ -416,7 +221,7 @@ class CacheClient:
     ) -> ObjectRef:
         """Stream ``batches`` in one DoPut and return the reference from its PutResult."""
         client = self._client(endpoint)
-        with _flight_errors(endpoint, key):
+        with flight_errors(endpoint, key):
             writer, reader = client.do_put(descriptor, schema, self._options(timeout))
             try:
                 for batch in batches:
@@ -456,7 +261,7 @@ class CacheClient:
                 timeout=self._transfer_timeout(size),
             )
         payload = serialize_to_buffer(obj)
-        batch = _opaque_batch(payload)
+        batch = opaque_batch(payload)
         return self._put(
             endpoint,
             descriptor,
@@ -481,7 +286,7 @@ class CacheClient:
             UsageError: ``key_prefix`` is malformed.
             ClusterError: the cache refused the put or could not be reached (subclass says how).
         """
-        _check_path(key_prefix, what="key prefix", allow_full=False, allow_prefix=True, allow_wildcard=False)
+        check_path(key_prefix, what="key prefix", allow_full=False, allow_prefix=True, allow_wildcard=False)
         return self._put_value(self.endpoint, key_prefix, obj)
 
     def update_object(self, ref: ObjectRef, obj: Any) -> ObjectRef:
@@ -498,7 +303,7 @@ class CacheClient:
             UsageError: ``ref.key`` is malformed.
             ClusterError: the cache refused the put or could not be reached.
         """
-        _check_full_key(ref.key)
+        check_full_key(ref.key)
         try:
             return self._put_value(ref.endpoint, ref.key, obj)
         finally:
@@ -522,9 +327,9 @@ class CacheClient:
             NotFoundError: the object does not exist.
             ClusterError: any other refusal or transport failure.
         """
-        _check_full_key(ref.key)
+        check_full_key(ref.key)
         payload = serialize_to_buffer(delta)
-        batch = _opaque_batch(payload)
+        batch = opaque_batch(payload)
         descriptor = flight.FlightDescriptor.for_command(f"PATCH:{ref.key}".encode())
         return self._put(
             ref.endpoint,
@@ -563,7 +368,7 @@ class CacheClient:
             NotFoundError: the object does not exist (never stored, deleted, or evicted).
             ClusterError: any other refusal or transport failure.
         """
-        _check_full_key(ref.key)
+        check_full_key(ref.key)
         cache_key = (ref.endpoint, ref.key)
         entry = None if ref.version == 0 else self._cached(cache_key)
         known = entry.version if entry is not None else 0
@@ -596,7 +401,7 @@ class CacheClient:
     def _fetch(self, ref: ObjectRef, known: int) -> _Fetched | None:
         """One DoGet; None means "not modified since ``known``"."""
         client = self._client(ref.endpoint)
-        with _flight_errors(ref.endpoint, ref.key):
+        with flight_errors(ref.endpoint, ref.key):
             reader = client.do_get(flight.Ticket(f"{ref.key}:{known}".encode()), self._options())
             table = reader.read_all()
         if is_native_schema(table.schema):
@@ -616,7 +421,7 @@ class CacheClient:
         else:
             # Older servers: the first row is the base, the rest are patches.
             kinds = [_KIND_BASE] + [_KIND_PATCH] * (len(versions) - 1)
-        values = [deserialize(buf) for buf in _cell_buffers(table.column("data"))]
+        values = [deserialize(buf) for buf in cell_buffers(table.column("data"))]
         if not len(versions) == len(kinds) == len(values):
             raise InternalError(f"object cache {ref.endpoint} sent ragged columns for {ref.key}")
         rows = list(zip(versions, kinds, values, strict=True))
@@ -654,16 +459,16 @@ class CacheClient:
             UsageError: ``prefix`` is malformed.
             ClusterError: the cache refused the delete or could not be reached.
         """
-        _check_path(prefix, what="delete pattern", allow_full=True, allow_prefix=True, allow_wildcard=True)
+        check_path(prefix, what="delete pattern", allow_full=True, allow_prefix=True, allow_wildcard=True)
         client = self._client(self.endpoint)
-        with _flight_errors(self.endpoint, prefix):
+        with flight_errors(self.endpoint, prefix):
             results = list(client.do_action(flight.Action("DELETE", prefix.encode()), self._options()))
         if not results:
             raise InternalError(
                 f"object cache {self.endpoint} did not confirm DELETE {prefix}", endpoint=self.endpoint
             )
         with self._lock:
-            for cache_key in [k for k in self._objects if _matches(prefix, k[1])]:
+            for cache_key in [k for k in self._objects if matches(prefix, k[1])]:
                 del self._objects[cache_key]
 
     # ----------------------------------------------------------------- files
@@ -687,7 +492,7 @@ class CacheClient:
             UsageError: ``key`` is malformed or ``path`` is not a readable file.
             ClusterError: the cache refused the upload or could not be reached.
         """
-        _check_path(key, what="upload key", allow_full=True, allow_prefix=True, allow_wildcard=False)
+        check_path(key, what="upload key", allow_full=True, allow_prefix=True, allow_wildcard=False)
         source = Path(path)
         try:
             size = source.stat().st_size
@@ -703,7 +508,7 @@ class CacheClient:
                     return
                 # An empty file still goes up as one empty row, so it can be downloaded again.
                 sent = True
-                yield _opaque_batch(chunk)
+                yield opaque_batch(chunk)
                 if chunk.size < _UPLOAD_CHUNK:
                     return
 
@@ -738,13 +543,13 @@ class CacheClient:
             ClusterError: any other refusal or transport failure.
         """
         ref = ref_or_key if isinstance(ref_or_key, ObjectRef) else ObjectRef(self.endpoint, ref_or_key, 0)
-        _check_full_key(ref.key)
+        check_full_key(ref.key)
         dest = Path(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
         client = self._client(ref.endpoint)
         try:
-            with open(partial, "wb") as out, _flight_errors(ref.endpoint, ref.key):
+            with open(partial, "wb") as out, flight_errors(ref.endpoint, ref.key):
                 reader = client.do_get(
                     flight.Ticket(f"{ref.key}:0".encode()),
                     self._options(self._transfer_timeout(0, _TRANSFER_FLOOR)),
@@ -765,7 +570,7 @@ class CacheClient:
                         raise UsageError(
                             f"object {ref.key} has patches; download_object reads plain files only"
                         )
-                    for cell in _cell_buffers(batch.column("data")):
+                    for cell in cell_buffers(batch.column("data")):
                         out.write(memoryview(cell))
             os.replace(partial, dest)
         finally:

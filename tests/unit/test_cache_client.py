@@ -27,7 +27,7 @@ from flamepy_runner import (
     NotFoundError,
     UnavailableError,
     UsageError,
-    _cache,
+    _cache_wire,
 )
 from flamepy_runner._cache import CacheClient, ObjectRef
 
@@ -108,7 +108,7 @@ def test_every_flight_and_arrow_error_is_mapped(exc_class: type[BaseException]) 
         except TypeError:
             continue
     assert exc is not None, f"cannot build {exc_class}"
-    with pytest.raises(ClusterError) as info, _cache._flight_errors("grpc://h:1", "a/s/x"):
+    with pytest.raises(ClusterError) as info, _cache_wire.flight_errors("grpc://h:1", "a/s/x"):
         raise exc
     assert info.value.__cause__ is exc
     assert info.value.endpoint == "grpc://h:1" and info.value.key == "a/s/x"
@@ -131,7 +131,7 @@ def test_every_flight_and_arrow_error_is_mapped(exc_class: type[BaseException]) 
 def test_error_classes_map_to_the_specific_flame_error(
     exc: BaseException, expected: type[ClusterError]
 ) -> None:
-    with pytest.raises(ClusterError) as info, _cache._flight_errors("grpc://h:1"):
+    with pytest.raises(ClusterError) as info, _cache_wire.flight_errors("grpc://h:1"):
         raise exc
     assert type(info.value) is expected
 
@@ -141,7 +141,7 @@ def test_server_message_is_extracted() -> None:
         "Flight returned invalid argument error, with message: 'object a/s/x not found'. Detail: Python "
         "exception: Traceback... gRPC client debug context: UNKNOWN"
     )
-    assert _cache._server_message(pa.ArrowInvalid(raw)) == "object a/s/x not found"
+    assert _cache_wire.server_message(pa.ArrowInvalid(raw)) == "object a/s/x not found"
 
 
 def test_unreachable_cache_is_unavailable() -> None:
