@@ -43,7 +43,8 @@ class ResourceSnapshot:
 
     def leaks(self) -> list[str]:
         """What exists now that did not exist at the snapshot (threads, fds, temp dirs)."""
-        problems = [f"thread {t.name!r}" for t in threading.enumerate() if t not in self.threads and t.is_alive()]
+        threads = [t for t in threading.enumerate() if t not in self.threads and t.is_alive()]
+        problems = [f"thread {t.name!r}" for t in threads]
         now = _fds()
         problems += [f"fd {fd} -> {target}" for fd, target in now.items() if self.fds.get(fd) != target]
         problems += [f"directory {d}" for d in self.created_dirs if d.exists()]

@@ -161,7 +161,9 @@ def test_a_stopped_cluster_cannot_restart() -> None:
     c.stop()
     with pytest.raises(UsageError) as info:
         c.start()
-    assert str(info.value) == "Cannot restart a FakeCluster once it has been stopped; create a new FakeCluster."
+    assert str(info.value) == (
+        "Cannot restart a FakeCluster once it has been stopped; create a new FakeCluster."
+    )
 
 
 def test_stop_before_start_makes_it_unusable() -> None:
@@ -216,7 +218,8 @@ def test_taken_cache_port_is_a_clear_error_and_leaves_nothing(resources: Resourc
     with _taken_port() as sock:
         port = sock.getsockname()[1]
         c = FakeCluster(cache_port=port)
-        with pytest.raises(ClusterStartError, match=f"cannot bind the object cache to 127.0.0.1:{port}: address"):
+        expected = f"cannot bind the object cache to 127.0.0.1:{port}: address already in use"
+        with pytest.raises(ClusterStartError, match=expected):
             c.start()
         assert not c.running
     resources.assert_clean()

@@ -1,0 +1,327 @@
+"""The pytest plugin, driven through pytester: fixtures, marker validation, teardown failure texts.
+
+The failure texts are API (users read them in CI logs), so they are pinned line by line.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from flamepy_fake.plugin import FlameOptions
+
+# Inner test files talk to the cluster with our own stubs (cheap and independent of flamepy).
+HELPERS = """
+import grpc
+import pytest
+from flamepy_runner._proto import pb, rpc
+
+def frontend(cluster):
+    channel = grpc.insecure_channel(cluster.endpoint.removeprefix("http://"))
+    return channel, rpc.Stub(channel, pb.FRONTEND_SERVICE)
+
+def open_wasm_session(cluster, session_id, tasks=0):
+    # Wasm applications are never scheduled, so their tasks stay pending.
+    channel, stub = frontend(cluster)
+    with channel:
+        spec = pb.ApplicationSpec(shim=pb.Wasm, command="app.wasm")
+        stub.RegisterApplication(pb.RegisterApplicationRequest(name="wasm", application=spec), timeout=10)
+        session = pb.SessionSpec(application="wasm")
+        stub.CreateSession(pb.CreateSessionRequest(session_id=session_id, session=session), timeout=10)
+        for _ in range(tasks):
+            stub.CreateTask(pb.CreateTaskRequest(task=pb.TaskSpec(session_id=session_id)), timeout=10)
+"""
+
+
+UNFINISHED_HEADING = (
+    "Tasks not finished (wait for them, or allow with @pytest.mark.flame(allow_unfinished_tasks=True)):"
+)
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest("")
+    pytester.makepyfile(helpers=HELPERS)
+    return pytester
+
+
+def test_flame_cluster_is_a_started_fake_cluster(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from flamepy_fake import FakeCluster
+        from helpers import frontend, pb
+
+        def test_it(flame_cluster):
+            assert isinstance(flame_cluster, FakeCluster) and flame_cluster.running
+            channel, stub = frontend(flame_cluster)
+            with channel:
+                apps = stub.ListApplication(pb.ListApplicationRequest(), timeout=10)
+            assert sorted(a.metadata.name for a in apps.applications) == ["flmexec", "flmping", "flmrun"]
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=1)
+
+
+def test_each_test_gets_its_own_cluster_stopped_after_it(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        seen = []
+
+        def test_one(flame_cluster):
+            seen.append(flame_cluster)
+
+        def test_two(flame_cluster):
+            seen.append(flame_cluster)
+            assert seen[0] is not flame_cluster
+            assert not seen[0].running
+            assert seen[0].options["work_dir"] != flame_cluster.options["work_dir"]
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=2)
+
+
+def test_marker_options_reach_the_cluster_closest_wins(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.flame(backend="process", max_executors=3)
+
+        def test_module_level(flame_cluster):
+            assert flame_cluster.options["backend"] == "process"
+            assert flame_cluster.options["max_executors"] == 3
+
+        @pytest.mark.flame(max_executors=7, retry_limit=2)
+        class TestClass:
+            @pytest.mark.flame(backend="thread")
+            def test_closest(self, flame_cluster):
+                options = flame_cluster.options
+                assert options["backend"] == "thread"
+                assert (options["max_executors"], options["retry_limit"]) == (7, 2)
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=2)
+
+
+def test_command_line_options_are_defaults_under_the_marker(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        def test_default(flame_cluster):
+            assert flame_cluster.options["backend"] == "thread"
+            assert flame_cluster.options["max_executors"] == 4
+
+        @pytest.mark.flame(backend="process")
+        def test_marker_wins(flame_cluster):
+            assert flame_cluster.options["backend"] == "process"
+        """
+    )
+    inner.runpytest("--flame-backend=thread", "--flame-max-executors=4").assert_outcomes(passed=2)
+
+
+def test_flame_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "fake Flame cluster (flamepy_fake):",
+            "*--flame-backend=*",
+            "*--flame-flmrun=*",
+            "*--flame-max-executors=N*",
+            "*--flame-retry-limit=N*",
+        ]
+    )
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.flame([*], backend='auto', flmrun='builtin', *"])
+
+
+def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(bakend="thread")
+        def test_typo(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: backend, flmrun, "
+            "max_executors, retry_limit, default_resreq, cache_max_memory, allow_open_sessions, "
+            "allow_unfinished_tasks",
+        ]
+    )
+    # __tracebackhide__ keeps the plugin's frames out of the report.
+    assert "plugin.py" not in result.stdout.str()
+
+
+def test_positional_marker_arguments_are_refused(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame("thread")
+        def test_positional(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["E   TypeError: @pytest.mark.flame takes keyword arguments only; got ('thread',)"]
+    )
+
+
+def test_bad_marker_value_is_reported_with_the_marker_name(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(max_executors=0)
+        def test_bad(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["E   ValueError: @pytest.mark.flame: max_executors must be a positive integer; got 0"]
+    )
+
+
+def test_open_sessions_and_unfinished_tasks_fail_the_test_at_teardown(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from helpers import open_wasm_session
+
+        def test_leaves_work(flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-a", tasks=2)
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "flame_cluster: the test left work behind on the fake Flame cluster",
+            "Sessions still open (close them, or allow with @pytest.mark.flame(allow_open_sessions=True)):",
+            "  - ssn-a (application wasm: 2 pending, 0 running, 0 succeeded, 0 failed)",
+            UNFINISHED_HEADING,
+            "  - task 1 of session ssn-a: Pending",
+            "  - task 2 of session ssn-a: Pending",
+        ],
+        consecutive=True,
+    )
+    result.stdout.fnmatch_lines(
+        ["ERROR test_open_sessions_and_unfinished_tasks_fail_the_test_at_teardown.py::*"]
+    )
+
+
+def test_each_allow_option_silences_its_own_list(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+        from helpers import open_wasm_session
+
+        @pytest.mark.flame(allow_open_sessions=True)
+        def test_sessions_allowed(flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-b", tasks=1)
+
+        @pytest.mark.flame(allow_open_sessions=True, allow_unfinished_tasks=True)
+        def test_both_allowed(flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-c", tasks=1)
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "flame_cluster: the test left work behind on the fake Flame cluster",
+            UNFINISHED_HEADING,
+            "  - task 1 of session ssn-b: Pending",
+        ],
+        consecutive=True,
+    )
+    assert "Sessions still open" not in result.stdout.str()
+    assert "ssn-c" not in result.stdout.str()
+
+
+def test_closed_sessions_are_not_leftovers(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from helpers import frontend, open_wasm_session, pb
+
+        def test_closes(flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-d", tasks=1)
+            channel, stub = frontend(flame_cluster)
+            with channel:
+                stub.CloseSession(pb.CloseSessionRequest(session_id="ssn-d"), timeout=10)
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_failed_test_is_not_also_blamed_for_leftovers(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from helpers import open_wasm_session
+
+        def test_fails(flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-e", tasks=1)
+            assert False, "the real problem"
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(failed=1)
+    assert "left work behind" not in result.stdout.str()
+
+
+def test_flame_env_points_flamepy_at_the_cluster(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import os
+        import flamepy
+
+        def test_first(flame_env, flame_cluster):
+            assert os.environ["FLAME_ENDPOINT"] == flame_cluster.endpoint == flame_env["FLAME_ENDPOINT"]
+            assert os.environ["FLAME_CACHE_ENDPOINT"] == flame_cluster.cache_endpoint
+            names = sorted(a.name for a in flamepy.list_applications())
+            assert names == ["flmexec", "flmping", "flmrun"]
+            flamepy.register_application("only-in-first", {"command": "/bin/true"})
+
+        def test_second_reaches_its_own_cluster(flame_env):
+            # flamepy caches its connection per process; flame_env resets it for every test.
+            names = sorted(a.name for a in flamepy.list_applications())
+            assert names == ["flmexec", "flmping", "flmrun"]
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=2)
+
+
+def test_plugin_is_inert_without_its_fixtures(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import sys
+
+        def test_plain():
+            assert "flamepy_fake.plugin" in sys.modules  # loaded through the pytest11 entry point
+            heavy = {"grpc", "pyarrow", "flamepy_fake._state", "flamepy_fake._executors"} & set(sys.modules)
+            assert not heavy
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+
+
+def test_flame_options_validate_keywords() -> None:
+    with pytest.raises(TypeError):
+        FlameOptions("thread")  # type: ignore[misc]
+    with pytest.raises(ValueError, match="backend must be one of auto, thread, process; got 'k8s'"):
+        FlameOptions(backend="k8s")
+    with pytest.raises(TypeError, match="allow_open_sessions must be True or False; got 1"):
+        FlameOptions(allow_open_sessions=1)  # type: ignore[arg-type]
+    assert FlameOptions(max_executors=2).cluster_kwargs()["max_executors"] == 2
