@@ -128,3 +128,11 @@ def test_tls_with_ca_from_config(tls_pair: tuple[Path, Path]) -> None:
         with CacheClient(config) as client:
             ref = client.put_object("a/s", pa.array([1, 2]))
             assert client.get_object(ref).to_pylist() == [1, 2]
+
+
+def test_port_in_use_is_an_os_error_naming_the_address() -> None:
+    with FakeObjectCache() as first:
+        second = FakeObjectCache(port=first.port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
+            second.start()
+        second.stop()
