@@ -1,0 +1,298 @@
+"""The ``flamepy-fake`` command line: serve, run, help, and one-line usage errors with exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flamepy_fake._cli import build_parser, main, parse_size
+
+BIN = Path(sys.executable).parent
+FLAMEPY_FAKE = str(BIN / "flamepy-fake")
+# Children find this venv's python and flamepy-fake first, as after the README's set-up.
+CHILD_ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _start_serve(*args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flamepy_fake", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CHILD_ENV,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:  # blocks until the ready line (or EOF if it failed)
+        lines.append(line.rstrip("\n"))
+        if line.startswith("flamepy-fake ready: "):
+            break
+    return proc, lines
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_prints_endpoints_and_ready_line_then_stops_on_signal(sig: signal.Signals) -> None:
+    proc, lines = _start_serve()
+    try:
+        assert len(lines) == 3, lines
+        assert lines[0].startswith("flamepy-fake: session manager at http://127.0.0.1:")
+        assert lines[1].startswith("flamepy-fake: object cache at grpc://127.0.0.1:")
+        endpoint, cache = lines[0].rsplit(" ", 1)[1], lines[1].rsplit(" ", 1)[1]
+        assert lines[2] == f"flamepy-fake ready: FLAME_ENDPOINT={endpoint} FLAME_CACHE_ENDPOINT={cache}"
+        listed = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import flamepy; print(sorted(a.name for a in flamepy.list_applications()))",
+            ],
+            env={**CHILD_ENV, "FLAME_ENDPOINT": endpoint, "FLAME_CACHE_ENDPOINT": cache},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.stdout == "['flmexec', 'flmping', 'flmrun']\n", listed.stderr
+    finally:
+        proc.send_signal(sig)
+        status, out, err = _finish(proc)
+    assert status == 0, err
+    assert out == "flamepy-fake: stopping\n"
+    assert err == ""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_uses_the_ports_it_is_given() -> None:
+    port, cache_port = _free_port(), _free_port()
+    proc, lines = _start_serve("--port", str(port), "--cache-port", str(cache_port))
+    try:
+        assert lines[2] == (
+            f"flamepy-fake ready: FLAME_ENDPOINT=http://127.0.0.1:{port} "
+            f"FLAME_CACHE_ENDPOINT=grpc://127.0.0.1:{cache_port}"
+        )
+    finally:
+        proc.terminate()
+        status, _, err = _finish(proc)
+    assert status == 0, err
+
+
+@pytest.mark.parametrize("option", ["--port", "--cache-port"])
+def test_serve_on_a_taken_port_is_a_one_line_error(option: str, taken_port: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flamepy_fake", "serve", option, str(taken_port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=CHILD_ENV,
+    )
+    assert proc.returncode == 2
+    what = "session manager" if option == "--port" else "object cache"
+    assert proc.stderr == (
+        f"flamepy-fake: error: cannot bind the {what} to 127.0.0.1:{taken_port}: address already in use "
+        "(choose another port, or 0 for a free one)\n"
+    )
+    assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------- run
+
+
+def test_run_lists_the_default_applications_through_flamepy() -> None:
+    # The issue's "done when" check, verbatim, through the installed console script.
+    proc = subprocess.run(
+        [
+            FLAMEPY_FAKE,
+            "run",
+            "--",
+            "python",
+            "-c",
+            "import flamepy; print(sorted(a.name for a in flamepy.list_applications()))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CHILD_ENV,
+        cwd=Path(__file__).parent,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "['flmexec', 'flmping', 'flmrun']\n"
+
+
+def test_run_exports_the_endpoints_and_exits_with_the_command_status(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    code = (
+        "import os, sys; print(os.environ['FLAME_ENDPOINT'], os.environ['FLAME_CACHE_ENDPOINT']); sys.exit(3)"
+    )
+    status = main(["run", "--", sys.executable, "-c", code])
+    out = capfd.readouterr().out
+    endpoint, cache = out.split()
+    assert endpoint.startswith("http://127.0.0.1:") and cache.startswith("grpc://127.0.0.1:")
+    assert status == 3
+
+
+def test_run_stops_the_cluster_after_the_command(capfd: pytest.CaptureFixture[str]) -> None:
+    code = "import os; print(os.environ['FLAME_ENDPOINT'])"
+    assert main(["run", "--max-executors", "2", "--", sys.executable, "-c", code]) == 0
+    endpoint = capfd.readouterr().out.strip()
+    port = int(endpoint.rsplit(":", 1)[1])
+    with socket.socket() as sock:  # the port is free again: nothing serves it
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_run_without_double_dash_also_works(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", sys.executable, "-c", "print('hi')"]) == 0
+    assert capfd.readouterr().out == "hi\n"
+
+
+def test_run_reports_a_signal_death_like_a_shell(capfd: pytest.CaptureFixture[str]) -> None:
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    assert main(["run", "--", sys.executable, "-c", code]) == 128 + signal.SIGKILL
+
+
+def test_run_forwards_sigterm_to_the_command() -> None:
+    code = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+        "print('child ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flamepy_fake", "run", "--", sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CHILD_ENV,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "child ready\n"
+    proc.send_signal(signal.SIGTERM)
+    status, _, err = _finish(proc)
+    assert status == 7, err
+
+
+def test_run_an_unknown_command_exits_127(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--", "no-such-command-flamepy-fake"]) == 127
+    assert capsys.readouterr().err == "flamepy-fake: error: command not found: no-such-command-flamepy-fake\n"
+
+
+# ---------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus (see 'flamepy-fake --help')"),
+        (["serve", "--port", "http"], "argument --port: not a port number: 'http' (see 'flamepy-fake serve"),
+        (["serve", "--port", "70000"], "argument --port: port out of range 0..65535: 70000"),
+        (["serve", "--backend", "k8s"], "argument --backend: invalid choice: 'k8s'"),
+        (["run", "--max-executors", "0", "--", "true"], "argument --max-executors: must be at least 1: 0"),
+        (
+            ["run", "--cache-max-memory", "12X", "--", "true"],
+            "argument --cache-max-memory: not a size: '12X'",
+        ),
+        ([], "the following arguments are required: COMMAND"),
+        (["launch"], "argument COMMAND: invalid choice: 'launch'"),
+    ],
+)
+def test_a_bad_option_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"flamepy-fake: error: {message}")
+
+
+def test_run_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--"]) == 2
+    assert capsys.readouterr().err == (
+        "flamepy-fake: error: run needs a command: flamepy-fake run [options] -- CMD [ARGS...]\n"
+    )
+
+
+def test_same_port_twice_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "5000", "--cache-port", "5000"]) == 2
+    assert capsys.readouterr().err == "flamepy-fake: error: port and cache_port must differ (both are 5000)\n"
+
+
+# ---------------------------------------------------------------------------- help
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_help_documents_every_option(command: str) -> None:
+    sub = _subcommands()[command]
+    proc = subprocess.run(
+        [FLAMEPY_FAKE, command, "--help"], capture_output=True, text=True, timeout=60, env=CHILD_ENV
+    )
+    assert proc.returncode == 0
+    options = [opt for action in sub._actions for opt in action.option_strings]
+    assert {"--backend", "--flmrun", "--max-executors", "--retry-limit", "--work-dir"} <= set(options)
+    for action in sub._actions:
+        for option in action.option_strings:
+            assert option in proc.stdout
+        assert action.help, f"{action.option_strings or action.dest} has no help text"
+    if command == "serve":
+        assert {"--host", "--port", "--cache-port", "--cache-storage", "--cache-max-memory"} <= set(options)
+    else:
+        assert "-- CMD [ARGS...]" in proc.stdout
+
+
+def test_top_level_help_lists_the_commands_and_python_m_works() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "flamepy_fake", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    assert "serve" in proc.stdout and "run" in proc.stdout
+    assert proc.stdout.startswith("usage: flamepy-fake ")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1", 1), ("1048576", 1048576), ("512M", 512 * 1024**2), ("512MiB", 512 * 1024**2), ("2g", 2 * 1024**3)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "1.5G", "12X", "G"])
+def test_parse_size_refuses_nonsense(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
+        parse_size(text)
