@@ -104,17 +104,24 @@ class Scheduler:
 
     # -- feedback from executors ----------------------------------------------------------------
 
-    def bind_finished(self, session_id: str, ok: bool) -> None:
+    def bind_finished(self, session_id: str, ok: bool | None) -> None:
         """Record the outcome of a bind for ``session_id`` (drives the retry back-off).
 
         Call it before reporting the outcome to the state: the state change then starts the
         next cycle with the back-off already known.
+
+        Args:
+            session_id: the session the executor was created for.
+            ok: True (bound), False (bind failed) or None (the executor ended before binding,
+                e.g. the session closed or the cluster stopped).
         """
         with self._lock:
             if session_id in self._probing:
                 self._probing[session_id] -= 1
                 if self._probing[session_id] <= 0:
                     del self._probing[session_id]
+            if ok is None:
+                return
             if ok:
                 self._failures.pop(session_id, None)
                 return
@@ -153,6 +160,8 @@ class Scheduler:
         with self._lock:
             for gone in [s for s in self._failures if s not in known]:
                 del self._failures[gone]
+            for gone in [s for s in self._probing if s not in known]:
+                del self._probing[gone]
         for demand in demands:
             if demand.app.shim == pb.Wasm:
                 continue

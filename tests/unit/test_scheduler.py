@@ -159,3 +159,21 @@ def test_thread_starts_and_stops(state: ClusterState) -> None:
         time.sleep(0.01)
     r.scheduler.stop()
     assert [sid for sid, _ in r.spawned] == ["s"]
+
+
+def test_abandoned_probe_frees_the_slot(state: ClusterState) -> None:
+    r = Recorder(state, backoff=0.05)
+    state.create_session("s", SessionSpec(application="app"))
+    state.create_task("s", b"x")
+    assert r.cycle() == ["s"]
+    first = r.spawned[0][1]
+    r.scheduler.bind_finished("s", ok=False)
+    state.bind_completed(first, 11, "nope")
+    state.release_executor(first)
+    time.sleep(0.06)
+    assert r.cycle() == ["s"]  # the probe
+    probe = r.spawned[-1][1]
+    state.release_executor(probe)  # it ended before binding (say, the cluster was stopping)
+    r.scheduler.bind_finished("s", ok=None)
+    time.sleep(0.06)
+    assert r.cycle() == ["s"]  # not blocked forever by the lost probe

@@ -140,6 +140,7 @@ class ExecutorManager:
         self.installer = Installer(self.work_dir / "apps", python=python)
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
+        self._binding: dict[str, str] = {}  # executor id -> session, until the bind outcome is known
         self._instances: dict[str, Instance] = {}
         self._logs: dict[str, Instance] = {}
         self._stopping = threading.Event()
@@ -273,7 +274,15 @@ class ExecutorManager:
         )
         with self._lock:
             self._threads[executor_id] = thread
+            self._binding[executor_id] = demand.session_id
         thread.start()
+
+    def _report_bind(self, eid: str, ok: bool | None) -> None:
+        """Tell the scheduler how the executor's bind ended (once; None = abandoned)."""
+        with self._lock:
+            session_id = self._binding.pop(eid, None)
+        if session_id is not None:
+            self._scheduler.bind_finished(session_id, ok)
 
     def _run(self, eid: str) -> None:
         session_id: str | None = None
@@ -291,6 +300,7 @@ class ExecutorManager:
                 inst = self._instances.pop(eid, None)
             if inst is not None:
                 inst.stop()
+            self._report_bind(eid, None)
             with self._lock:
                 self._threads.pop(eid, None)
             with contextlib.suppress(StateError):
@@ -298,7 +308,7 @@ class ExecutorManager:
             logger.debug("executor %s of session %s released", eid, session_id)
 
     def _bind_failed(self, eid: str, session_id: str, code: int, message: str) -> None:
-        self._scheduler.bind_finished(session_id, ok=False)
+        self._report_bind(eid, False)
         logger.info("executor %s failed to bind session %s: %s", eid, session_id, message)
         with contextlib.suppress(StateError):
             self.state.bind_completed(eid, code, message)
@@ -340,7 +350,7 @@ class ExecutorManager:
             self._bind_failed(eid, ssn.id, 12, f"on_session_enter failed: {message}")
             inst.leave()
             return
-        self._scheduler.bind_finished(ssn.id, ok=True)
+        self._report_bind(eid, True)
         try:
             self.state.bind_completed(eid, 0, None)
         except StateError:
