@@ -1,0 +1,52 @@
+"""Public surface: ``__all__`` is exactly the public names of each package, and each is documented."""
+
+from __future__ import annotations
+import __future__
+
+import importlib
+import types
+
+import pytest
+
+PACKAGES = ("flamepy_runner", "flamepy_fake")
+
+
+def _public_names(module: types.ModuleType) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)  # submodules appear as attributes once imported
+        and not isinstance(value, __future__._Feature)  # `from __future__ import annotations`
+    }
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_all_is_exactly_the_public_names(package: str) -> None:
+    module = importlib.import_module(package)
+    assert len(module.__all__) == len(set(module.__all__)), "duplicates in __all__"
+    assert set(module.__all__) == _public_names(module)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_export_resolves_and_is_documented(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        if isinstance(value, (type, types.FunctionType)):
+            assert value.__doc__, f"{package}.{name} has no docstring"
+
+
+def test_fake_exports_show_the_public_module() -> None:
+    import flamepy_fake
+
+    for name in flamepy_fake.__all__:
+        assert getattr(flamepy_fake, name).__module__ == "flamepy_fake", name
+
+
+def test_fake_cluster_is_importable_as_documented() -> None:
+    from flamepy_fake import ClusterStartError, FakeCluster
+
+    assert issubclass(ClusterStartError, RuntimeError)
+    assert FakeCluster.__init__.__kwdefaults__ is not None  # keyword-only options
+    assert FakeCluster.__init__.__kwdefaults__["host"] == "127.0.0.1"
