@@ -211,3 +211,17 @@ def test_worker_program_needs_its_endpoint() -> None:
         [sys.executable, "-m", "flamepy_runner._worker"], env=env, capture_output=True, timeout=60
     )
     assert proc.returncode == 2 and b"FLAME_INSTANCE_ENDPOINT" in proc.stderr
+
+
+def test_bytes_that_are_not_references_stay_bytes(cache: CacheClient) -> None:
+    import bson
+
+    servicer = InstanceServicer(RunnerWorker(cache))
+    _enter(servicer, cache, lambda *a: a)
+    not_refs = (
+        bson.encode({"endpoint": "grpc://h:1"}),  # no key
+        bson.encode({"endpoint": "grpc://h:1", "key": "a/b/c", "extra": 1}),  # a field ObjectRef lacks
+        bson.encode({"endpoint": 1, "key": "a/b/c"}),  # wrong type
+        b"\x05\x00\x00\x00",  # truncated
+    )
+    assert _value(cache, _call(servicer, None, *not_refs)) == not_refs
