@@ -11,9 +11,10 @@ asserted.
 * round trip: median put+get of a 1 KiB object through flamepy_runner's CacheClient, flamepy
   0.6.0's module functions, and a raw pyarrow Flight do_put/do_get, all against the fake cache
   (raw Flight against a trivial in-memory Flight server).
-* throughput: a 64 MiB and a 512 MiB ``bytes`` object, put and get through CacheClient against
-  the fake cache, next to raw do_put/do_get of the same bytes to the trivial server. CacheClient
-  figures include pickling and unpickling.
+* throughput: a 64 MiB and a 512 MiB ``bytes`` object and a 512 MiB numpy array, put and get
+  through CacheClient against the fake cache, next to raw do_put/do_get of the same bytes to the
+  trivial server. CacheClient figures include encoding and decoding: pickled ``bytes`` cost one
+  copy each way, numpy arrays one copy on put and none on get.
 * memory: the fake cache's resident-set growth at peak (VmHWM) while receiving, holding and
   serving the 512 MiB object, relative to the object size.
 """
@@ -229,13 +230,22 @@ def bench_round_trip(runs: int) -> list[tuple[str, str]]:
     return rows
 
 
-def bench_throughput(size: int, reps: int) -> list[tuple[str, str]]:
-    """Best of ``reps`` timed transfers after one warm-up, each side against its own server."""
+def bench_throughput(size: int, reps: int, kind: str = "bytes") -> list[tuple[str, str]]:
+    """Best of ``reps`` timed transfers after one warm-up, each side against its own server.
+
+    ``kind`` is the Python value CacheClient sends: ``bytes`` (cloudpickled: one copy each way)
+    or ``numpy`` (the Arrow tensor fast path: one copy out, none back).
+    """
     from flamepy_runner import FlameConfig
     from flamepy_runner._cache import CacheClient
 
-    payload = os.urandom(MIB) * (size // MIB)
-    label = f"{size // MIB} MiB"
+    raw_bytes = os.urandom(MIB) * (size // MIB)
+    payload: Any = raw_bytes
+    if kind == "numpy":
+        import numpy as np
+
+        payload = np.frombuffer(raw_bytes, dtype=np.uint8).copy()
+    label = f"{size // MIB} MiB {kind}"
     put_ours, get_ours, put_raw, get_raw = [], [], [], []
     with server("fake") as fake, CacheClient(FlameConfig(cache_endpoint=fake.endpoint, timeout=600)) as ours:
         for rep in range(reps + 1):
@@ -249,7 +259,7 @@ def bench_throughput(size: int, reps: int) -> list[tuple[str, str]]:
                 get_ours.append(get_s)
     with server("raw") as raw:
         client = raw_client(raw.endpoint)
-        buf = pa.py_buffer(payload)
+        buf = pa.py_buffer(raw_bytes)
         for rep in range(reps + 1):
             put_s, _ = timed(lambda: raw_put(client, b"tp", buf))
             get_s, got_buf = timed(lambda: raw_get(client, b"tp"))
@@ -311,6 +321,7 @@ def main() -> None:
     rows = bench_round_trip(runs)
     rows += bench_throughput(64 * MIB, 2 if args.quick else 5)
     rows += bench_throughput(512 * MIB, 1 if args.quick else 2)
+    rows += bench_throughput(512 * MIB, 1 if args.quick else 2, kind="numpy")
     rows += bench_memory(512 * MIB)
     width = max(len(name) for name, _ in rows)
     print(f"{'benchmark':<{width}}  result")

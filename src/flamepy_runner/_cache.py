@@ -50,7 +50,7 @@ from ._serialization import (
     is_native_schema,
     native_payload,
     native_version,
-    serialize_to_buffer,
+    serialize_to_pieces,
 )
 
 __all__ = ["CacheClient", "Deserializer", "ObjectRef"]
@@ -59,6 +59,8 @@ __all__ = ["CacheClient", "Deserializer", "ObjectRef"]
 Deserializer = Callable[[Any, list[Any]], Any]
 
 _UPLOAD_CHUNK = 1024 * 1024
+# Opaque payloads go out in rows of at most this size (flamepy's upload chunk).
+_ROW_BYTES = 1024 * 1024
 _LOCAL_CACHE_SIZE = 1000
 # Bulk transfers get a deadline that grows with their size, at this assumed worst-case rate,
 # and never below flamepy's fixed 300 s for uploads.
@@ -260,15 +262,26 @@ class CacheClient:
                 key=path,
                 timeout=self._transfer_timeout(size),
             )
-        payload = serialize_to_buffer(obj)
-        batch = opaque_batch(payload)
+        return self._put_opaque(endpoint, descriptor, obj, key=path)
+
+    def _put_opaque(
+        self, endpoint: str, descriptor: flight.FlightDescriptor, obj: Any, *, key: str
+    ) -> ObjectRef:
+        """Send ``obj`` encoded as rows of at most 1 MiB, which the cache concatenates.
+
+        Splitting costs the cache nothing it would not spend anyway, spares this side a full
+        copy of big pickled ``bytes`` (their rows are slices of the object itself), and keeps
+        every gRPC message small.
+        """
+        pieces = serialize_to_pieces(obj)
+        size = sum(piece.size for piece in pieces)
+        rows = (
+            opaque_batch(piece.slice(start, min(_ROW_BYTES, piece.size - start)))
+            for piece in pieces
+            for start in range(0, max(piece.size, 1), _ROW_BYTES)
+        )
         return self._put(
-            endpoint,
-            descriptor,
-            batch.schema,
-            [batch],
-            key=path,
-            timeout=self._transfer_timeout(payload.size),
+            endpoint, descriptor, _OPAQUE_SCHEMA, rows, key=key, timeout=self._transfer_timeout(size)
         )
 
     def put_object(self, key_prefix: str, obj: Any) -> ObjectRef:
@@ -328,17 +341,8 @@ class CacheClient:
             ClusterError: any other refusal or transport failure.
         """
         check_full_key(ref.key)
-        payload = serialize_to_buffer(delta)
-        batch = opaque_batch(payload)
         descriptor = flight.FlightDescriptor.for_command(f"PATCH:{ref.key}".encode())
-        return self._put(
-            ref.endpoint,
-            descriptor,
-            batch.schema,
-            [batch],
-            key=ref.key,
-            timeout=self._transfer_timeout(payload.size),
-        )
+        return self._put_opaque(ref.endpoint, descriptor, delta, key=ref.key)
 
     # ----------------------------------------------------------------- gets
 

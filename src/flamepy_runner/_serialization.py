@@ -48,6 +48,7 @@ __all__ = [
     "native_version",
     "serialize",
     "serialize_to_buffer",
+    "serialize_to_pieces",
 ]
 
 MARKER_PICKLE = b"FLM\x00"
@@ -111,6 +112,56 @@ def serialize_to_buffer(obj: Any) -> pa.Buffer:
     out = pa.allocate_buffer(mock.size())
     writer(pa.FixedSizeBufferWriter(out))
     return out
+
+
+def serialize_to_pieces(obj: Any) -> list[pa.Buffer]:
+    """Encode ``obj`` as pieces whose concatenation is :func:`serialize`'s output.
+
+    Large ``bytes`` members of a pickled object are not copied: their piece refers to the
+    object itself. Senders that may split a payload over several rows (the object cache
+    concatenates them) avoid one full copy of big payloads this way.
+
+    Args:
+        obj: the object to encode.
+
+    Returns:
+        The pieces, in order (never empty).
+    """
+    if _arrow_writer(obj) is not None:
+        return [serialize_to_buffer(obj)]
+    sink = _PieceSink()
+    sink.write(MARKER_PICKLE)
+    cloudpickle.dump(obj, sink, protocol=cloudpickle.DEFAULT_PROTOCOL)
+    return sink.finish()
+
+
+class _PieceSink:
+    """A write-only file for pickle that keeps big immutable ``bytes`` by reference."""
+
+    # pickle hands large payloads to write() unframed; smaller writes are gathered and copied.
+    _BY_REFERENCE = 256 * 1024
+
+    def __init__(self) -> None:
+        self._pieces: list[pa.Buffer] = []
+        self._small = io.BytesIO()
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if type(data) is bytes and size >= self._BY_REFERENCE:
+            self._flush()
+            self._pieces.append(pa.py_buffer(data))
+        else:
+            self._small.write(data)
+        return size
+
+    def _flush(self) -> None:
+        if self._small.tell():
+            self._pieces.append(pa.py_buffer(self._small.getvalue()))
+            self._small = io.BytesIO()
+
+    def finish(self) -> list[pa.Buffer]:
+        self._flush()
+        return self._pieces
 
 
 def serialize(obj: Any) -> bytes:

@@ -243,3 +243,9 @@ def test_payload_bytes_are_read_by_both_sides(fc: ModuleType, value: Any) -> Non
     assert same(value, ser.deserialize(fc._serialize_object_data(value)))
     assert same(value, fc._deserialize_object_data(ser.serialize(value)))
     assert ser.serialize(value)[:4] == fc._serialize_object_data(value)[:4]
+
+
+def test_big_values_split_into_rows_are_read_whole_by_flamepy(fc: ModuleType, ours: CacheClient) -> None:
+    blob = os.urandom(3 * 1024 * 1024 + 7)
+    ref = ours.patch_object(ours.put_object("app/ssn", blob), blob[::-1])
+    assert fc.get_object(fc.ObjectRef(ref.endpoint, ref.key, ref.version), fold) == [blob, blob[::-1]]

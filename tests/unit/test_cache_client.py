@@ -416,3 +416,23 @@ def test_download_refuses_tables_and_patched_objects_leaving_no_file(
     with pytest.raises(NotFoundError):
         client.download_object("a/s/none", tmp_path / "n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_big_values_go_out_in_rows_of_at_most_one_mebibyte(
+    client: CacheClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    original = _cache_store.PayloadBuilder.add
+
+    def spy(self: _cache_store.PayloadBuilder, cell: pa.Buffer) -> None:
+        sizes.append(cell.size)
+        original(self, cell)
+
+    monkeypatch.setattr(_cache_store.PayloadBuilder, "add", spy)
+    blob = os.urandom(2 * 1024 * 1024 + 5)
+    ref = client.put_object("a/s", blob)
+    assert len(sizes) > 2 and max(sizes) <= 1024 * 1024
+    assert client.get_object(ref) == blob
+    sizes.clear()
+    ref = client.patch_object(ref, blob)
+    assert len(sizes) > 2 and client.get_object(ref, lambda b, p: p) == [blob]

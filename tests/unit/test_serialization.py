@@ -153,3 +153,14 @@ def test_native_version_reads_the_stamp() -> None:
     assert ser.native_version(schema.with_metadata({ser.VERSION_KEY: b"7"})) == 7
     assert ser.native_version(schema.with_metadata({ser.VERSION_KEY: b"x"})) == 0
     assert ser.native_version(schema) == 0
+
+
+def test_pieces_concatenate_to_the_payload_and_keep_big_bytes_by_reference() -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB
+    value = {"blob": big, "tail": b"t" * 10}
+    pieces = ser.serialize_to_pieces(value)
+    assert b"".join(p.to_pybytes() for p in pieces) == ser.serialize(value)
+    assert pa.py_buffer(big).address in [p.address for p in pieces]
+    assert ser.serialize_to_pieces(7)[0].to_pybytes() == ser.serialize(7)
+    table = pa.table({"a": [1]})
+    assert [p.to_pybytes() for p in ser.serialize_to_pieces(table)] == [ser.serialize(table)]
