@@ -85,6 +85,11 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
             help="address to bind both servers to (default: 127.0.0.1; 0.0.0.0 serves every interface)",
         )
         group.add_argument(
+            "--advertise-host",
+            metavar="H",
+            help="host put in the endpoints clients are told (default: --host, or 127.0.0.1 for 0.0.0.0)",
+        )
+        group.add_argument(
             "--port", type=_port, default=0, help="session manager port (default: 0, a free port)"
         )
         group.add_argument(
@@ -177,6 +182,7 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             work_dir=args.work_dir,
             cache_storage_dir=args.cache_storage,
             cache_max_memory=args.cache_max_memory,
+            advertise_host=getattr(args, "advertise_host", None),
         )
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc

@@ -14,6 +14,7 @@ are imported by ``start()``, not at import time, to keep ``import flamepy_fake``
 
 from __future__ import annotations
 
+import atexit
 import enum
 import errno
 import ipaddress
@@ -60,6 +61,18 @@ _GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 )
+
+
+# Clusters still running at interpreter exit are stopped then, so a forgotten stop() leaves no
+# instance process, socket file or temp directory behind. Strong references: a running cluster
+# serves (and must be stopped) whether or not the caller kept it.
+_RUNNING: set[FakeCluster] = set()
+
+
+@atexit.register
+def _stop_forgotten_clusters() -> None:
+    for cluster in list(_RUNNING):
+        cluster.stop()
 
 
 class ClusterStartError(RuntimeError):
@@ -202,6 +215,7 @@ class FakeCluster:
                 self._lifecycle = _Lifecycle.STOPPED
                 raise
             self._lifecycle = _Lifecycle.RUNNING
+            _RUNNING.add(self)
             return self
 
     def stop(self) -> None:
@@ -214,6 +228,7 @@ class FakeCluster:
             if self._lifecycle is _Lifecycle.STOPPED:
                 return
             self._lifecycle = _Lifecycle.STOPPED
+            _RUNNING.discard(self)
             self._stop_parts()
 
     def __enter__(self) -> FakeCluster:

@@ -270,7 +270,15 @@ def test_help_documents_every_option(command: str) -> None:
             assert option in proc.stdout
         assert action.help, f"{action.option_strings or action.dest} has no help text"
     if command == "serve":
-        assert {"--host", "--port", "--cache-port", "--cache-storage", "--cache-max-memory"} <= set(options)
+        expected = {
+            "--host",
+            "--advertise-host",
+            "--port",
+            "--cache-port",
+            "--cache-storage",
+            "--cache-max-memory",
+        }
+        assert expected <= set(options)
     else:
         assert "-- CMD [ARGS...]" in proc.stdout
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -288,6 +290,15 @@ def test_stop_leaves_no_thread_fd_or_directory(resources: ResourceSnapshot) -> N
     assert not work_dir.exists()
     assert work_dir in resources.created_dirs
     resources.assert_clean()
+
+
+def test_a_cluster_never_stopped_is_stopped_at_exit() -> None:
+    code = "from flamepy_fake import FakeCluster; print(FakeCluster().start().work_dir)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    work_dir = Path(proc.stdout.strip())
+    assert work_dir.name.startswith("flamepy-fake-")
+    assert not work_dir.exists()
 
 
 def test_work_dir_option_is_the_parent_of_the_cluster_dir(tmp_path: Path) -> None:
