@@ -302,6 +302,26 @@ def test_flame_env_points_flamepy_at_the_cluster(inner: pytest.Pytester) -> None
     inner.runpytest().assert_outcomes(passed=2)
 
 
+def test_flame_env_points_flamepy_cache_calls_at_each_cluster(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import flamepy
+
+        def test_first(flame_env):
+            ref = flamepy.put_object("app/ssn", {"n": 1})
+            assert ref.endpoint == flame_env["FLAME_CACHE_ENDPOINT"]
+            assert flamepy.get_object(ref) == {"n": 1}
+
+        def test_second(flame_env):
+            # flamepy caches its FlameContext (and so the cache endpoint) per process.
+            ref = flamepy.put_object("app/ssn", [2])
+            assert ref.endpoint == flame_env["FLAME_CACHE_ENDPOINT"]
+            assert flamepy.get_object(ref) == [2]
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=2)
+
+
 def test_plugin_is_inert_without_its_fixtures(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
