@@ -257,7 +257,11 @@ class FakeCluster:
             if port:
                 _probe_port(self._host, port, what)
 
-        self._work_dir = Path(tempfile.mkdtemp(prefix="flamepy-fake-", dir=self._work_parent))
+        try:
+            self._work_dir = Path(tempfile.mkdtemp(prefix="flamepy-fake-", dir=self._work_parent))
+        except OSError as exc:
+            where = self._work_parent or tempfile.gettempdir()
+            raise ClusterStartError(f"cannot create the cluster's work directory in {where}: {exc}") from exc
         state_kwargs: dict[str, Any] = {"retry_limit": self._retry_limit}
         if self._default_resreq is not None:
             state_kwargs["default_resreq"] = self._default_resreq
@@ -310,8 +314,8 @@ class FakeCluster:
             max_executors=self._max_executors,
             work_dir=self._work_dir,
         )
+        self._manager = manager  # before start(): a half-started manager is stopped too
         manager.start()
-        self._manager = manager
 
     def _stop_parts(self) -> None:
         # Order matters: wake every waiter in the state (long polls, watches), then kill the

@@ -292,6 +292,12 @@ def test_stop_leaves_no_thread_fd_or_directory(resources: ResourceSnapshot) -> N
     resources.assert_clean()
 
 
+def test_unusable_work_dir_is_a_start_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ClusterStartError, match=f"cannot create the cluster's work directory in {missing}: "):
+        FakeCluster(work_dir=missing).start()
+
+
 def test_a_cluster_never_stopped_is_stopped_at_exit() -> None:
     code = "from flamepy_fake import FakeCluster; print(FakeCluster().start().work_dir)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
