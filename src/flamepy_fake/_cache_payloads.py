@@ -96,15 +96,37 @@ class NativeTable:
 class PayloadBuilder:
     """Concatenates the ``data`` cells of an upload into one buffer, copying as little as possible.
 
-    A single non-empty cell is kept as is (zero-copy). Several cells are copied once, into one
-    buffer of exactly the total size, when :meth:`finish` is called: a growing buffer would
-    reallocate (and copy) large uploads several times over.
+    A single non-empty cell is kept as is (zero-copy). When the sender announced the total size
+    (:meth:`reserve`), cells are copied into one buffer of that size as they arrive, so the
+    received batches can be freed at once and the peak stays near the object size. Otherwise the
+    cells are kept and copied once, into a buffer of exactly their total size, by :meth:`finish`
+    (a growing buffer would reallocate, and copy, large uploads several times over).
     """
 
     def __init__(self) -> None:
         self.rows = 0
         self._cells: list[pa.Buffer] = []
         self._size = 0
+        self._target: pa.Buffer | None = None
+        self._writer: pa.FixedSizeBufferWriter | None = None
+        self._filled = 0
+
+    def reserve(self, total: int) -> None:
+        """Preallocate for an upload announced as ``total`` bytes.
+
+        A wrong or absurd announcement is harmless: data beyond it falls back to the
+        gather-then-copy path, and an allocation failure simply ignores the hint.
+
+        Args:
+            total: the announced payload size.
+        """
+        if self.rows or self._target is not None or total <= 0:
+            return
+        try:
+            self._target = pa.allocate_buffer(total)
+        except (MemoryError, pa.ArrowException):
+            return
+        self._writer = pa.FixedSizeBufferWriter(self._target)
 
     def add(self, cell: pa.Buffer) -> None:
         """Append one cell.
@@ -113,12 +135,31 @@ class PayloadBuilder:
             cell: the cell's bytes.
         """
         self.rows += 1
-        if cell.size:
-            self._cells.append(cell)
-            self._size += cell.size
+        if not cell.size:
+            return
+        if self._writer is not None and self._target is not None:
+            if self._filled + cell.size <= self._target.size:
+                self._writer.write(cell)
+                self._filled += cell.size
+                return
+            # More data than announced: keep what was copied and gather the rest.
+            self._drop_target()
+        self._cells.append(cell)
+        self._size += cell.size
+
+    def _drop_target(self) -> None:
+        if self._target is not None and self._filled:
+            self._cells.append(self._target.slice(0, self._filled))
+            self._size += self._filled
+        self._target, self._writer, self._filled = None, None, 0
 
     def finish(self) -> pa.Buffer:
         """Return everything added so far as one buffer (and forget the cells)."""
+        if self._target is not None and not self._cells:
+            target, filled = self._target, self._filled
+            self._target, self._writer, self._filled = None, None, 0
+            return target if filled == target.size else target.slice(0, filled)
+        self._drop_target()
         cells, self._cells = self._cells, []
         if not cells:
             return pa.py_buffer(b"")

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from bson.int64 import Int64
 
+from flamepy_runner._cache_wire import SIZE_HINT_PREFIX
+
 from ._cache_keys import INTERNAL, INVALID_ARGUMENT, NOT_FOUND, StoreError, parse_full_key, parse_ticket
 from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
 from ._cache_store import ObjectStore, Row
@@ -53,6 +55,17 @@ def _status() -> Iterator[None]:
         yield
     except StoreError as exc:
         _raise_status(exc.code, exc.message)
+
+
+def _size_hint(metadata: pa.Buffer | None) -> int:
+    """The payload size a flamepy_runner client announces on its first batch (0: none)."""
+    if metadata is None:
+        return 0
+    raw = metadata.to_pybytes()
+    if not raw.startswith(SIZE_HINT_PREFIX):
+        return 0
+    digits = raw[len(SIZE_HINT_PREFIX) :]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _format_host(host: str) -> str:
@@ -126,6 +139,8 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 if batch is None:
                     continue
                 received += 1
+                if received == 1 and not native:
+                    builder.reserve(_size_hint(chunk.app_metadata))
                 if native:
                     batches.append(batch)
                 else:

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 
 from ._cache_wire import (
+    SIZE_HINT_PREFIX,
     ObjectRef,
     cell_buffers,
     check_full_key,
@@ -220,14 +221,22 @@ class CacheClient:
         *,
         key: str,
         timeout: float,
+        size_hint: int | None = None,
     ) -> ObjectRef:
-        """Stream ``batches`` in one DoPut and return the reference from its PutResult."""
+        """Stream ``batches`` in one DoPut and return the reference from its PutResult.
+
+        ``size_hint`` (the opaque payload's total size) rides on the first batch as app_metadata;
+        see :data:`~flamepy_runner._cache_wire.SIZE_HINT_PREFIX`.
+        """
         client = self._client(endpoint)
         with flight_errors(endpoint, key):
             writer, reader = client.do_put(descriptor, schema, self._options(timeout))
             try:
-                for batch in batches:
-                    writer.write_batch(batch)
+                for index, batch in enumerate(batches):
+                    if index == 0 and size_hint:
+                        writer.write_with_metadata(batch, pa.py_buffer(SIZE_HINT_PREFIX + b"%d" % size_hint))
+                    else:
+                        writer.write_batch(batch)
                 writer.done_writing()
                 answer = reader.read()
             except BaseException:
@@ -281,7 +290,13 @@ class CacheClient:
             for start in range(0, max(piece.size, 1), _ROW_BYTES)
         )
         return self._put(
-            endpoint, descriptor, _OPAQUE_SCHEMA, rows, key=key, timeout=self._transfer_timeout(size)
+            endpoint,
+            descriptor,
+            _OPAQUE_SCHEMA,
+            rows,
+            key=key,
+            timeout=self._transfer_timeout(size),
+            size_hint=size if len(pieces) > 1 or size > _ROW_BYTES else None,
         )
 
     def put_object(self, key_prefix: str, obj: Any) -> ObjectRef:
@@ -524,6 +539,7 @@ class CacheClient:
                 rows(),
                 key=key,
                 timeout=self._transfer_timeout(size, _TRANSFER_FLOOR),
+                size_hint=size if size > _UPLOAD_CHUNK else None,
             )
         finally:
             handle.close()

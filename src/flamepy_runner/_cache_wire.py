@@ -28,6 +28,7 @@ from ._exceptions import (
 )
 
 __all__ = [
+    "SIZE_HINT_PREFIX",
     "ObjectRef",
     "cell_buffers",
     "check_full_key",
@@ -41,6 +42,10 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- references
+
+#: Optional app_metadata on the first batch of a put: ``<prefix><total payload bytes>``. The real
+#: cache ignores batch metadata; the fake uses it to preallocate and keep its peak memory low.
+SIZE_HINT_PREFIX = b"flamepy-runner.payload-size="
 
 
 @dataclasses.dataclass(frozen=True)

@@ -400,3 +400,22 @@ def test_client_disconnecting_mid_upload_changes_nothing(cache: Cache, sentinel:
     while fake.finished_puts == before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fake.finished_puts == before + 1
+
+
+@pytest.mark.parametrize(
+    "hint", [b"flamepy-runner.payload-size=3", b"flamepy-runner.payload-size=999", b"junk"]
+)
+def test_batch_metadata_never_changes_the_stored_bytes(cache: Cache, hint: bytes) -> None:
+    key = f"{cache.app}/s/hinted"
+    writer, reader = cache.client.do_put(flight.FlightDescriptor.for_path(key), OPAQUE, TIMEOUT)
+    cells = [b"abc", b"defg", b"h"]
+    for i, cell in enumerate(cells):
+        batch = pa.record_batch([pa.array([0], pa.uint64()), pa.array([cell])], schema=OPAQUE)
+        if i == 0:
+            writer.write_with_metadata(batch, pa.py_buffer(hint))
+        else:
+            writer.write_batch(batch)
+    writer.done_writing()
+    reader.read()
+    writer.close()
+    assert cache.rows(f"{key}:0") == [(1, "base", b"abcdefgh")]

@@ -443,3 +443,35 @@ def test_concurrent_patches_are_all_kept_with_unique_versions() -> None:
     assert sorted(r.data.to_pybytes() for r in patches) == sorted(
         f"{n}-{i}".encode() for n in range(4) for i in range(50)
     )
+
+
+@pytest.mark.parametrize(
+    ("hint", "parts"),
+    [
+        (6, [b"ab", b"cd", b"ef"]),  # exact
+        (10, [b"ab", b"cd", b"ef"]),  # more announced than sent
+        (3, [b"ab", b"cd", b"ef"]),  # less announced than sent
+        (2**62, [b"ab", b"cd"]),  # absurd: ignored
+        (0, [b"ab", b"cd"]),
+    ],
+)
+def test_payload_builder_size_hints_never_change_the_result(hint: int, parts: list[bytes]) -> None:
+    builder = PayloadBuilder()
+    builder.reserve(hint)
+    for part in parts:
+        builder.add(pa.py_buffer(part))
+    assert builder.finish().to_pybytes() == b"".join(parts)
+
+
+def test_payload_builder_with_exact_hint_fills_one_buffer() -> None:
+    builder = PayloadBuilder()
+    builder.reserve(4)
+    builder.add(pa.py_buffer(b"ab"))
+    builder.add(pa.py_buffer(b"cd"))
+    out = builder.finish()
+    assert out.size == 4 and out.to_pybytes() == b"abcd"
+    late = PayloadBuilder()
+    late.add(pa.py_buffer(b"x"))
+    late.reserve(100)  # too late to matter
+    late.add(pa.py_buffer(b"y"))
+    assert late.finish().to_pybytes() == b"xy"
