@@ -63,6 +63,7 @@ _UPLOAD_CHUNK = 1024 * 1024
 # Opaque payloads go out in rows of at most this size (flamepy's upload chunk).
 _ROW_BYTES = 1024 * 1024
 _LOCAL_CACHE_SIZE = 1000
+_VIEWS_PER_OBJECT = 4
 # Bulk transfers get a deadline that grows with their size, at this assumed worst-case rate,
 # and never below flamepy's fixed 300 s for uploads.
 _SLOWEST_RATE = 4 * 1024 * 1024
@@ -207,6 +208,9 @@ class CacheClient:
             return hit[1]
         value = deserializer(entry.base, [patch for _, patch in entry.patches])
         with self._lock:
+            # Inline lambdas are new objects on every call: keep only the latest few views.
+            while len(entry.views) >= _VIEWS_PER_OBJECT:
+                del entry.views[next(iter(entry.views))]
             entry.views[id(deserializer)] = (deserializer, value)
         return value
 

@@ -436,3 +436,11 @@ def test_big_values_go_out_in_rows_of_at_most_one_mebibyte(
     sizes.clear()
     ref = client.patch_object(ref, blob)
     assert len(sizes) > 2 and client.get_object(ref, lambda b, p: p) == [blob]
+
+
+def test_folded_views_per_object_are_bounded(client: CacheClient) -> None:
+    ref = client.put_object("a/s", 1)
+    for i in range(20):
+        assert client.get_object(ref, lambda b, p, i=i: b + i) == 1 + i
+    entry = client._cached((ref.endpoint, ref.key))
+    assert entry is not None and 0 < len(entry.views) <= 4
