@@ -24,9 +24,25 @@ def _fds() -> dict[int, str]:
     return fds
 
 
+def _children() -> set[int]:
+    """Pids whose parent is this process (zombies included: an unreaped child is a leak too)."""
+    me, found = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state, ppid, ...
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            found.add(int(entry))
+    return found
+
+
 @dataclass
 class ResourceSnapshot:
-    """Threads and file descriptors of this process, and the temp dirs it creates meanwhile.
+    """Threads, file descriptors and child processes of this process, and the temp dirs it makes.
 
     Use :func:`resources` (a fixture) rather than building one: it records every directory made
     with ``tempfile.mkdtemp`` while the test runs, which is precise under ``pytest -n 2`` where
@@ -35,11 +51,12 @@ class ResourceSnapshot:
 
     threads: set[threading.Thread]
     fds: dict[int, str]
+    children: set[int]
     created_dirs: list[Path] = field(default_factory=list)
 
     @classmethod
     def take(cls) -> ResourceSnapshot:
-        return cls(threads=set(threading.enumerate()), fds=_fds())
+        return cls(threads=set(threading.enumerate()), fds=_fds(), children=_children())
 
     def leaks(self) -> list[str]:
         """What exists now that did not exist at the snapshot (threads, fds, temp dirs)."""
@@ -48,6 +65,7 @@ class ResourceSnapshot:
         now = _fds()
         problems += [f"fd {fd} -> {target}" for fd, target in now.items() if self.fds.get(fd) != target]
         problems += [f"directory {d}" for d in self.created_dirs if d.exists()]
+        problems += [f"child process {pid}" for pid in sorted(_children() - self.children)]
         return problems
 
     def assert_clean(self, timeout: float = 10.0) -> None:

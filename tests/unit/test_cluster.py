@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -305,6 +306,24 @@ def test_a_cluster_never_stopped_is_stopped_at_exit() -> None:
     work_dir = Path(proc.stdout.strip())
     assert work_dir.name.startswith("flamepy-fake-")
     assert not work_dir.exists()
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_stop_with_live_instances_leaves_nothing(backend: str, resources: ResourceSnapshot) -> None:
+    with FakeCluster(backend=backend) as c:
+        channel, stub = _frontend(c.endpoint)
+        with channel:
+            spec = pb.SessionSpec(application="flmexec", min_instances=2)  # kept warm without tasks
+            stub.CreateSession(pb.CreateSessionRequest(session_id="warm", session=spec), timeout=10)
+        deadline = time.monotonic() + 60
+        while len([e for e in c.executors() if e.state == "bound"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        bound = [e for e in c.executors() if e.state == "bound"]
+        assert len(bound) == 2, c.executors()
+        assert {e.backend for e in bound} == {backend}
+        if backend == "process":
+            assert all(e.pid for e in bound)
+    resources.assert_clean()
 
 
 def test_work_dir_option_is_the_parent_of_the_cluster_dir(tmp_path: Path) -> None:
