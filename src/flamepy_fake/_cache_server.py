@@ -2,7 +2,7 @@
 
 :class:`FakeObjectCache` owns a :class:`~flamepy_fake._cache_store.ObjectStore` and a
 ``pyarrow.flight`` server in front of it. The server translates the store's neutral
-:class:`~flamepy_fake._cache_store.StoreError` into Flight statuses in one place
+:class:`~flamepy_fake._cache_keys.StoreError` into Flight statuses in one place
 (:func:`_status`): INVALID_ARGUMENT as ``ValueError``, NOT_FOUND as ``KeyError``, INTERNAL as
 ``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``, ``ArrowKeyError`` and
 ``FlightInternalError``, as with the real cache.
@@ -388,7 +388,12 @@ class FakeObjectCache:
             return self
 
     def stop(self) -> None:
-        """Stop serving and release the port (idempotent; waits for calls in progress)."""
+        """Stop serving and release the port (idempotent).
+
+        Downloads in progress are cut short; uploads in progress are waited for (pyarrow's
+        server cannot interrupt a stream it is reading), so a client holding an upload open
+        delays the stop until it finishes, disconnects or reaches its deadline.
+        """
         with self._lock:
             self._stopped = True
             server, self._server = self._server, None
