@@ -390,7 +390,7 @@ class FakeObjectCache:
     def stop(self) -> None:
         """Stop serving and release the port (idempotent).
 
-        Downloads in progress are cut short; uploads in progress are waited for (pyarrow's
+        Downloads in progress end at their next row; uploads in progress are waited for (pyarrow's
         server cannot interrupt a stream it is reading), so a client holding an upload open
         delays the stop until it finishes, disconnects or reaches its deadline.
         """
