@@ -232,6 +232,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminal_delivers_sigint() -> bool:
+    """Whether we are the foreground job of a terminal (so Ctrl-C reaches our children too)."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):  # no terminal, or stdin replaced/closed
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -242,9 +250,15 @@ def _run(args: argparse.Namespace) -> int:
     child: subprocess.Popen[bytes] | None = None
     pending: list[int] = []
 
+    from_terminal = _terminal_delivers_sigint()
+
     def forward(signum: int) -> None:
         if child is None:
             pending.append(signum)
+        elif signum == signal.SIGINT and from_terminal:
+            # Ctrl-C reaches the whole foreground process group, CMD included; a second copy
+            # would interrupt CMD's own clean-up.
+            return
         else:
             with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                 child.send_signal(signum)

@@ -177,15 +177,17 @@ def test_run_reports_a_signal_death_like_a_shell(capfd: pytest.CaptureFixture[st
     assert main(["run", "--", sys.executable, "-c", code]) == 128 + signal.SIGKILL
 
 
-def test_run_forwards_sigterm_to_the_command() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_forwards_signals_to_the_command(sig: signal.Signals) -> None:
     code = (
         "import signal, sys, time\n"
-        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+        f"signal.signal({int(sig)}, lambda *_: sys.exit(7))\n"
         "print('child ready', flush=True)\n"
         "time.sleep(60)\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "flamepy_fake", "run", "--", sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,  # no terminal: the signal reaches CMD only through flamepy-fake
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -193,7 +195,7 @@ def test_run_forwards_sigterm_to_the_command() -> None:
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "child ready\n"
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     status, _, err = _finish(proc)
     assert status == 7, err
 
