@@ -5,6 +5,9 @@ The public API is re-exported here; implementation modules are private (``_name`
 
 from __future__ import annotations
 
+import importlib as _importlib
+import typing as _typing
+
 from ._config import DEFAULT_EXCLUDES, FlameConfig
 from ._exceptions import (
     AlreadyExistsError,
@@ -21,11 +24,33 @@ from ._exceptions import (
     UsageError,
 )
 
+if _typing.TYPE_CHECKING:
+    from ._cache import CacheClient
+    from ._cache_wire import ObjectRef
+
 __version__ = "0.1.0"
+
+# Names whose modules pull in pyarrow (~0.4 s): loaded on first access, so that importing
+# flamepy_runner (and flamepy_fake, which builds on it) stays cheap.
+_LAZY = {"CacheClient": "._cache", "ObjectRef": "._cache_wire"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "DEFAULT_EXCLUDES",
     "AlreadyExistsError",
+    "CacheClient",
     "ClusterError",
     "ConfigError",
     "DeadlineExceededError",
@@ -35,6 +60,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidStateError",
     "NotFoundError",
+    "ObjectRef",
     "RemoteError",
     "UnavailableError",
     "UsageError",

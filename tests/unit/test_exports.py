@@ -24,6 +24,8 @@ def _public_names(module: types.ModuleType) -> set[str]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_all_is_exactly_the_public_names(package: str) -> None:
     module = importlib.import_module(package)
+    for name in module.__all__:  # resolve lazily loaded names first
+        getattr(module, name)
     assert len(module.__all__) == len(set(module.__all__)), "duplicates in __all__"
     assert set(module.__all__) == _public_names(module)
 
