@@ -202,3 +202,45 @@ def test_missing_dependencies_go_through_pip(tmp_path: Path, monkeypatch: pytest
     # In-process instances skip dependency installation altogether.
     got = Installer(tmp_path / "apps").install(app(f"file://{archive}"), dependencies=False)
     assert _import(got.pythonpath, "demo_mod") == "42"
+
+
+def _wheel(directory: Path, name: str, module: str, source: str) -> Path:
+    """A minimal pure-Python wheel, built by hand (no setuptools, no network)."""
+    dist = f"{name.replace('-', '_')}-1.0"
+    path = directory / f"{dist}-py3-none-any.whl"
+    files = {
+        f"{module}/__init__.py": source,
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{dist}.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = "".join(f"{f},,\n" for f in files) + f"{dist}.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for f, text in files.items():
+            zf.writestr(f, text)
+        zf.writestr(f"{dist}.dist-info/RECORD", record)
+    return path
+
+
+def test_missing_dependency_is_installed_once_into_the_package_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "ffx-dep-pkg", "ffx_dep_pkg", "VALUE = 99\n")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    files = {
+        **PACKAGE,
+        "pyproject.toml": b'[project]\nname = "d"\ndependencies = ["ffx-dep-pkg>=1", "pyyaml"]\n',
+    }
+    archive = _tar(tmp_path / "demo.tar.gz", files)
+    installer = Installer(tmp_path / "apps")
+    got = installer.install(app(f"file://{archive}"))
+    assert _import(got.pythonpath, "ffx_dep_pkg") == "99"
+    deps = Path(got.pythonpath[0])
+    assert deps.name == "deps" and (deps / "ffx_dep_pkg").is_dir()
+    assert not (deps / "yaml").exists()  # importable already: not installed again
+    (wheels / "ffx_dep_pkg-1.0-py3-none-any.whl").unlink()  # a second install would now fail
+    assert installer.install(app(f"file://{archive}")).pythonpath == got.pythonpath
