@@ -336,10 +336,14 @@ def _logs(container: Any) -> str:
 
 
 def wait_until_ready(config: FlameConfig, *, timeout: float) -> None:
-    """Block until ``GetApplication("flmrun")`` answers, i.e. the default apps are registered.
+    """Block until the default apps are registered and an executor manager has joined.
+
+    Upstream registers the default applications a moment after it starts serving, so
+    ``GetApplication("flmrun")`` is the readiness probe; ``ListNodes`` must also list a node, or
+    no task could run yet.
 
     Raises:
-        TimeoutError: it did not answer within ``timeout`` seconds (the last error is named).
+        TimeoutError: not ready within ``timeout`` seconds (the last problem is named).
     """
     deadline = time.monotonic() + timeout
     last: str = "no answer yet"
@@ -349,7 +353,9 @@ def wait_until_ready(config: FlameConfig, *, timeout: float) -> None:
         while time.monotonic() < deadline:
             try:
                 stub.GetApplication(pb.GetApplicationRequest(name="flmrun"), timeout=_CALL_TIMEOUT)
-                return
+                if stub.ListNodes(pb.ListNodesRequest(), timeout=_CALL_TIMEOUT).nodes:
+                    return
+                last = "no node has registered yet"
             except grpc.RpcError as exc:
                 last = f"{exc.code().name}: {exc.details()}"
             time.sleep(0.5)
