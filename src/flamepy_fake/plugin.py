@@ -219,7 +219,9 @@ def _leftovers(cluster: FakeCluster, options: FlameOptions) -> list[str]:
 
 
 @pytest.fixture(name="flame_cluster")
-def _flame_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def _flame_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FakeCluster]:
     """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it."""
     __tracebackhide__ = True
     from ._cluster import FakeCluster
@@ -275,13 +277,13 @@ def reset_flamepy_clients() -> None:
 
 
 @pytest.fixture(name="flame_env")
-def _flame_env(flame_cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def _flame_env(flame_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """``flame_cluster``'s environment set in ``os.environ``, flamepy's cached clients reset.
 
     Yields:
         The ``FLAME_ENDPOINT`` / ``FLAME_CACHE_ENDPOINT`` mapping that was set.
     """
-    env: dict[str, str] = flame_cluster.env
+    env = flame_cluster.env
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     reset_flamepy_clients()
