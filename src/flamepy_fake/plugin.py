@@ -15,6 +15,7 @@ the test already failed.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -109,6 +110,16 @@ _OPTION_NAMES = (
 )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flame", "fake Flame cluster (flamepy_fake)")
     group.addoption(
@@ -125,14 +136,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--flame-max-executors",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="default cluster-wide cap on instances of flame_cluster (default: 10)",
     )
     group.addoption(
         "--flame-retry-limit",
-        type=int,
+        type=_positive_int,
         default=None,
         metavar="N",
         help="default bind retry limit of flame_cluster (default: 5)",

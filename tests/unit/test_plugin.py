@@ -132,6 +132,12 @@ def test_flame_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_bad_command_line_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--flame-max-executors=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --flame-max-executors: must be at least 1: 0"])
+
+
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.flame([*], backend='auto', flmrun='builtin', *"])
