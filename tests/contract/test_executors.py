@@ -165,6 +165,10 @@ SERVICE = textwrap.dedent(
                 return b"spawned:" + inner
             if cmd == "leaf":
                 return b"leaf-done"
+            if cmd == "exit-soon":
+                import threading
+                threading.Timer(0.1, lambda: os._exit(5)).start()
+                return b"bye"
             if cmd.startswith("sleep "):
                 time.sleep(float(cmd.split()[1]))
                 return str(os.getpid()).encode()
@@ -624,3 +628,17 @@ def test_runner_session_with_bad_common_data(tmp_path: Path, backend: str) -> No
         h.remember_pids()
         events = _bind_events(h, sid)
     assert "return_code 12: on_session_enter failed: common data is not the BSON ObjectRef" in events[0][1]
+
+
+def test_instance_dying_while_idle_fails_no_task(tmp_path: Path, probe: dict[str, Any]) -> None:
+    with harness(tmp_path) as h:
+        h.register("probe", **probe_spec(probe))
+        sid = h.session("s1", "probe", max_instances=1)
+        first = h.wait_task(sid, h.task(sid, b"exit-soon").id)
+        wait_for(lambda: events_of(probe) == ["enter"] and not h.manager.executors(), 30, "the dead instance")
+        later = h.wait_task(sid, h.task(sid, b"report").id)
+        h.remember_pids()
+        h.state.close_session(sid)
+        wait_for(lambda: "leave" in events_of(probe), 30, "OnSessionLeave")
+    assert first.state == later.state == SUCCEED
+    assert events_of(probe) == ["enter", "enter", "leave"]  # the dead one gets no leave

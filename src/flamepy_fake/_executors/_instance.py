@@ -60,6 +60,14 @@ class Instance:
     def stop(self) -> None:
         """Tear the instance down (idempotent)."""
 
+    def alive(self) -> bool:
+        """Whether the instance can still serve calls."""
+        return True
+
+    def describe(self) -> str:
+        """What happened to the instance, for logs."""
+        return "running"
+
     def logs(self) -> str:
         """The instance's stdout and stderr so far."""
         return ""
@@ -177,6 +185,7 @@ class ProcessInstance(Instance):
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._watcher: threading.Thread | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -278,6 +287,29 @@ class ProcessInstance(Instance):
                     ) from exc
                 raise
 
+    def watch(self, on_exit: Callable[[], None], name: str) -> None:
+        """Call ``on_exit`` (from a helper thread) if the child exits before :meth:`stop`."""
+        proc = self._proc
+        if proc is None:
+            return
+
+        def wait() -> None:
+            proc.wait()
+            if not self._stopping.is_set():
+                on_exit()
+
+        self._watcher = threading.Thread(target=wait, name=name, daemon=True)
+        self._watcher.start()
+
+    def alive(self) -> bool:
+        """Whether the child is still running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def describe(self) -> str:
+        """The child's state: running, or how it exited."""
+        code = self.returncode
+        return "running" if code is None else f"process {self.pid} {describe_exit(code)}"
+
     def _crashed(self, task_id: str) -> InstanceCrashed:
         code = self._proc.poll() if self._proc is not None else None
         how = describe_exit(code) if code is not None else "stopped answering"
@@ -311,6 +343,8 @@ class ProcessInstance(Instance):
             _signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=10)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         for d in self.cleanup:

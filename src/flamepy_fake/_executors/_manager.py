@@ -341,6 +341,9 @@ class ExecutorManager:
         if inst.pid is not None:
             with contextlib.suppress(StateError):
                 self.state.set_executor_pid(eid, inst.pid)
+        if isinstance(inst, ProcessInstance):
+            # An instance that dies while idle must not wait for a task to notice.
+            inst.watch(lambda: self._instance_exited(eid, ssn.id), name=f"flamepy-fake-watch-{eid[:8]}")
         try:
             result = inst.enter(_session_context(app, ssn))
             rc, message = result.return_code, result.message
@@ -357,17 +360,30 @@ class ExecutorManager:
             inst.leave()
             return
         crashed = False
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and inst.alive():
             task = self.state.launch_task(eid, timeout=float(app.delay_release))
             if task is None:
+                break
+            if not inst.alive():
+                # It died while idle: the task is not its victim. Releasing the executor puts
+                # the task back to Pending for a fresh instance.
+                logger.info("instance of executor %s died while idle: %s", eid, inst.describe())
+                crashed = True
                 break
             crashed = self._run_task(eid, inst, task)
             if crashed:
                 break
+        crashed = crashed or not inst.alive()
         with contextlib.suppress(StateError):
             self.state.unbind_executor(eid)
         if not crashed:
             inst.leave()
+
+    def _instance_exited(self, eid: str, session_id: str) -> None:
+        """The child of ``eid`` exited on its own: end its LaunchTask wait (unbind + wake)."""
+        with contextlib.suppress(StateError):
+            self.state.unbind_executor(eid)
+        self.state.wake(session_id)
 
     def _run_task(self, eid: str, inst: Instance, task: TaskRecord) -> bool:
         """Run one task; True when the instance is gone afterwards."""
