@@ -9,6 +9,7 @@ nothing (machines are noisy). Takes well under a minute.
 * a unary ``GetSession`` through flamepy 0.6.0's client (``flamepy.get_session``), median, next to
   the same call through our own stub and to a bare grpcio echo server (one generic unary
   handler returning its request bytes) started in the same process: the physical limit here.
+  The three are sampled interleaved, so a change in machine load affects them alike.
 """
 
 from __future__ import annotations
@@ -69,37 +70,54 @@ def _echo_server() -> tuple[grpc.Server, int]:
     return server, port
 
 
+def _interleaved_medians(calls: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median ms of each call, sampled in alternating order so load drift hits all alike."""
+    for fn in calls.values():
+        for _ in range(20):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for i in range(runs):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            start = time.perf_counter()
+            calls[name]()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def bench_round_trips(runs: int) -> tuple[float, float, float]:
     import flamepy
-    from flamepy.core.client import ConnectionInstance
 
     from flamepy_fake import FakeCluster
     from flamepy_fake.plugin import reset_flamepy_clients
     from flamepy_runner._proto import pb, rpc
 
+    server, port = _echo_server()
     with FakeCluster() as cluster:
         os.environ.update(cluster.env)
         reset_flamepy_clients()
         ssn = flamepy.create_session("flmping", b"", session_id="bench-session")
-        ConnectionInstance.instance()
-        flamepy_ms = _median_ms(lambda: flamepy.get_session(ssn.id), runs)
-
         channel = grpc.insecure_channel(cluster.endpoint.removeprefix("http://"))
         stub = rpc.Stub(channel, pb.FRONTEND_SERVICE)
         request = pb.GetSessionRequest(session_id=ssn.id)
-        ours_ms = _median_ms(lambda: stub.GetSession(request, timeout=10), runs)
+        echo_channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        echo = echo_channel.unary_unary("/bench.Echo/Echo")
+        payload = request.SerializeToString()
+        medians = _interleaved_medians(
+            {
+                "flamepy": lambda: flamepy.get_session(ssn.id),
+                "ours": lambda: stub.GetSession(request, timeout=10),
+                "echo": lambda: echo(payload, timeout=10),
+            },
+            runs,
+        )
+        echo_channel.close()
         channel.close()
         flamepy.close_session(ssn.id)
         reset_flamepy_clients()
-
-    server, port = _echo_server()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    echo = channel.unary_unary("/bench.Echo/Echo")
-    payload = request.SerializeToString()
-    echo_ms = _median_ms(lambda: echo(payload, timeout=10), runs)
-    channel.close()
     server.stop(None).wait()
-    return flamepy_ms, ours_ms, echo_ms
+    return medians["flamepy"], medians["ours"], medians["echo"]
 
 
 def main() -> int:
