@@ -118,7 +118,9 @@ def assert_nothing_left(pids: set[int], socket_dir: Path | None, instances: Path
     assert socket_dir is None or not socket_dir.exists()
     assert not instances.exists() or not any(instances.iterdir())
     assert not [
-        t for t in threading.enumerate() if t.name.startswith(("flamepy-fake-executor", "flamepy-fake-sched"))
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(("flamepy-fake-executor", "flamepy-fake-sched", "flamepy-fake-watch"))
     ]
 
 
