@@ -84,6 +84,17 @@ class Installer:
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
         self.installs = 0  # releases actually extracted (observable in tests)
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        """Kill running dependency installations and refuse new ones (the cluster is stopping)."""
+        with self._lock:
+            self._cancelled = True
+            procs = list(self._procs)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
 
     def install(self, app: AppRecord, *, dependencies: bool = True) -> Installation:
         """Make ``app``'s package available and return the environment additions.
@@ -246,12 +257,23 @@ class Installer:
             *missing,
         ]
         with log.open("wb") as out:
+            with self._lock:
+                if self._cancelled:
+                    raise InstallError("the cluster is stopping")
+                try:
+                    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+                except OSError as exc:
+                    raise InstallError(f"Python installation failed for app {app}: {exc}") from exc
+                self._procs.add(proc)
             try:
-                proc = subprocess.run(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, timeout=_PIP_TIMEOUT, check=False
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise InstallError(f"Python installation failed for app {app}: {exc}") from exc
+                proc.wait(timeout=_PIP_TIMEOUT)
+            except subprocess.TimeoutExpired as exc:
+                proc.kill()
+                proc.wait()
+                raise InstallError(f"Python installation failed for app {app}: pip timed out") from exc
+            finally:
+                with self._lock:
+                    self._procs.discard(proc)
         if proc.returncode != 0:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             raise InstallError(

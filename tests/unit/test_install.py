@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,3 +245,32 @@ def test_missing_dependency_is_installed_once_into_the_package_dir(
     assert not (deps / "yaml").exists()  # importable already: not installed again
     (wheels / "ffx_dep_pkg-1.0-py3-none-any.whl").unlink()  # a second install would now fail
     assert installer.install(app(f"file://{archive}")).pythonpath == got.pythonpath
+
+
+def test_cancel_kills_a_running_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {**PACKAGE, "pyproject.toml": b'[project]\nname = "d"\ndependencies = ["ffx-never-there"]\n'}
+    archive = _tar(tmp_path / "demo.tar.gz", files)
+    # A "python" whose pip hangs, standing in for a slow download.
+    fake = tmp_path / "slowpython"
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    installer = Installer(tmp_path / "apps", python=str(fake))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            installer.install(app(f"file://{archive}"))
+        except InstallError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not installer._procs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    installer.cancel()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors and "pip exited with -9" in str(errors[0])
+    with pytest.raises(InstallError, match="stopping"):
+        installer.install(app(f"file://{archive}"))

@@ -187,6 +187,7 @@ class ExecutorManager:
         """Stop scheduling, kill every instance, join the executor threads, remove files."""
         self._stopping.set()
         self._scheduler.stop()
+        self.installer.cancel()
         with self._lock:
             instances = list(self._instances.values())
         for inst in instances:
