@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import flamepy_runner
@@ -192,9 +193,9 @@ class ExecutorManager:
             instances = list(self._instances.values())
         for inst in instances:
             inst.stop()
-        deadline = self.stop_grace + 5.0
+        deadline = time.monotonic() + self.stop_grace + 5.0  # one budget for all threads
         for thread in self._all_threads():
-            thread.join(timeout=deadline)
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0))
             if thread.is_alive():  # user code blocking in a thread instance; it is a daemon
                 logger.warning("executor thread %s did not finish; leaving it behind", thread.name)
         for key, value in self._exported.items():
