@@ -182,5 +182,7 @@ def is_runner_request(obj: object) -> bool:
 
 
 def is_object_ref(obj: object) -> bool:
-    """Whether ``obj`` is an ObjectRef instance, ours (``flamepy_runner._cache``) or flamepy's."""
-    return _named(obj, (("flamepy_runner._cache", "ObjectRef"), (_FLAMEPY_CACHE_MODULE, "ObjectRef")))
+    """Whether ``obj`` is an ObjectRef instance, ours or flamepy's."""
+    from ._cache import ObjectRef
+
+    return isinstance(obj, ObjectRef) or _named(obj, ((_FLAMEPY_CACHE_MODULE, "ObjectRef"),))

@@ -125,3 +125,11 @@ def _flamepy_ref_pickle(endpoint: str, key: str, version: int) -> bytes:
         body = body[9:]
     head = b"\x80\x05" + b"\x8c\x12flamepy.core.cache" + b"\x8c\x09ObjectRef" + pickle.STACK_GLOBAL
     return head + pickle.EMPTY_TUPLE + pickle.NEWOBJ + body + pickle.BUILD + pickle.STOP
+
+
+def test_object_ref_recognition() -> None:
+    from flamepy.core.cache import ObjectRef as FlamepyRef
+
+    assert _wire.is_object_ref(ObjectRef("grpc://h:1", "a/b/c", 1))
+    assert _wire.is_object_ref(FlamepyRef("grpc://h:1", "a/b/c", 1))
+    assert not _wire.is_object_ref(ObjectRef("grpc://h:1", "a/b/c", 1).encode())
