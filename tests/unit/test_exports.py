@@ -12,12 +12,13 @@ PACKAGES = ("flamepy_runner", "flamepy_fake")
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
+    # dir() rather than vars(): it also lists names a module loads lazily (module __dir__).
     return {
         name
-        for name, value in vars(module).items()
+        for name in dir(module)
         if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)  # submodules appear as attributes once imported
-        and not isinstance(value, __future__._Feature)  # `from __future__ import annotations`
+        and not isinstance(getattr(module, name), types.ModuleType)  # imported submodules
+        and not isinstance(getattr(module, name), __future__._Feature)  # `from __future__ import annotations`
     }
 
 
