@@ -4,6 +4,8 @@ from __future__ import annotations
 import __future__
 
 import importlib
+import subprocess
+import sys
 import types
 
 import pytest
@@ -53,3 +55,15 @@ def test_fake_cluster_is_importable_as_documented() -> None:
     assert issubclass(ClusterStartError, RuntimeError)
     assert FakeCluster.__init__.__kwdefaults__ is not None  # keyword-only options
     assert FakeCluster.__init__.__kwdefaults__["host"] == "127.0.0.1"
+
+
+def test_importing_flamepy_fake_stays_cheap() -> None:
+    # grpc and pyarrow load when a cluster starts, not on import (the speed target is in
+    # benchmarks/bench_cluster.py; this pins the reason it holds).
+    code = (
+        "import sys, flamepy_fake, flamepy_fake.plugin; "
+        "print(sorted(m for m in ('grpc', 'pyarrow', 'google.protobuf') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[]\n"
