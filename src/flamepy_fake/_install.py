@@ -307,8 +307,11 @@ def _declared_dependencies(src: Path) -> list[str]:
         return []
     try:
         import tomllib  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - Python 3.10
-        return []
+    except ImportError:  # pragma: no cover - Python 3.10: tomli if present, else no dependency step
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:
+            return []
     try:
         doc = tomllib.loads(pyproject.read_text())
     except (OSError, ValueError) as exc:
