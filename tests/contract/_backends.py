@@ -299,8 +299,8 @@ def _docker_cluster() -> Iterator[FlameBackend]:
         sm = container(SESSION_MANAGER_IMAGE, _SM_HOST).with_exposed_ports(_SM_PORT)
         em = container(EXECUTOR_MANAGER_IMAGE, None)
         for part in (cache, sm, em):
+            started.append(part)  # before start(): a container created but not started is removed too
             part.start()
-            started.append(part)
         config = FlameConfig(
             endpoint=f"http://{sm.get_container_host_ip()}:{sm.get_exposed_port(_SM_PORT)}",
             # Puts work through the mapped port; the references the cache returns carry its
