@@ -157,3 +157,57 @@ def test_exit_before_socket(tmp_path: Path) -> None:
     with pytest.raises(ShimError, match=r"was killed by signal 15 \(SIGTERM\) before creating its socket"):
         inst.start()
     inst.stop()
+
+
+@pytest.mark.parametrize(
+    ("backend", "flmrun", "expected"),
+    [
+        # (flmrun clone, flmexec, flmping, a user program)
+        ("auto", "builtin", ("thread", "process", "process", "process")),
+        ("auto", "flamepy", ("process", "process", "process", "process")),
+        ("thread", "builtin", ("thread", "thread", "thread", "process")),
+        ("thread", "flamepy", ("process", "thread", "thread", "process")),
+        ("process", "builtin", ("process", "process", "process", "process")),
+    ],
+)
+def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tuple[str, ...]) -> None:
+    from flamepy_fake._executors import ExecutorManager
+    from flamepy_fake._state import ClusterState
+
+    manager = ExecutorManager(
+        ClusterState(),
+        frontend_endpoint="http://127.0.0.1:1",
+        cache_endpoint="grpc://127.0.0.1:2",
+        backend=backend,
+        flmrun=flmrun,
+        work_dir=tmp_path,
+    )
+    apps = (
+        FLMRUN,
+        AppRecord(name="flmexec", command="${FLAME_HOME}/bin/flmexec-service"),
+        AppRecord(name="flmping", command="${FLAME_HOME}/bin/flmping-service"),
+        AppRecord(name="svc", command="python3", arguments=["svc.py"]),
+    )
+    assert tuple(manager.backend_for(app) for app in apps) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "gpu"}, "backend must be one of"),
+        ({"flmrun": "uv"}, "flmrun must be one of"),
+        ({"max_executors": 0}, "max_executors"),
+    ],
+)
+def test_manager_rejects_bad_options(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    from flamepy_fake._executors import ExecutorManager
+    from flamepy_fake._state import ClusterState
+
+    with pytest.raises(ValueError, match=message):
+        ExecutorManager(
+            ClusterState(),
+            frontend_endpoint="http://127.0.0.1:1",
+            cache_endpoint="grpc://127.0.0.1:2",
+            work_dir=tmp_path,
+            **kwargs,  # type: ignore[arg-type]
+        )
