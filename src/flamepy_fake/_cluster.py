@@ -510,6 +510,8 @@ def _probe_port(host: str, port: int, what: str) -> None:
     family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # Like the servers themselves: a port in TIME_WAIT (a restart) is free, a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((bare, port))
     except OSError as exc:
         raise ClusterStartError(_bind_message(what, host, port, exc)) from exc

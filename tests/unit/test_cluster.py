@@ -228,6 +228,21 @@ def test_taken_cache_port_is_a_clear_error_and_leaves_nothing(resources: Resourc
     resources.assert_clean()
 
 
+def test_a_port_in_time_wait_is_free(resources: ResourceSnapshot) -> None:
+    # Restarting `flamepy-fake serve --port P` right after clients talked to it must work.
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as every server does
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: its end of the pair enters TIME_WAIT
+        client.close()
+    with FakeCluster(port=port) as c:
+        assert c.port == port
+
+
 def test_port_of_another_fake_cluster_is_refused() -> None:
     # grpc enables SO_REUSEPORT by default; the cluster turns it off so two servers never share a port.
     with FakeCluster() as first:
