@@ -27,12 +27,13 @@ from ._exceptions import (
 if _typing.TYPE_CHECKING:
     from ._cache import CacheClient
     from ._cache_wire import ObjectRef
+    from ._worker import current_config
 
 __version__ = "0.1.0"
 
 # Names whose modules pull in pyarrow (~0.4 s): loaded on first access, so that importing
 # flamepy_runner (and flamepy_fake, which builds on it) stays cheap.
-_LAZY = {"CacheClient": "._cache", "ObjectRef": "._cache_wire"}
+_LAZY = {"CacheClient": "._cache", "ObjectRef": "._cache_wire", "current_config": "._worker"}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -64,4 +65,5 @@ __all__ = [
     "RemoteError",
     "UnavailableError",
     "UsageError",
+    "current_config",
 ]
