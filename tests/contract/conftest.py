@@ -60,15 +60,12 @@ def _flame_backend(
         with fake_backend(tmp_path_factory.mktemp("flame-fake")) as backend:
             yield backend
         return
-    try:
-        real = real_backend()
-        backend = real.__enter__()
-    except Unavailable as exc:
-        pytest.skip(f"real backend unavailable: {exc}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            backend = stack.enter_context(real_backend())
+        except Unavailable as exc:
+            pytest.skip(f"real backend unavailable: {exc}")
         yield backend
-    finally:
-        real.__exit__(None, None, None)
 
 
 @pytest.fixture(name="frontend")
