@@ -298,20 +298,20 @@ def _docker_cluster() -> Iterator[FlameBackend]:
         cache = container(OBJECT_CACHE_IMAGE, _CACHE_HOST).with_exposed_ports(_CACHE_PORT)
         sm = container(SESSION_MANAGER_IMAGE, _SM_HOST).with_exposed_ports(_SM_PORT)
         em = container(EXECUTOR_MANAGER_IMAGE, None)
-        for part in (cache, sm, em):
-            started.append(part)  # before start(): a container created but not started is removed too
-            part.start()
-        config = FlameConfig(
-            endpoint=f"http://{sm.get_container_host_ip()}:{sm.get_exposed_port(_SM_PORT)}",
-            # Puts work through the mapped port; the references the cache returns carry its
-            # bridge address (real-cluster.md), reachable from a Linux host.
-            cache_endpoint=f"grpc://{cache.get_container_host_ip()}:{cache.get_exposed_port(_CACHE_PORT)}",
-        )
         try:
+            for part in (cache, sm, em):
+                started.append(part)  # before start(): a container created but not started is removed too
+                part.start()
+            config = FlameConfig(
+                endpoint=f"http://{sm.get_container_host_ip()}:{sm.get_exposed_port(_SM_PORT)}",
+                # Puts work through the mapped port; the references the cache returns carry its
+                # bridge address (real-cluster.md), reachable from a Linux host.
+                cache_endpoint=f"grpc://{cache.get_container_host_ip()}:{cache.get_exposed_port(_CACHE_PORT)}",
+            )
             wait_until_ready(config, timeout=_READY_TIMEOUT)
         except Exception as exc:
             logs = "\n".join(f"--- {p.image}\n{_logs(p)}" for p in started)
-            raise RuntimeError(f"the real Flame cluster did not become ready: {exc}\n{logs}") from exc
+            raise RuntimeError(f"the real Flame cluster did not start: {exc}\n{logs}") from exc
         yield FlameBackend(
             name="real",
             config=config,
