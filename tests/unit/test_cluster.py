@@ -101,6 +101,18 @@ def test_cache_endpoint_serves_flight(cluster: FakeCluster) -> None:
     assert "DELETE" in names
 
 
+def test_state_options_reach_the_session_manager() -> None:
+    with FakeCluster(default_resreq=(2, 2048, 1), retry_limit=3) as c:
+        assert c.state.retry_limit == 3
+        channel, stub = _frontend(c.endpoint)
+        with channel:
+            spec = pb.SessionSpec(application="flmping")  # no resreq: the cluster default applies
+            stub.CreateSession(pb.CreateSessionRequest(session_id="r", session=spec), timeout=10)
+            got = stub.GetSession(pb.GetSessionRequest(session_id="r"), timeout=10)
+            stub.CloseSession(pb.CloseSessionRequest(session_id="r"), timeout=10)
+        assert (got.spec.resreq.cpu, got.spec.resreq.memory, got.spec.resreq.gpu) == (2, 2048, 1)
+
+
 def test_executors_and_logs_start_empty(cluster: FakeCluster) -> None:
     assert cluster.executors() == []
     with pytest.raises(KeyError, match="nope"):
