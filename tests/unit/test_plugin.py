@@ -286,6 +286,52 @@ def test_a_failed_test_is_not_also_blamed_for_leftovers(inner: pytest.Pytester) 
     assert "left work behind" not in result.stdout.str()
 
 
+def test_a_test_may_stop_the_cluster_itself(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from helpers import open_wasm_session
+
+        def test_stops(flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-f", tasks=1)
+            flame_cluster.stop()
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=1)
+
+
+def test_what_the_cluster_fails_to_clean_up_is_reported_as_its_bug(inner: pytest.Pytester) -> None:
+    # Simulate a bug in stop(): the work directory is not removed. A subprocess, so the patch
+    # does not reach this process.
+    inner.makeconftest(
+        """
+        import flamepy_fake._cluster as cluster_module
+
+        class _NoRmtree:
+            @staticmethod
+            def rmtree(path, ignore_errors=False):
+                pass
+
+        cluster_module.shutil = _NoRmtree
+        """
+    )
+    inner.makepyfile(
+        """
+        def test_clean(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):",
+            "  - directory */flame0/flamepy-fake-*",
+        ],
+        consecutive=True,
+    )
+    assert "the test left work behind" not in result.stdout.str()
+
+
 def test_flame_env_points_flamepy_at_the_cluster(inner: pytest.Pytester) -> None:
     inner.makepyfile(
         """
