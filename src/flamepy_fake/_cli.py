@@ -54,7 +54,8 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type for an integer of at least 1 (shared with the pytest plugin's options)."""
     try:
         value = int(text)
     except ValueError:
@@ -111,14 +112,14 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
     )
     group.add_argument(
         "--max-executors",
-        type=_positive,
+        type=positive_int,
         default=10,
         metavar="N",
         help="cluster-wide cap on concurrent instances (default: 10)",
     )
     group.add_argument(
         "--retry-limit",
-        type=_positive,
+        type=positive_int,
         default=5,
         metavar="N",
         help="failed bindings of a session before it stops retrying, event 1002 (default: 5)",

@@ -15,7 +15,6 @@ the test already failed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Generator, Iterator
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from ._cli import positive_int
 
 if TYPE_CHECKING:
     from ._cluster import FakeCluster
@@ -111,16 +112,6 @@ _OPTION_NAMES = (
 )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flame", "fake Flame cluster (flamepy_fake)")
     group.addoption(
@@ -137,14 +128,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--flame-max-executors",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="default cluster-wide cap on instances of flame_cluster (default: 10)",
     )
     group.addoption(
         "--flame-retry-limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="default bind retry limit of flame_cluster (default: 5)",
