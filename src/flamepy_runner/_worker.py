@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import faulthandler
 import inspect
 import logging
 import os
@@ -56,6 +57,8 @@ logger = logging.getLogger(__name__)
 #: References resolved concurrently per task, as flamepy's executor does.
 MAX_PARALLEL_RESOLVE = 8
 _REF_KEYS = frozenset({"endpoint", "key", "version"})
+#: Seconds the program may take to exit once asked to stop, before it forces its exit.
+_EXIT_DEADLINE = 10.0
 
 _current: contextvars.ContextVar[FlameConfig | None] = contextvars.ContextVar(
     "flamepy_runner_current_config", default=None
@@ -368,7 +371,19 @@ def serve(service: InstanceService, endpoint: str, *, config: FlameConfig | None
     try:
         stop.wait()
     finally:
+        # Being told to stop must end the process even if a hook, a gRPC thread or interpreter
+        # shutdown hangs: a daemon timer forces the exit (after dumping every thread's stack,
+        # so the hang can be diagnosed from the instance log).
+        watchdog = threading.Timer(_EXIT_DEADLINE, _force_exit)
+        watchdog.daemon = True
+        watchdog.start()
         server.stop(grace=1).wait()
+
+
+def _force_exit() -> None:
+    logger.error("shutdown took longer than %.0f s; forcing the exit", _EXIT_DEADLINE)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(0)
 
 
 def _log_level(text: str | None) -> int:
