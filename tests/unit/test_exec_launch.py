@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,6 +158,32 @@ def test_exit_before_socket(tmp_path: Path) -> None:
     with pytest.raises(ShimError, match=r"was killed by signal 15 \(SIGTERM\) before creating its socket"):
         inst.start()
     inst.stop()
+
+
+def test_stop_while_waiting_for_the_connection_ends_start(tmp_path: Path) -> None:
+    # The socket file exists but nobody listens on it: start() waits for a connection.
+    deaf = "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); time.sleep(60)"
+    inst = _instance(tmp_path, [sys.executable, "-c", deaf, str(tmp_path / "s.sock")], ready_timeout=60)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            inst.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "s.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    inst.stop()
+    thread.join(timeout=30)  # far below ready_timeout: only the stop can have ended the wait
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ShimError), errors
+    assert "stopping" in str(errors[0])
+    assert inst.pid is not None
+    _gone(inst.pid)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -26,6 +27,15 @@ __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "Threa
 
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 _POLL = 0.005
+_REAP_WAIT = 10.0  # seconds a broken connection waits for the child's exit status
+_CONNECTION_LOST = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
 
 
 class ShimError(Exception):
@@ -221,30 +231,59 @@ class ProcessInstance(Instance):
         except OSError as exc:
             raise ShimError(f"failed to start service by command {self.display}: {exc}") from exc
         self.pid = self._proc.pid
-        deadline = time.monotonic() + self.ready_timeout
-        while not self.socket_path.exists():
+        self._wait_listening(time.monotonic() + self.ready_timeout)
+        # Under the stop lock, like the spawn: a stop() that already ran would never close a
+        # channel made after it.
+        with self._stop_lock:
+            if self._stopped:
+                raise ShimError("the executor manager is stopping")
+            self._channel = grpc.insecure_channel(f"unix://{self.socket_path}", options=_CHANNEL_OPTIONS)
+            self._stub = rpc.Stub(self._channel, pb.INSTANCE_SERVICE)
+
+    def _wait_listening(self, deadline: float) -> None:
+        """Return once the child accepts connections on its socket.
+
+        A plain socket connect, not ``grpc.channel_ready_future``: that subscribes a gRPC
+        connectivity thread to the channel, which raises in the background ("Channel closed!")
+        when a concurrent :meth:`stop` closes the channel under it.
+
+        Raises:
+            ShimError: the child exited, the manager is stopping, the deadline passed, or the
+                socket path cannot be connected to at all.
+        """
+        assert self._proc is not None
+        while True:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                try:
+                    probe.connect(str(self.socket_path))
+                    return
+                except (FileNotFoundError, ConnectionRefusedError, BlockingIOError, TimeoutError):
+                    pass  # not created or not listening yet
+                except OSError as exc:
+                    raise ShimError(
+                        f"cannot connect to the instance socket {self.socket_path}: {exc}"
+                    ) from exc
+            if self._stopping.is_set():  # first: stop() also kills the child and removes the socket
+                raise ShimError("the executor manager is stopping")
+            created = self.socket_path.exists()
             code = self._proc.poll()
             if code is not None:
+                when = "before accepting connections on" if created else "before creating"
                 raise ShimError(
-                    f"instance {self.display} {describe_exit(code)} "
-                    f"before creating its socket {self.socket_path}"
+                    f"instance {self.display} {describe_exit(code)} {when} its socket {self.socket_path}"
                 )
-            if self._stopping.is_set():
-                raise ShimError("the executor manager is stopping")
             if time.monotonic() > deadline:
+                if created:
+                    raise ShimError(
+                        f"instance {self.display} does not accept connections on {self.socket_path} "
+                        f"within {self.ready_timeout:g} s"
+                    )
                 raise ShimError(
                     f"instance {self.display} did not create its socket {self.socket_path} "
                     f"within {self.ready_timeout:g} s"
                 )
             time.sleep(_POLL)
-        self._channel = grpc.insecure_channel(f"unix://{self.socket_path}", options=_CHANNEL_OPTIONS)
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=max(deadline - time.monotonic(), 0.5))
-        except grpc.FutureTimeoutError as exc:
-            raise ShimError(
-                f"instance {self.display} does not accept connections on {self.socket_path}"
-            ) from exc
-        self._stub = rpc.Stub(self._channel, pb.INSTANCE_SERVICE)
 
     def enter(self, request: pb.SessionContext) -> pb.Result:
         """OnSessionEnter with a deadline."""
@@ -261,7 +300,12 @@ class ProcessInstance(Instance):
             grpc.RpcError: the call failed while the child stayed alive.
         """
         assert self._stub is not None and self._proc is not None
-        future = self._stub.OnTaskInvoke.future(request)
+        try:
+            future = self._stub.OnTaskInvoke.future(request)
+        except ValueError as exc:  # grpc's "closed channel": stop() got here first
+            if not self._stopping.is_set():
+                raise
+            raise InstanceCrashed(f"instance was stopped before running task {request.task_id}") from exc
         while True:
             try:
                 result: pb.TaskResult = future.result(timeout=0.2)
@@ -276,9 +320,12 @@ class ProcessInstance(Instance):
                     future.cancel()
                     raise self._crashed(request.task_id) from None
             except grpc.RpcError as exc:
-                # A dying child breaks the connection before it is reaped: give it a moment.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout=1.0)
+                # A dying child breaks the connection before its exit status can be read, and
+                # the watcher thread (which holds the wait lock) reaps it only when scheduled.
+                # On a broken connection wait long enough for a loaded machine, but bounded:
+                # a child that stays alive turns the error into a plain task failure.
+                lost = _code(exc) in _CONNECTION_LOST
+                self._wait_exit(_REAP_WAIT if lost else 1.0)
                 if self._proc.poll() is not None:
                     raise self._crashed(request.task_id) from exc
                 if self._stopping.is_set():
@@ -286,6 +333,17 @@ class ProcessInstance(Instance):
                         f"instance was stopped while running task {request.task_id}"
                     ) from exc
                 raise
+
+    def _wait_exit(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the child to exit; returns early if the instance is stopped."""
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while self._proc.poll() is None and not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=min(remaining, 0.1))
 
     def watch(self, on_exit: Callable[[], None], name: str) -> None:
         """Call ``on_exit`` (from a helper thread) if the child exits before :meth:`stop`."""
@@ -360,6 +418,17 @@ class ProcessInstance(Instance):
                 continue
             parts.append(f"--- {label} ---\n{text}")
         return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode | None:
+    code = getattr(exc, "code", None)
+    if not callable(code):
+        return None
+    try:
+        value: grpc.StatusCode | None = code()
+    except Exception:
+        return None
+    return value
 
 
 def _signal_group(pgid: int, signum: int) -> None:
