@@ -150,6 +150,8 @@ SERVICE = textwrap.dedent(
             note("enter")
             if os.environ.get("FFX_ENTER_FAIL"):
                 raise RuntimeError("enter refused by the probe")
+            if os.environ.get("FFX_ENTER_CRASH"):
+                os._exit(4)
 
         def on_task_invoke(self, context):
             self.tasks += 1
@@ -334,6 +336,25 @@ def test_enter_failure_retries_until_the_limit(tmp_path: Path, probe: dict[str, 
     assert still.state == PENDING
     # OnSessionLeave is still called after a failed enter, as upstream does.
     assert events_of(probe).count("leave") == 3
+
+
+def test_instance_crashing_in_enter_is_a_bind_failure(tmp_path: Path, probe: dict[str, Any]) -> None:
+    # The exit watcher must not swallow the bind report: every attempt counts toward the limit.
+    with harness(tmp_path, retry_limit=3) as h:
+        h.register("probe", **probe_spec(probe, environments={"FFX_ENTER_CRASH": "1"}))
+        sid = h.session("s1", "probe")
+        task = h.task(sid, b"report")
+        wait_for(lambda: any(c == 1002 for c, _ in _bind_events(h, sid)), 60, "event 1002")
+        wait_for(lambda: not h.manager.executors(), 60, "the last executor to be released")
+        events = _bind_events(h, sid)
+        still = h.state.get_task(sid, str(task.id))
+        h.remember_pids()
+
+    failures = [m for c, m in events if c == 1001]
+    assert len(failures) == 3, events
+    assert all("failed to bind session with return_code 12: on_session_enter failed:" in m for m in failures)
+    assert still.state == PENDING
+    assert events_of(probe).count("enter") == 3
 
 
 @pytest.mark.parametrize(

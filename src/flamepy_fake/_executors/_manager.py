@@ -343,9 +343,12 @@ class ExecutorManager:
         if inst.pid is not None:
             with contextlib.suppress(StateError):
                 self.state.set_executor_pid(eid, inst.pid)
+        bound = threading.Event()
         if isinstance(inst, ProcessInstance):
             # An instance that dies while idle must not wait for a task to notice.
-            inst.watch(lambda: self._instance_exited(eid, ssn.id), name=f"flamepy-fake-watch-{eid[:8]}")
+            inst.watch(
+                lambda: self._instance_exited(eid, ssn.id, bound), name=f"flamepy-fake-watch-{eid[:8]}"
+            )
         try:
             result = inst.enter(_session_context(app, ssn))
             rc, message = result.return_code, result.message
@@ -361,6 +364,10 @@ class ExecutorManager:
         except StateError:
             inst.leave()
             return
+        # From here the exit watcher ends the LaunchTask wait itself. If the child died before
+        # this point the watcher skipped that, but it set the exit status before calling back,
+        # so inst.alive() below is already False.
+        bound.set()
         crashed = False
         while not self._stopping.is_set() and inst.alive():
             task = self.state.launch_task(eid, timeout=float(app.delay_release))
@@ -381,8 +388,15 @@ class ExecutorManager:
         if not crashed:
             inst.leave()
 
-    def _instance_exited(self, eid: str, session_id: str) -> None:
-        """The child of ``eid`` exited on its own: end its LaunchTask wait (unbind + wake)."""
+    def _instance_exited(self, eid: str, session_id: str, bound: threading.Event) -> None:
+        """The child of ``eid`` exited on its own: end its LaunchTask wait (unbind + wake).
+
+        Only once the executor is bound: while binding, the executor thread reports the failed
+        OnSessionEnter itself, and an executor unbound under it could not record that failure
+        (the session's retry count would never grow).
+        """
+        if not bound.is_set():
+            return
         with contextlib.suppress(StateError):
             self.state.unbind_executor(eid)
         self.state.wake(session_id)
