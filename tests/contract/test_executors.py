@@ -170,6 +170,18 @@ SERVICE = textwrap.dedent(
                 return b"spawned:" + inner
             if cmd == "leaf":
                 return b"leaf-done"
+            if cmd.startswith("barrier "):
+                # Wait (bounded) until tasks on N different instances have started.
+                path, n = EVENTS + ".barrier", int(cmd.split()[1])
+                with open(path, "a") as f:
+                    f.write(f"{os.getpid()}\\n")
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    with open(path) as f:
+                        if len(set(f.read().split())) >= n:
+                            break
+                    time.sleep(0.02)
+                return str(os.getpid()).encode()
             if cmd.startswith("sleep "):
                 time.sleep(float(cmd.split()[1]))
                 return str(os.getpid()).encode()
@@ -485,7 +497,9 @@ def test_autoscaled_session_runs_tasks_concurrently(tmp_path: Path, probe: dict[
     with harness(tmp_path) as h:
         h.register("probe", **probe_spec(probe))
         sid = h.session("s1", "probe")
-        tasks = [h.task(sid, b"sleep 1") for _ in range(4)]
+        # Each task waits until tasks run on two instances at once: with a single instance
+        # the burst would take 30 s per task and report one pid (no race with start-up).
+        tasks = [h.task(sid, b"barrier 2") for _ in range(4)]
         done = [h.wait_task(sid, t.id) for t in tasks]
         h.remember_pids()
     assert all(t.state == SUCCEED for t in done)
