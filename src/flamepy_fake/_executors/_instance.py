@@ -380,7 +380,7 @@ class ProcessInstance(Instance):
         try:
             result: pb.Result = self._stub.OnSessionLeave(pb.EmptyRequest(), timeout=self.call_timeout)
             return result
-        except grpc.RpcError:
+        except (grpc.RpcError, ValueError):  # ValueError: stop() closed the channel first
             return None
 
     def stop(self) -> None:
