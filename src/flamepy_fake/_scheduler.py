@@ -59,6 +59,7 @@ class Scheduler:
         backend_for: the backend (``"thread"``/``"process"``) to record for a session's app.
         max_executors: the cluster-wide cap on instances.
         retry_backoff: seconds before the first retry after a bind failure (doubles each time).
+        clock: monotonic seconds for the back-off timers (tests pass a controllable one).
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Scheduler:
         backend_for: Callable[[SessionDemand], str],
         max_executors: int = 10,
         retry_backoff: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_executors < 1:
             raise ValueError(f"max_executors must be at least 1, got {max_executors}")
@@ -79,6 +81,7 @@ class Scheduler:
         self._backend_for = backend_for
         self.max_executors = max_executors
         self.retry_backoff = retry_backoff
+        self._clock = clock
         self._lock = threading.Lock()
         self._failures: dict[str, _Failures] = {}
         self._probing: dict[str, int] = {}  # executors binding for sessions that failed before
@@ -128,7 +131,7 @@ class Scheduler:
             fail = self._failures.setdefault(session_id, _Failures())
             fail.count += 1
             delay = min(self.retry_backoff * (2 ** (fail.count - 1)), _BACKOFF_MAX)
-            fail.next_try = time.monotonic() + delay
+            fail.next_try = self._clock() + delay
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -154,7 +157,7 @@ class Scheduler:
         demands = self._state.demand()
         live = self._live()
         next_wake = _IDLE_POLL
-        now = time.monotonic()
+        now = self._clock()
         starved = False
         known = {d.session_id for d in demands}
         with self._lock:

@@ -12,11 +12,16 @@ from flamepy_runner._proto import pb
 
 
 class Recorder:
-    """Stands in for the executor manager: records spawns and can play the executor's part."""
+    """Stands in for the executor manager: records spawns and can play the executor's part.
+
+    The scheduler's back-off timers run on ``self.now`` (advance it by hand), so no test
+    depends on how fast the machine is.
+    """
 
     def __init__(self, state: ClusterState, max_executors: int = 10, backoff: float = 0.2) -> None:
         self.state = state
         self.spawned: list[tuple[str, str]] = []
+        self.now = 1000.0
         self.scheduler = Scheduler(
             state,
             spawn=lambda d, eid: self.spawned.append((d.session_id, eid)),
@@ -24,6 +29,7 @@ class Recorder:
             backend_for=lambda d: "thread",
             max_executors=max_executors,
             retry_backoff=backoff,
+            clock=lambda: self.now,
         )
 
     def cycle(self) -> list[str]:
@@ -135,7 +141,9 @@ def test_probe_after_backoff(state: ClusterState) -> None:
     state.bind_completed(first, 11, "nope")
     state.release_executor(first)
     assert r.cycle() == []  # backing off
-    time.sleep(0.15)
+    r.now += 0.09
+    assert r.cycle() == []  # still backing off
+    r.now += 0.02
     assert r.cycle() == ["s"]  # a single probe ...
     assert r.cycle() == []  # ... and no more while it binds
     r.scheduler.bind_finished("s", ok=True)
@@ -170,10 +178,9 @@ def test_abandoned_probe_frees_the_slot(state: ClusterState) -> None:
     r.scheduler.bind_finished("s", ok=False)
     state.bind_completed(first, 11, "nope")
     state.release_executor(first)
-    time.sleep(0.06)
+    r.now += 0.06
     assert r.cycle() == ["s"]  # the probe
     probe = r.spawned[-1][1]
     state.release_executor(probe)  # it ended before binding (say, the cluster was stopping)
     r.scheduler.bind_finished("s", ok=None)
-    time.sleep(0.06)
     assert r.cycle() == ["s"]  # not blocked forever by the lost probe
