@@ -281,7 +281,14 @@ def _run(args: argparse.Namespace) -> int:
             except PermissionError:
                 print(f"{PROG}: error: permission denied: {cmd[0]}", file=sys.stderr)
                 return EXIT_NOT_EXECUTABLE
-            status = child.wait()
+            # Wait in slices: a signal delivered to one of the cluster's native threads is
+            # handled (forwarded) only when the main thread returns to the interpreter.
+            while True:
+                try:
+                    status = child.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
         finally:
             cluster.stop()
     # A child killed by a signal exits like a shell reports it: 128 + signal number.

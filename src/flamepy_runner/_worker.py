@@ -369,7 +369,11 @@ def serve(service: InstanceService, endpoint: str, *, config: FlameConfig | None
         signal.signal(signum, lambda *_: stop.set())
     server.start()
     try:
-        stop.wait()
+        # The kernel may deliver SIGTERM to one of gRPC's native threads; Python then runs the
+        # handler only when the main thread next returns to the interpreter. An untimed wait
+        # would never return (seen under load), so wait in slices.
+        while not stop.wait(0.5):
+            pass
     finally:
         # Being told to stop must end the process even if a hook, a gRPC thread or interpreter
         # shutdown hangs: a daemon timer forces the exit (after dumping every thread's stack,

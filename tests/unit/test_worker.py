@@ -201,7 +201,12 @@ def test_worker_program_serves_on_the_socket(
                 assert stub.OnSessionLeave(pb.EmptyRequest(), timeout=30).return_code == 0
         finally:
             proc.terminate()
-            _, err = proc.communicate(timeout=30)
+            try:
+                _, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:  # never leave the worker behind, even failing
+                proc.kill()
+                _, err = proc.communicate()
+                err += b"\n[test] the worker ignored SIGTERM for 30 s and was killed"
         assert proc.returncode == 0, err.decode()[-2000:]
 
 
