@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import bson
 import pyarrow as pa
@@ -267,6 +267,16 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         return flight.SchemaResult(RESPONSE_SCHEMA)
 
 
+_T = TypeVar("_T")
+
+
+def _started(part: _T | None) -> _T:
+    """Return ``part`` of a running cache, or say clearly that the cache is not running."""
+    if part is None:
+        raise RuntimeError("the fake object cache is not started: call start() first")
+    return part
+
+
 class FakeObjectCache:
     """An in-process Arrow Flight object cache that behaves like Flame's.
 
@@ -319,9 +329,7 @@ class FakeObjectCache:
         Raises:
             RuntimeError: the cache is not running.
         """
-        if self._endpoint is None:
-            raise RuntimeError("the fake object cache is not started: call start() first")
-        return self._endpoint
+        return _started(self._endpoint)
 
     @property
     def port(self) -> int:
@@ -330,9 +338,7 @@ class FakeObjectCache:
         Raises:
             RuntimeError: the cache is not running.
         """
-        if self._server is None:
-            raise RuntimeError("the fake object cache is not started: call start() first")
-        port: int = self._server.port
+        port: int = _started(self._server).port
         return port
 
     @property
@@ -342,9 +348,7 @@ class FakeObjectCache:
         Raises:
             RuntimeError: the cache is not running.
         """
-        if self._store is None:
-            raise RuntimeError("the fake object cache is not started: call start() first")
-        return self._store
+        return _started(self._store)
 
     @property
     def finished_puts(self) -> int:
