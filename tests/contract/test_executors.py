@@ -576,25 +576,13 @@ NESTED_CLIENT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_code_in_tasks_reaches_its_own_cluster(tmp_path: Path, backend: str) -> None:
-    (tmp_path / "client.py").write_text(NESTED_CLIENT)
-    (tmp_path / "README.md").write_text("nested\n")
+def _run_client(tmp_path: Path, backend: str) -> subprocess.CompletedProcess[str]:
+    """Run ``client.py`` in ``tmp_path`` under ``flamepy-fake run``, isolated from our FLAME_* env."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAME_")}
     env["HOME"] = str(tmp_path)
+    cmd = [sys.executable, "-m", "flamepy_fake", "run", "--backend", backend, "--"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flamepy_fake",
-            "run",
-            "--backend",
-            backend,
-            "--",
-            sys.executable,
-            "client.py",
-        ],
+        [*cmd, sys.executable, "client.py"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -602,6 +590,15 @@ def test_code_in_tasks_reaches_its_own_cluster(tmp_path: Path, backend: str) -> 
         timeout=100,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_code_in_tasks_reaches_its_own_cluster(tmp_path: Path, backend: str) -> None:
+    (tmp_path / "client.py").write_text(NESTED_CLIENT)
+    (tmp_path / "README.md").write_text("nested\n")
+    proc = _run_client(tmp_path, backend)
     (endpoint, config_endpoint, app), client_endpoint = json.loads(proc.stdout.strip().splitlines()[-1])
     assert endpoint == client_endpoint and app == "flmrun"
     assert config_endpoint == client_endpoint
@@ -631,27 +628,7 @@ def test_runner_package_modules_are_importable(tmp_path: Path, backend: str) -> 
         "with Runner('pkgmod') as runner:\n"
         "    print(runner.service(triple)(5).get())\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAME_")}
-    env["HOME"] = str(tmp_path)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flamepy_fake",
-            "run",
-            "--backend",
-            backend,
-            "--",
-            sys.executable,
-            "client.py",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_client(tmp_path, backend)
     assert proc.stdout.strip().splitlines()[-1] == "15"
 
 
