@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from bson.int64 import Int64
 
-from flamepy_runner._cache_wire import SIZE_HINT_PREFIX
+from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
 from ._cache_keys import INTERNAL, INVALID_ARGUMENT, NOT_FOUND, StoreError, parse_full_key, parse_ticket
 from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
@@ -130,14 +130,8 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
             batches: list[pa.RecordBatch] = []
             builder = PayloadBuilder()
             received = 0
-            while True:
-                try:
-                    chunk = reader.read_chunk()
-                except StopIteration:
-                    break
+            for chunk in data_chunks(reader):
                 batch = chunk.data
-                if batch is None:
-                    continue
                 received += 1
                 if received == 1 and not native:
                     builder.reserve(_size_hint(chunk.app_metadata))

@@ -34,6 +34,7 @@ from ._cache_wire import (
     cell_buffers,
     check_full_key,
     check_path,
+    data_chunks,
     flight_errors,
     flight_location,
     matches,
@@ -580,14 +581,8 @@ class CacheClient:
                 )
                 if is_native_schema(reader.schema):
                     raise UsageError(f"object {ref.key} is an Arrow table, not a file: use get_object")
-                while True:
-                    try:
-                        chunk = reader.read_chunk()
-                    except StopIteration:
-                        break
+                for chunk in data_chunks(reader):
                     batch = chunk.data
-                    if batch is None:
-                        continue
                     if "kind" in batch.schema.names and any(
                         k != _KIND_BASE for k in batch.column("kind").to_pylist()
                     ):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import bson
 import pyarrow as pa
@@ -33,6 +33,7 @@ __all__ = [
     "cell_buffers",
     "check_full_key",
     "check_path",
+    "data_chunks",
     "flight_errors",
     "flight_location",
     "matches",
@@ -212,6 +213,21 @@ def flight_location(endpoint: str) -> str:
         if endpoint.startswith(src):
             return dst + endpoint[len(src) :]
     return endpoint
+
+
+def data_chunks(reader: Any) -> Iterator[Any]:
+    """Yield the chunks of a Flight stream reader that carry a record batch.
+
+    Works for the client's ``FlightStreamReader`` and the server's ``MessageReader`` alike;
+    metadata-only chunks (``data is None``) are skipped, and the stream's end ends the loop.
+    """
+    while True:
+        try:
+            chunk = reader.read_chunk()
+        except StopIteration:
+            return
+        if chunk.data is not None:
+            yield chunk
 
 
 def cell_buffers(column: pa.ChunkedArray | pa.Array) -> Iterator[pa.Buffer]:
