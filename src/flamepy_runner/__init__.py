@@ -22,18 +22,32 @@ from ._exceptions import (
     RemoteError,
     UnavailableError,
     UsageError,
+    WaitTimeoutError,
 )
 
 if _typing.TYPE_CHECKING:
     from ._cache import CacheClient
     from ._cache_wire import ObjectRef
+    from ._future import ObjectFuture
+    from ._runner import Runner
+    from ._service import RunnerService
+    from ._types import ResourceRequirement, SessionContext
     from ._worker import current_config
 
 __version__ = "0.1.0"
 
 # Names whose modules pull in pyarrow (~0.4 s): loaded on first access, so that importing
 # flamepy_runner (and flamepy_fake, which builds on it) stays cheap.
-_LAZY = {"CacheClient": "._cache", "ObjectRef": "._cache_wire", "current_config": "._worker"}
+_LAZY = {
+    "CacheClient": "._cache",
+    "ObjectRef": "._cache_wire",
+    "current_config": "._worker",
+    "Runner": "._runner",
+    "RunnerService": "._service",
+    "ObjectFuture": "._future",
+    "ResourceRequirement": "._types",
+    "SessionContext": "._types",
+}
 
 
 def __getattr__(name: str) -> _typing.Any:
@@ -61,9 +75,15 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidStateError",
     "NotFoundError",
+    "ObjectFuture",
     "ObjectRef",
     "RemoteError",
+    "ResourceRequirement",
+    "Runner",
+    "RunnerService",
+    "SessionContext",
     "UnavailableError",
     "UsageError",
+    "WaitTimeoutError",
     "current_config",
 ]

@@ -13,7 +13,8 @@ The hierarchy says whose fault an error is::
     │   ├── UnavailableError        the endpoint did not answer (down, wrong address, network)
     │   ├── DeadlineExceededError   the call ran past its deadline
     │   └── InternalError           the cluster reported an internal failure
-    └── RemoteError                 user code raised inside a task; keeps the remote text
+    ├── RemoteError                 user code raised inside a task; keeps the remote text
+    └── WaitTimeoutError            a wait on futures ran out of time (also a TimeoutError)
 
 Every error carries ``endpoint`` and, where known, ``session_id`` / ``task_id`` / ``key``.
 """
@@ -33,6 +34,7 @@ __all__ = [
     "RemoteError",
     "UnavailableError",
     "UsageError",
+    "WaitTimeoutError",
 ]
 
 
@@ -105,8 +107,30 @@ class InternalError(ClusterError):
 
 
 class RemoteError(FlameError):
-    """Raised when user code failed inside a task; ``remote_message`` is the executor's text."""
+    """Raised when user code failed inside a task.
 
-    def __init__(self, message: str, *, remote_message: str = "", **context: str | None) -> None:
+    Args:
+        message: the whole text: which task of which session failed, and the remote error.
+        remote_message: the executor's failure text (``str(exception)`` on the executor).
+        remote_type: the remote exception's class name, when the executor reports it (our
+            worker does; flamepy's stock ``runpy`` reports only the message).
+        remote_traceback: the remote traceback text, when the executor reports it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_message: str = "",
+        remote_type: str | None = None,
+        remote_traceback: str | None = None,
+        **context: str | None,
+    ) -> None:
         super().__init__(message, **context)
         self.remote_message = remote_message
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+class WaitTimeoutError(FlameError, TimeoutError):
+    """Raised when a wait on futures runs out of time; the remote tasks themselves go on."""

@@ -20,16 +20,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import pickle
+import traceback
 from typing import Any
 
+import bson
 import cloudpickle
 
 __all__ = [
     "FLAMEPY_MODULE",
+    "RemoteFailure",
     "RunnerContext",
     "RunnerRequest",
     "Unpickler",
+    "decode_failure",
     "dumps",
+    "encode_failure",
     "is_object_ref",
     "is_runner_context",
     "is_runner_request",
@@ -186,3 +191,53 @@ def is_object_ref(obj: object) -> bool:
     from ._cache import ObjectRef
 
     return isinstance(obj, ObjectRef) or _named(obj, ((_FLAMEPY_CACHE_MODULE, "ObjectRef"),))
+
+
+# -- failure details (our worker only) --------------------------------------------------------------
+
+#: Marker field of the failure record our worker returns as a failed task's output.
+_FAILURE_MARKER = "flamepy_runner.failure"
+#: Longest traceback kept in a failure record (the tail is kept: the raise site matters most).
+MAX_TRACEBACK_CHARS = 64 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFailure:
+    """What our worker reports about an exception raised by a task.
+
+    Args:
+        type_name: the exception's class name.
+        message: ``str(exception)``, the same text as the task's failure event.
+        traceback: the formatted traceback, possibly cut at the front.
+    """
+
+    type_name: str
+    message: str
+    traceback: str
+
+
+def encode_failure(exc: BaseException) -> bytes:
+    """The output of a failed task with our worker: BSON with the exception's type, text and traceback.
+
+    flamepy's stock executor leaves a failed task's output empty; clients that do not know this
+    record ignore it (the failure text is in the task's event either way).
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
+    doc = {_FAILURE_MARKER: 1, "type": type(exc).__name__, "message": str(exc), "traceback": text}
+    return bytes(bson.encode(doc))
+
+
+def decode_failure(output: bytes) -> RemoteFailure | None:
+    """The :class:`RemoteFailure` in a failed task's output, or None for any other output."""
+    try:
+        doc = bson.decode(output)
+    except Exception:
+        return None
+    if doc.get(_FAILURE_MARKER) != 1:
+        return None
+    fields = (doc.get("type"), doc.get("message"), doc.get("traceback"))
+    if not all(isinstance(f, str) for f in fields):
+        return None
+    return RemoteFailure(type_name=fields[0], message=fields[1], traceback=fields[2])  # type: ignore[arg-type]

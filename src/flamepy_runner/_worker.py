@@ -135,7 +135,10 @@ class InstanceServicer:
                 output = self.service.on_task_invoke(request)
         except Exception as exc:
             self._failed(f"task {request.task_id}", exc)
-            return pb.TaskResult(return_code=-1, message=str(exc))
+            details = getattr(self.service, "failure_output", None)
+            if details is None:
+                return pb.TaskResult(return_code=-1, message=str(exc))
+            return pb.TaskResult(return_code=-1, message=str(exc), output=details(exc))
         if output is None:
             return pb.TaskResult(return_code=0)
         return pb.TaskResult(return_code=0, output=output)
@@ -187,6 +190,9 @@ class RunnerWorker:
     Args:
         cache: the object cache client (shared, thread-safe; the worker does not close it).
     """
+
+    #: A failed task's output: the exception's type, text and traceback (see ``_wire.encode_failure``).
+    failure_output = staticmethod(_wire.encode_failure)
 
     def __init__(self, cache: CacheClient) -> None:
         self._cache = cache

@@ -140,11 +140,14 @@ def test_error_texts(cache: CacheClient) -> None:
     no_input = servicer.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn"))
     assert (no_input.return_code, no_input.message) == (-1, "Task input is None")
     raised = _call(servicer, None, 5)
-    assert (raised.return_code, raised.message, raised.HasField("output")) == (
-        -1,
-        str(KeyError("no 5")),
-        False,
-    )
+    assert (raised.return_code, raised.message) == (-1, str(KeyError("no 5")))
+    # Our worker adds what flamepy's leaves out: the type and traceback, as the failed task's output.
+    failure = _wire.decode_failure(raised.output)
+    assert failure is not None
+    assert (failure.type_name, failure.message) == ("KeyError", "'no 5'")
+    assert failure.traceback.startswith("Traceback (most recent call last):\n")
+    # The function travelled by value (cloudpickle), so the frame has no source line.
+    assert failure.traceback.endswith(", in boom\nKeyError: 'no 5'\n")
     missing = _call(servicer, "nope")
     assert missing.return_code == -1 and "has no method 'nope'" in missing.message
     garbage = servicer.OnTaskInvoke(pb.TaskContext(task_id="1", session_id="ssn", input=b"\x80\x05K\x01."))
