@@ -33,7 +33,7 @@ class ObjectFuture(concurrent.futures.Future[ObjectRef]):
 
     def __init__(
         self,
-        fetch: Callable[[ObjectRef], Any],
+        fetch: Callable[[ObjectFuture, ObjectRef], Any],
         *,
         application: str,
         session_id: str,
@@ -85,7 +85,7 @@ class ObjectFuture(concurrent.futures.Future[ObjectRef]):
             WaitTimeoutError: ``timeout`` passed first.
             FlameError: the task could not be run or watched, or the result not fetched.
         """
-        return self._fetch(self._wait_ref(timeout))
+        return self._fetch(self, self._wait_ref(timeout))
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the call without fetching its result (errors are raised as by :meth:`get`)."""
@@ -99,4 +99,4 @@ class ObjectFuture(concurrent.futures.Future[ObjectRef]):
         """``await future`` in a coroutine: waits without blocking the loop, then fetches the object."""
         ref = yield from asyncio.wrap_future(self).__await__()
         loop = asyncio.get_running_loop()
-        return (yield from loop.run_in_executor(None, self._fetch, ref).__await__())
+        return (yield from loop.run_in_executor(None, self._fetch, self, ref).__await__())

@@ -258,7 +258,12 @@ class Runner:
         if self._closed:
             raise UsageError(f"{what}: Runner '{self.name}' is closed")
 
-    def _fetch(self, ref: ObjectRef) -> Any:
+    def _fetch(self, future: ObjectFuture, ref: ObjectRef) -> Any:
+        if self._closed:
+            raise UsageError(
+                f"cannot fetch the result of task {future.task_id} of session '{future.session_id}': "
+                f"Runner '{self.name}' is closed and its objects are deleted"
+            )
         return self.cache.get_object(ref)
 
     def _track(self, future: ObjectFuture, on_done: Callable[[Any, BaseException | None], None]) -> None:
