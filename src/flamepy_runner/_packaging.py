@@ -97,7 +97,11 @@ class _Excludes:
             pattern = pattern.lstrip("/")
             if not pattern:
                 continue
-            target = (anchored_dirs if is_dir else anchored_any) if anchored else (dirs_only if is_dir else any_kind)
+            target = (
+                (anchored_dirs if is_dir else anchored_any)
+                if anchored
+                else (dirs_only if is_dir else any_kind)
+            )
             target.append(fnmatch.translate(pattern))
         self._any = _compile(any_kind)
         self._dirs = _compile(any_kind + dirs_only)
@@ -233,7 +237,9 @@ def build_package(
 # --------------------------------------------------------------------------- the tree
 
 
-def _info(name: str, kind: bytes, mode: int, mtime: int, size: int = 0, linkname: str = "") -> tarfile.TarInfo:
+def _info(
+    name: str, kind: bytes, mode: int, mtime: int, size: int = 0, linkname: str = ""
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
@@ -260,10 +266,8 @@ def _walk(root: str, directory: str, prefix: str, excludes: _Excludes, out: list
             continue  # where packages are written
         st = child.stat(follow_symlinks=False)
         mode = st.st_mode
-        if stat.S_ISLNK(mode):
-            is_dir = child.is_dir()  # a link to a directory is excluded like the directory
-        else:
-            is_dir = stat.S_ISDIR(mode)
+        # A link to a directory is excluded like one (isdir is False on loops and dangling links).
+        is_dir = os.path.isdir(child.path) if stat.S_ISLNK(mode) else stat.S_ISDIR(mode)
         if excludes.excluded(child.name, relpath, is_dir):
             log.debug("Excluded from the package: %s", relpath)
             continue
