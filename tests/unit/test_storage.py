@@ -337,3 +337,19 @@ def test_http_upload_past_its_deadline_is_a_package_error(
         f"deadline; {HINT}"
     )
     assert httpx.get(f"{http_base}/demo.tar.gz", timeout=10).status_code == 404  # nothing was stored
+
+
+def test_tls_cache_urls_use_the_grpcs_scheme_the_installer_reads(package: Package) -> None:
+    from flamepy_runner._cache import ObjectRef
+
+    class TlsCache:
+        """Stands in for a CacheClient whose cache advertises a ``grpc+tls`` location."""
+
+        endpoint = "grpcs://cache.example:9443"
+
+        def upload_object(self, key: str, path: object) -> ObjectRef:
+            return ObjectRef("grpc+tls://cache.example:9443", key, 1)
+
+    config = FlameConfig(cache_endpoint=TlsCache.endpoint)
+    with open_storage(config, "demo", cache=TlsCache()) as storage:  # type: ignore[arg-type]
+        assert storage.upload(package.path) == "grpcs://cache.example:9443/demo/pkg/demo.tar.gz"
