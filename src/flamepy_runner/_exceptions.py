@@ -5,6 +5,7 @@ The hierarchy says whose fault an error is::
     FlameError                      root of everything this library raises on purpose
     ├── ConfigError                 the configuration is missing or malformed (your setup)
     ├── UsageError                  the API was called wrongly (your code)
+    ├── PackageError                the project could not be packaged, or its package stored or removed
     ├── ClusterError                the cluster refused or failed a request
     │   ├── NotFoundError           the named application, session, task or object does not exist
     │   ├── AlreadyExistsError      the name is taken
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidStateError",
     "NotFoundError",
+    "PackageError",
     "RemoteError",
     "UnavailableError",
     "UsageError",
@@ -72,6 +74,10 @@ class ConfigError(FlameError):
 
 class UsageError(FlameError):
     """Raised when the API is used wrongly (bad argument, closed object): a bug in the calling code."""
+
+
+class PackageError(FlameError):
+    """Raised when the project could not be packaged, or its package could not be stored or removed."""
 
 
 class ClusterError(FlameError):

@@ -67,3 +67,11 @@ def test_importing_flamepy_fake_stays_cheap() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[]\n"
+
+
+def test_package_error_is_exported_in_the_flame_error_tree() -> None:
+    import flamepy_runner
+
+    assert "PackageError" in flamepy_runner.__all__
+    assert issubclass(flamepy_runner.PackageError, flamepy_runner.FlameError)
+    assert not issubclass(flamepy_runner.PackageError, flamepy_runner.ClusterError)
