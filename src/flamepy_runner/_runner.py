@@ -354,6 +354,8 @@ class Runner:
                     len(pending),
                     self.close_timeout,
                 )
+        # Calls still running fail now, with one clear reason, before their sessions go away.
+        self._stop_watching()
         if self._registered:
             for svc in self._services:
                 self._quietly(f"close session '{svc.session_id}'", svc.close)
@@ -368,9 +370,17 @@ class Runner:
             self._remove_package_file()
         self._release()
 
-    def _release(self) -> None:
+    def _stop_watching(self) -> None:
         if self._watcher is not None:
-            self._watcher.close(UsageError(f"Runner '{self.name}' was closed before the task finished"))
+            self._watcher.close(
+                UsageError(
+                    f"Runner '{self.name}' was closed before the task finished "
+                    f"(close() waits at most close_timeout={self.close_timeout} s for calls in flight)"
+                )
+            )
+
+    def _release(self) -> None:
+        self._stop_watching()
         for closer in (
             self._storage.close if self._storage is not None else None,
             self.cache.close,

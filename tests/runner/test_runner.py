@@ -557,8 +557,12 @@ def test_close_timeout_bounds_the_wait(make_runner: Callable[..., Runner], tmp_p
     future = runner.service(forever)(str(tmp_path / "never"))
     runner.close()
     (tmp_path / "never").touch()  # let the instance finish so the cluster can stop
-    with pytest.raises((UsageError, RemoteError)):
+    with pytest.raises(UsageError) as err:
         future.get(timeout=30)
+    assert str(err.value) == (
+        f"Runner '{runner.name}' was closed before the task finished "
+        "(close() waits at most close_timeout=0.2 s for calls in flight)"
+    )
 
 
 def test_exception_in_with_block_cleans_up_and_propagates(cluster: FakeCluster, project: Path) -> None:

@@ -99,7 +99,9 @@ def test_unreachable_and_closed() -> None:
     with FrontendClient(config) as client:
         with pytest.raises(UnavailableError) as err:
             client.get_session("s")
-        assert str(err.value).startswith("cannot get session 's': session manager http://127.0.0.1:1 is unreachable: ")
+        assert str(err.value).startswith(
+            "cannot get session 's': session manager http://127.0.0.1:1 is unreachable: "
+        )
     with pytest.raises(UsageError) as closed:
         client.get_session("s")
     assert str(closed.value) == "cannot get session 's': the client of http://127.0.0.1:1 is closed"
