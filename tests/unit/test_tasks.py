@@ -1,0 +1,158 @@
+"""TaskWatcher: bounded streams, the sweep for tasks outside the window, close, unknown tasks."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from flamepy_fake import FakeCluster
+from flamepy_runner import NotFoundError, Runner, UsageError, _wire
+from flamepy_runner._proto import pb
+from flamepy_runner._tasks import TaskWatcher
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+SUCCEED = pb.TaskState.Value("Succeed")
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def gated(path: str) -> int:
+    import os
+    import time
+
+    while path and not os.path.exists(path):
+        time.sleep(0.01)
+    return 1
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    project = tmp_path / "project"
+    project.mkdir()
+    with (
+        FakeCluster(work_dir=tmp_path) as cluster,
+        Runner("tw", config=cluster.config, project_dir=project) as r,
+    ):
+        yield r
+
+
+class Results:
+    """Collects on_done calls; ``wait_for(n)`` waits (bounded) until n have arrived."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, tuple[Any, BaseException | None]] = {}
+        self._cond = threading.Condition()
+
+    def __call__(self, task_id: str) -> Any:
+        def on_done(task: Any, error: BaseException | None) -> None:
+            with self._cond:
+                self.done[task_id] = (task, error)
+                self._cond.notify_all()
+
+        return on_done
+
+    def wait_for(self, count: int, timeout: float = 60) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.done) >= count, timeout), self.done
+
+
+def _task(runner: Runner, session_id: str, *args: Any) -> str:
+    data = _wire.dumps(_wire.RunnerRequest(method=None, args=args, kwargs=None))
+    return str(runner.frontend.create_task(session_id, data).metadata.id)
+
+
+def test_streams_stay_within_the_window(runner: Runner) -> None:
+    svc = runner.service(double)
+    watcher = TaskWatcher(runner.frontend, window=2)
+    results = Results()
+    try:
+        ids = [_task(runner, svc.session_id, i) for i in range(30)]
+        for tid in ids:
+            watcher.track(svc.session_id, tid, results(tid))
+        results.wait_for(30)
+    finally:
+        watcher.close()
+    assert watcher.peak_streams == 2
+    assert {tid: (t.status.state, e) for tid, (t, e) in results.done.items()} == {
+        tid: (SUCCEED, None) for tid in ids
+    }
+
+
+def test_sweep_finds_tasks_that_finish_outside_the_window(runner: Runner, tmp_path: Path) -> None:
+    svc = runner.service(gated, autoscale=False, warmup=2)
+    gate = tmp_path / "gate"
+    watcher = TaskWatcher(runner.frontend, window=1, sweep_interval=0.2)
+    results = Results()
+    try:
+        blocked = _task(runner, svc.session_id, str(gate))
+        quick = [_task(runner, svc.session_id, "") for _ in range(4)]
+        for tid in [blocked, *quick]:
+            watcher.track(svc.session_id, tid, results(tid))
+        # The one stream watches the blocked task; only the sweep can see the quick ones end.
+        results.wait_for(4)
+        assert sorted(results.done) == sorted(quick)
+        assert all(t.status.state == SUCCEED for t, _ in results.done.values())
+        gate.touch()
+        results.wait_for(5)
+    finally:
+        watcher.close()
+    assert results.done[blocked][0].status.state == SUCCEED
+
+
+def test_close_fails_what_is_still_tracked(runner: Runner, tmp_path: Path) -> None:
+    svc = runner.service(gated)
+    watcher = TaskWatcher(runner.frontend)
+    results = Results()
+    tid = _task(runner, svc.session_id, str(tmp_path / "gate"))
+    watcher.track(svc.session_id, tid, results(tid))
+    time.sleep(0.05)
+    assert results.done == {}
+    watcher.close(UsageError("stopped by the test"))
+    assert [(t, str(e)) for t, e in results.done.values()] == [(None, "stopped by the test")]
+    with pytest.raises(UsageError) as err:
+        watcher.track(svc.session_id, tid, results(tid))
+    assert str(err.value) == f"cannot watch task {tid} of session '{svc.session_id}': the watcher is closed"
+    watcher.close()  # idempotent
+    (tmp_path / "gate").touch()
+
+
+def test_unknown_task_is_a_clear_error(runner: Runner) -> None:
+    svc = runner.service(double)
+    watcher = TaskWatcher(runner.frontend)
+    results = Results()
+    try:
+        watcher.track(svc.session_id, "999", results("999"))
+        watcher.track("ghost", "1", results("1"))
+        results.wait_for(2)
+    finally:
+        watcher.close()
+    errors = {tid: (task, type(e), str(e)) for tid, (task, e) in results.done.items()}
+    assert errors == {
+        "999": (
+            None,
+            NotFoundError,
+            f"task 999 of session '{svc.session_id}' does not exist (any more): "
+            "the session was deleted or never had this task",
+        ),
+        "1": (
+            None,
+            NotFoundError,
+            "task 1 of session 'ghost' does not exist (any more): "
+            "the session was deleted or never had this task",
+        ),
+    }
+
+
+def test_window_must_be_positive(runner: Runner) -> None:
+    with pytest.raises(UsageError) as err:
+        TaskWatcher(runner.frontend, window=0)
+    assert str(err.value) == "window must be at least 1, got 0"
