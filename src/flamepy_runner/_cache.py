@@ -42,6 +42,7 @@ from ._cache_wire import (
 )
 from ._config import FlameConfig
 from ._exceptions import (
+    ConfigError,
     InternalError,
     NotFoundError,
     UsageError,
@@ -152,6 +153,11 @@ class CacheClient:
         self.close()
 
     def _client(self, endpoint: str) -> flight.FlightClient:
+        if not endpoint:
+            raise ConfigError(
+                "the object cache endpoint is not configured: set cache.endpoint in flame.yaml "
+                "or FLAME_CACHE_ENDPOINT"
+            )
         location = flight_location(endpoint)
         with self._lock:
             if self._closed:

@@ -48,7 +48,9 @@ class FlameConfig:
 
     Args:
         endpoint: session manager URL, ``http://host:port`` or ``https://host:port``.
-        cache_endpoint: object cache URL, ``grpc://host:port`` or ``grpcs://host:port``.
+        cache_endpoint: object cache URL, ``grpc://host:port`` or ``grpcs://host:port``; empty
+            when not configured (``load()`` gives the local default only when there is no
+            flame.yaml at all; a flame.yaml context without ``cache.endpoint`` has no cache).
         ca_file: CA bundle for TLS to the session manager.
         cache_ca_file: CA bundle for TLS to the object cache.
         cache_storage: client-local cache storage directory, if configured.
@@ -152,8 +154,9 @@ def _context_fields(path: Path, ctx: dict[str, Any]) -> dict[str, Any]:
         fields["endpoint"] = str(cluster["endpoint"])
     if (cluster.get("tls") or {}).get("ca_file"):
         fields["ca_file"] = str(cluster["tls"]["ca_file"])
-    if cache.get("endpoint"):
-        fields["cache_endpoint"] = str(cache["endpoint"])
+    # A context without a cache has none, as in flamepy: the Runner then reports "Storage not
+    # configured" instead of uploading to a local default the user never named.
+    fields["cache_endpoint"] = str(cache["endpoint"]) if cache.get("endpoint") else ""
     if (cache.get("tls") or {}).get("ca_file"):
         fields["cache_ca_file"] = str(cache["tls"]["ca_file"])
     if cache.get("storage"):

@@ -293,8 +293,8 @@ class TaskWatcher:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise NotFoundError(
-                        f"task {tracked.task_id} of session '{tracked.session_id}' does not exist (any more): "
-                        "the session was deleted or never had this task",
+                        f"task {tracked.task_id} of session '{tracked.session_id}' does not exist "
+                        "(any more): the session was deleted or never had this task",
                         endpoint=self._frontend.endpoint,
                         session_id=tracked.session_id,
                         task_id=tracked.task_id,

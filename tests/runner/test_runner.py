@@ -21,6 +21,7 @@ import pytest
 from flamepy_fake import FakeCluster
 from flamepy_runner import (
     AlreadyExistsError,
+    ConfigError,
     FlameConfig,
     InvalidStateError,
     NotFoundError,
@@ -601,6 +602,20 @@ def test_missing_template(make_runner: Callable[..., Runner], cluster: FakeClust
     )
     assert not (project / "dist").exists()
     assert _cache_keys(cluster) == []
+
+
+def test_no_storage_configured(
+    make_runner: Callable[..., Runner], cluster: FakeCluster, project: Path
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        make_runner("nostore", config=cluster.config.replace(cache_endpoint=""))
+    assert str(err.value) == (
+        "Storage not configured: set cache.endpoint or package.storage in flame.yaml (a local setup needs "
+        'only cache.endpoint: "grpc://127.0.0.1:9090")'
+    )
+    assert not (project / "dist").exists()
+    with _frontend(cluster) as fe:
+        assert fe.get_application("nostore") is None
 
 
 def test_template_working_directory_and_python_version(

@@ -56,6 +56,14 @@ def test_reads_current_context_from_file(tmp_path: Path) -> None:
     assert cfg.excludes[-2:] == ("*.log", "data/")
 
 
+def test_a_context_without_cache_has_no_cache_endpoint(tmp_path: Path) -> None:
+    text = 'current-context: c\ncontexts:\n  - name: c\n    cluster: {endpoint: "http://sm:8080"}\n'
+    cfg = FlameConfig.load(write(tmp_path, text), environ={})
+    assert (cfg.endpoint, cfg.cache_endpoint) == ("http://sm:8080", "")
+    env = {"FLAME_CACHE_ENDPOINT": "grpc://env:2"}
+    assert FlameConfig.load(write(tmp_path, text), environ=env).cache_endpoint == "grpc://env:2"
+
+
 def test_home_default_file_is_used(tmp_path: Path) -> None:
     (tmp_path / ".flame").mkdir()
     (tmp_path / ".flame" / "flame.yaml").write_text(YAML)
