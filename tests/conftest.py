@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -102,3 +104,21 @@ def resources(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResourceSnapshot]:
 
     monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
     yield snapshot
+
+
+@pytest.fixture(name="http_base")
+def _http_base() -> Iterator[str]:
+    """A real HTTP package store (``_http_storage_server.py``) in a child process on a free
+    127.0.0.1 port: its base URL. Killed at teardown."""
+    script = Path(__file__).with_name("_http_storage_server.py")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip()
+        assert base.startswith("http://127.0.0.1:"), base
+        yield base
+    finally:
+        proc.kill()
+        proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()

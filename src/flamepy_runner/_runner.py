@@ -250,6 +250,11 @@ class Runner:
         return self._closed
 
     @property
+    def package(self) -> Package | None:
+        """The package this Runner built (None when it reused a registered application)."""
+        return self._package
+
+    @property
     def registered(self) -> bool:
         """Whether this Runner registered the application (and so cleans it up on close)."""
         return self._registered

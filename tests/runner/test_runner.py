@@ -604,6 +604,53 @@ def test_missing_template(make_runner: Callable[..., Runner], cluster: FakeClust
     assert _cache_keys(cluster) == []
 
 
+@pytest.mark.parametrize("scheme", ["file", "http"])
+def test_package_storage_schemes_end_to_end(
+    make_runner: Callable[..., Runner],
+    cluster: FakeCluster,
+    scheme: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    if scheme == "file":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        storage = f"file://{shared}"
+    else:
+        storage = request.getfixturevalue("http_base") + "/packages"
+    runner = make_runner("stored-app", config=cluster.config.replace(package_storage=storage))
+    with _frontend(cluster) as fe:
+        url = fe.get_application("stored-app").spec.url
+    assert url == f"{storage}/stored-app.tar.gz"
+    import runner_sample_tasks as tasks
+
+    # The executor installed the package from that URL and imports the project's module from it.
+    assert runner.service(tasks.triple)(4).get() == 12
+    runner.close()
+    if scheme == "file":
+        assert list(shared.iterdir()) == []
+    else:
+        import httpx
+
+        assert httpx.get(url, timeout=10).status_code == 404
+
+
+def test_package_excludes_are_honoured(
+    make_runner: Callable[..., Runner], cluster: FakeCluster, project: Path
+) -> None:
+    import tarfile
+
+    (project / "debug.log").write_text("noise")
+    (project / "data").mkdir()
+    (project / "data" / "big.bin").write_bytes(b"x" * 100)
+    (project / "keep.txt").write_text("kept")
+    runner = make_runner("excl-app", config=cluster.config.replace(package_excludes=("*.log", "data/")))
+    assert runner.package is not None
+    with tarfile.open(runner.package.path) as tar:
+        names = sorted(tar.getnames())
+    assert names == ["keep.txt", "pyproject.toml", "runner_sample_tasks.py"]
+
+
 def test_no_storage_configured(
     make_runner: Callable[..., Runner], cluster: FakeCluster, project: Path
 ) -> None:

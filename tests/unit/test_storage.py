@@ -36,7 +36,6 @@ from flamepy_runner._storage import (
 if TYPE_CHECKING:
     from tests.conftest import ResourceSnapshot
 
-SERVER_SCRIPT = Path(__file__).with_name("_http_storage_server.py")
 HINT = "verify that the storage backend is reachable from both the client and executor nodes"
 
 
@@ -52,22 +51,6 @@ def _package(tmp_path: Path) -> Package:
 def _cache() -> Iterator[FakeObjectCache]:
     with FakeObjectCache() as cache:
         yield cache
-
-
-@pytest.fixture(name="http_base")
-def _http_base() -> Iterator[str]:
-    """A real HTTP package store in a child process, on a free 127.0.0.1 port; killed at teardown."""
-    proc = subprocess.Popen([sys.executable, str(SERVER_SCRIPT)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        base = proc.stdout.readline().strip()
-        assert base.startswith("http://127.0.0.1:"), base
-        yield base
-    finally:
-        proc.kill()
-        proc.wait(30)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _free_port() -> int:
