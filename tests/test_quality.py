@@ -29,12 +29,12 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    proc = _run("ruff", "check", "src", "tests", "benchmarks", "scripts")
+    proc = _run("ruff", "check", "src", "tests", "benchmarks", "scripts", "examples/quickstart")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_ruff_format_is_clean() -> None:
-    proc = _run("ruff", "format", "--check", "src", "tests", "benchmarks", "scripts")
+    proc = _run("ruff", "format", "--check", "src", "tests", "benchmarks", "scripts", "examples/quickstart")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
