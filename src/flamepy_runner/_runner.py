@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import _sigterm
 from ._cache import CacheClient
 from ._cache_wire import ObjectRef
 from ._config import FlameConfig
@@ -62,6 +63,11 @@ class Runner:
         close_timeout: seconds :meth:`close` waits for calls in flight.
         max_package_size: largest package in bytes (100 MiB by default).
 
+    While a Runner is open in a program that leaves SIGTERM to Python's default (which would
+    end the process without any cleanup), the first SIGTERM raises ``SystemExit(143)`` in the
+    main thread instead, so ``with`` blocks unwind and the Runner cleans up; a second SIGTERM
+    ends the process at once.
+
     Raises:
         AlreadyExistsError: ``name`` is registered and ``fail_if_exists`` is true.
         NotFoundError: the template application is not registered.
@@ -102,8 +108,11 @@ class Runner:
         self._watcher: TaskWatcher | None = None
         self._storage: PackageStorage | None = None
         self._package: Package | None = None
+        self._holds_sigterm = False
         self.frontend = FrontendClient(self.config)
         self.cache = CacheClient(self.config)
+        _sigterm.retain()
+        self._holds_sigterm = True
         try:
             self._start()
         except BaseException:
@@ -343,14 +352,18 @@ class Runner:
         A Runner that registered the application closes its sessions, unregisters it, deletes
         ``<name>/*`` from the cache, the uploaded package and ``dist/<name>.tar.gz``. Cleanup
         failures are logged as warnings, never raised, so that a ``with`` block's own exception
-        is the one that propagates.
+        is the one that propagates. Leaving the ``with`` block because of SIGTERM (see the class
+        docstring) does not wait for calls in flight.
         """
+        self._close(wait=True)
+
+    def _close(self, *, wait: bool) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             inflight = list(self._inflight)
-        if inflight:
+        if inflight and wait:
             _, pending = concurrent.futures.wait(inflight, timeout=self.close_timeout)
             if pending:
                 logger.warning(
@@ -385,6 +398,9 @@ class Runner:
             )
 
     def _release(self) -> None:
+        if self._holds_sigterm:
+            self._holds_sigterm = False
+            _sigterm.release()
         self._stop_watching()
         for closer in (
             self._storage.close if self._storage is not None else None,
@@ -415,4 +431,4 @@ class Runner:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self._close(wait=not isinstance(exc, _sigterm.Terminated))
