@@ -307,10 +307,18 @@ def test_unpicklable_execution_object_fails_before_a_session_opens(
     assert [s.metadata.id for s in sessions] == []
 
 
-def test_large_argument_is_passed_by_reference(runner: Runner) -> None:
-    svc = runner.service(len)
-    blob = b"x" * (5 * 1024 * 1024)
-    assert svc(blob).get() == len(blob)
+def test_large_argument_is_passed_by_reference(runner: Runner, cluster: FakeCluster) -> None:
+    def sizes(*args: bytes, **kwargs: bytes) -> list[int]:
+        return [len(a) for a in args] + [len(v) for v in kwargs.values()]
+
+    svc = runner.service(sizes)
+    big, small = b"x" * (5 * 1024 * 1024), b"y" * 10
+    future = svc(big, small, other=b"z" * (3 * 1024 * 1024))
+    assert future.get() == [len(big), 10, 3 * 1024 * 1024]
+    with _frontend(cluster) as fe:
+        sent = fe.get_task(svc.session_id, future.task_id).spec.input
+    # Both large values went to the cache; the task input kept only their refs and the small one.
+    assert len(sent) < 4096
 
 
 def test_put_object_ref_as_argument(runner: Runner) -> None:
@@ -424,6 +432,15 @@ def test_services_are_safe_from_many_threads(runner: Runner) -> None:
         futures = list(pool.map(lambda i: svc(i), range(200)))
     assert runner.get(futures) == [2 * i for i in range(200)]
     assert len({f.task_id for f in futures}) == 200
+
+
+def test_many_outstanding_futures_use_one_thread_and_a_bounded_window(runner: Runner) -> None:
+    svc = runner.service(double)
+    futures = [svc(i) for i in range(300)]
+    ours = [t.name for t in threading.enumerate() if t.name.startswith("flamepy-runner")]
+    assert ours == ["flamepy-runner-watch"]
+    assert runner.get(futures) == [2 * i for i in range(300)]
+    assert runner._watcher is not None and 1 <= runner._watcher.peak_streams <= 64
 
 
 def test_wait_timeout_names_the_count(runner: Runner, tmp_path: Path) -> None:
