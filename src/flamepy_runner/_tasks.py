@@ -64,6 +64,7 @@ class _Tracked:
     task_id: str
     on_done: OnDone
     done: bool = False
+    watch: asyncio.Task[None] | None = None
 
 
 @dataclasses.dataclass
@@ -118,6 +119,15 @@ class TaskWatcher:
     def peak_streams(self) -> int:
         """The most ``WatchTask`` streams that were open at once (for tests and benchmarks)."""
         return self._peak_streams
+
+    def open_watches(self) -> int:
+        """How many ``WatchTask`` streams are running now (asked of the loop; for tests)."""
+
+        async def count() -> int:
+            names = [getattr(t.get_coro(), "__qualname__", "") for t in asyncio.all_tasks()]
+            return names.count("TaskWatcher._watch")
+
+        return asyncio.run_coroutine_threadsafe(count(), self._loop).result(10)
 
     def track(self, session_id: str, task_id: str, on_done: OnDone) -> None:
         """Watch the task and call ``on_done(task, error)`` once when it ends.
@@ -209,15 +219,17 @@ class TaskWatcher:
             session.active[tracked.task_id] = tracked
             self._open_streams += 1
             self._peak_streams = max(self._peak_streams, self._open_streams)
-            self._spawn(self._watch(tracked))
+            tracked.watch = self._spawn(self._watch(tracked))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        self._loop.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self._loop.create_task(coro)
 
     def _finish(self, tracked: _Tracked, task: Any, error: BaseException | None) -> None:
         if tracked.done:
             return
         tracked.done = True
+        if tracked.watch is not None and tracked.watch is not asyncio.current_task():
+            tracked.watch.cancel()  # finished from outside (a failed session): free its stream now
         session = self._sessions.get(tracked.session_id)
         if session is not None:
             session.last_progress = time.monotonic()

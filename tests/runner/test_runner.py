@@ -739,6 +739,7 @@ def test_retry_limit_fails_futures_with_the_bind_failure(runner: Runner) -> None
         + re.escape(f"{BIND_DETAIL}cannot start")
     )
     assert re.fullmatch(pattern, str(err.value)), str(err.value)
+    assert runner._watcher is not None and runner._watcher.open_watches() == 0  # its stream was freed
     svc.close()
 
 
