@@ -58,6 +58,8 @@ _GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     # grpc enables SO_REUSEPORT by default, which would let two servers share a port silently;
     # a taken port must be an error instead.
     ("grpc.so_reuseport", 0),
+    # Upstream's limits are applied per request by the handlers (_limits.py), with tonic's
+    # status and text; gRPC's own limit would answer RESOURCE_EXHAUSTED with its own words.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 )
@@ -250,6 +252,7 @@ class FakeCluster:
         from flamepy_runner._proto import pb, rpc
 
         from ._frontend import FrontendServicer
+        from ._limits import FRONTEND_MAX_REQUEST, refuse_oversized
         from ._state import ClusterState
 
         # Check explicit ports before building anything: a clear message beats grpc's.
@@ -270,7 +273,13 @@ class FakeCluster:
         self._pool = ThreadPoolExecutor(max_workers=_SERVER_THREADS, thread_name_prefix="flamepy-fake-rpc")
         self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS))
         servicer = FrontendServicer(self._state)
-        self._server.add_generic_rpc_handlers((rpc.generic_handler(pb.FRONTEND_SERVICE, servicer),))
+        handler = rpc.generic_handler(
+            pb.FRONTEND_SERVICE,
+            servicer,
+            max_request_bytes=FRONTEND_MAX_REQUEST,
+            refuse_oversized=refuse_oversized,
+        )
+        self._server.add_generic_rpc_handlers((handler,))
         try:
             bound = self._server.add_insecure_port(f"{_bracket(self._host)}:{self._port}")
         except RuntimeError as exc:  # grpc raises instead of returning 0 in recent versions
