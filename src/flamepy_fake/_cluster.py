@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from flamepy_runner._config import FlameConfig
 
     from ._cache_server import FakeObjectCache
-    from ._executors import ExecutorInfo, ExecutorManager
+    from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
     from ._state import ClusterState
 
 __all__ = ["BACKENDS", "FLMRUN_MODES", "ClusterStartError", "FakeCluster"]
@@ -189,6 +189,7 @@ class FakeCluster:
         self._work_dir: Path | None = None
         self._bound_port = 0
         self._cache_endpoint: str | None = None
+        self._abandoned: tuple[AbandonedInstance, ...] = ()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -333,7 +334,9 @@ class FakeCluster:
         if self._state is not None:
             _collect(errors, self._state.stop)
         if self._manager is not None:
-            _collect(errors, self._manager.stop)
+            manager = self._manager
+            _collect(errors, manager.stop)
+            self._abandoned = tuple(manager.abandoned)
             self._manager = None
         if self._server is not None:
             server, self._server = self._server, None
@@ -485,6 +488,15 @@ class FakeCluster:
         self._require_running("instance_logs()")
         assert self._manager is not None
         return self._manager.instance_logs(executor_id)
+
+    @property
+    def abandoned_instances(self) -> tuple[AbandonedInstance, ...]:
+        """Thread instances that :meth:`stop` left running inside user code (readable after stop).
+
+        A thread cannot be killed, so ``stop()`` does not wait for one: it renames the thread
+        ``flamepy-fake-abandoned-<id>`` and lists it here. Process instances are always killed.
+        """
+        return self._abandoned
 
     def __repr__(self) -> str:
         if self._lifecycle is _Lifecycle.RUNNING:

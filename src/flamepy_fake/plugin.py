@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,6 +222,16 @@ def _leftovers(cluster: FakeCluster, options: FlameOptions) -> list[str]:
     return sections
 
 
+def _abandoned(cluster: FakeCluster) -> list[str]:
+    if not cluster.abandoned_instances:
+        return []
+    return [
+        "Thread instances abandoned by stop() (a thread cannot be killed: its code keeps running "
+        "in this process):",
+        *(f"  - {entry.describe()}" for entry in cluster.abandoned_instances),
+    ]
+
+
 def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
     """What the cluster itself failed to clean up in stop(): never the test's fault."""
     items = [f"  - directory {own_dir}"] if own_dir.exists() else []
@@ -262,6 +273,9 @@ def _flame_cluster(
         cluster.stop()
     if sections:
         sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
+        sections += _abandoned(cluster)
+    elif cluster.abandoned_instances:
+        warnings.warn(pytest.PytestWarning("\n".join(_abandoned(cluster))), stacklevel=1)
     if not _test_failed(request.node):
         sections += _left_behind(own_dir, pids)
     if sections:
@@ -282,7 +296,7 @@ def reset_flamepy_clients() -> None:
         with holder._lock:
             conn, holder._connection, holder._context = holder._connection, None, None
         if conn is not None:
-            conn.close()
+            _close_without_waiting(conn)
     cache: Any = sys.modules.get("flamepy.core.cache")
     if cache is None:
         return
@@ -300,6 +314,22 @@ def reset_flamepy_clients() -> None:
     if objects is not None:
         with cache._cache_lock:
             objects.clear()
+
+
+def _close_without_waiting(conn: Any) -> None:
+    """Close a flamepy ``Connection`` without waiting for its in-flight work.
+
+    ``Connection.close()`` joins its thread pool, which runs the watch of every task submitted
+    with ``Session.run()``: a task that never ends would block forever. Closing the channel
+    first ends those watches; the pool is then shut down without waiting.
+    """
+    channel = getattr(conn, "_channel", None)
+    pool = getattr(conn, "_executor", None)
+    if channel is None or pool is None:  # not the 0.6.0 layout: its own close() is all we have
+        conn.close()
+        return
+    channel.close()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.fixture(name="flame_env")

@@ -397,3 +397,154 @@ def test_flame_options_validate_keywords() -> None:
     with pytest.raises(TypeError, match="allow_open_sessions must be True or False; got 1"):
         FlameOptions(allow_open_sessions=1)  # type: ignore[arg-type]
     assert FlameOptions(max_executors=2).cluster_kwargs()["max_executors"] == 2
+
+
+# ---------------------------------------------------------------------------- teardown is bounded
+
+# Times the teardown of each test (the issue's bound: under 2 s with an endless task running).
+TIMING_CONFTEST = """
+import time
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    start = time.monotonic()
+    try:
+        return (yield)
+    finally:
+        with open("teardown-seconds.txt", "a") as f:
+            f.write(f"{item.name} {time.monotonic() - start:.3f}\\n")
+"""
+
+ENDLESS_SERVICE = """
+import signal, time
+import flamepy
+from flamepy import FlameService
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops this instance
+
+class Endless(FlameService):
+    def on_session_enter(self, context):
+        pass
+
+    def on_task_invoke(self, context):
+        print("endless task started", flush=True)
+        while True:
+            time.sleep(0.05)
+
+    def on_session_leave(self):
+        pass
+
+flamepy.run(Endless())
+"""
+
+
+def _teardown_seconds(pytester: pytest.Pytester) -> dict[str, float]:
+    lines = (pytester.path / "teardown-seconds.txt").read_text().splitlines()
+    return {name: float(seconds) for name, seconds in (line.split() for line in lines)}
+
+
+def test_teardown_with_an_endless_process_task_is_bounded_and_kills_it(inner: pytest.Pytester) -> None:
+    inner.makeconftest(TIMING_CONFTEST)
+    inner.makepyfile(endless_service=ENDLESS_SERVICE)
+    inner.makepyfile(
+        """
+        import os, sys, time
+        import flamepy
+
+        def test_returns_while_a_task_runs(flame_env, flame_cluster):
+            script = os.path.abspath("endless_service.py")
+            flamepy.register_application("endless", {"command": sys.executable, "arguments": [script]})
+            session = flamepy.create_session("endless", session_id="ssn-endless")
+            session.run(b"forever")  # a future, never awaited: flamepy watches the task meanwhile
+            deadline = time.monotonic() + 60
+            while "endless task started" not in "".join(
+                flame_cluster.instance_logs(e.id) for e in flame_cluster.executors()
+            ):
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.05)
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "flame_cluster: the test left work behind on the fake Flame cluster",
+            "Sessions still open (close them, or allow with @pytest.mark.flame(allow_open_sessions=True)):",
+            "  - ssn-endless (application endless: 0 pending, 1 running, 0 succeeded, 0 failed)",
+            UNFINISHED_HEADING,
+            "  - task 1 of session ssn-endless: Running",
+        ],
+        consecutive=True,
+    )
+    assert "left behind after stop()" not in result.stdout.str()  # the instance process is gone
+    assert _teardown_seconds(inner)["test_returns_while_a_task_runs"] < 2.0
+
+
+def test_teardown_with_an_endless_thread_task_abandons_the_thread_and_says_so(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makeconftest(TIMING_CONFTEST)
+    inner.makepyfile(
+        """
+        import threading, time
+        from flamepy.runner.runner import Runner
+
+        def forever(x):
+            import time
+            while True:
+                time.sleep(0.05)
+
+        def test_returns_while_a_task_runs(flame_env, flame_cluster, monkeypatch):
+            monkeypatch.chdir("project")  # what Runner packages (not pytest's basetemp)
+            runner = Runner("endless")
+            runner.__enter__()  # never closed: the test returns with the task running
+            runner.service(forever)(1)
+            deadline = time.monotonic() + 60
+            while not any(s.running for s in flame_cluster.state.list_sessions()):
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.05)
+
+        def test_next(flame_cluster):
+            names = [t.name for t in threading.enumerate()]
+            assert [n for n in names if n.startswith("flamepy-fake-abandoned-")], names
+        """
+    )
+    (inner.path / "project").mkdir()
+    (inner.path / "project" / "README.md").write_text("endless\n")
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            UNFINISHED_HEADING,
+            "  - task 1 of session endless-*: Running",
+            "Thread instances abandoned by stop() (a thread cannot be killed: its code keeps running "
+            "in this process):",
+            "  - executor * (thread flamepy-fake-abandoned-*) running task 1 of session endless-*",
+        ],
+        consecutive=True,
+    )
+    assert _teardown_seconds(inner)["test_returns_while_a_task_runs"] < 2.0
+
+
+def test_reset_flamepy_clients_does_not_wait_for_in_flight_work(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import time
+        import flamepy
+        import pytest
+        from flamepy_fake.plugin import reset_flamepy_clients
+        from helpers import open_wasm_session
+
+        @pytest.mark.flame(allow_open_sessions=True, allow_unfinished_tasks=True)
+        def test_reset(flame_env, flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-w")
+            future = flamepy.open_session("ssn-w").run(b"never scheduled")
+            start = time.monotonic()
+            reset_flamepy_clients()
+            assert time.monotonic() - start < 2.0
+            assert not future.done() or future.exception() is not None
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=1)

@@ -67,8 +67,11 @@ class Instance:
         """OnSessionLeave; None if the instance could not be reached."""
         raise NotImplementedError
 
-    def stop(self) -> None:
-        """Tear the instance down (idempotent)."""
+    def terminate(self) -> None:
+        """Ask the instance to end now without waiting (the first step of a fast stop)."""
+
+    def stop(self, grace: float | None = None) -> None:
+        """Tear the instance down (idempotent); ``grace`` overrides the SIGTERM-to-SIGKILL wait."""
 
     def alive(self) -> bool:
         """Whether the instance can still serve calls."""
@@ -126,7 +129,14 @@ class ThreadInstance(Instance):
             return None
         return self._servicer.OnSessionLeave(pb.EmptyRequest())
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Kill what the service started if it knows how (flmexec scripts); its thread cannot be."""
+        kill = getattr(self._service, "kill", None)
+        if callable(kill):
+            with contextlib.suppress(Exception):
+                kill()
+
+    def stop(self, grace: float | None = None) -> None:
         """Drop the service; kill what it started if it knows how (flmexec scripts)."""
         service, self._service, self._servicer = self._service, None, None
         kill = getattr(service, "kill", None)
@@ -383,8 +393,20 @@ class ProcessInstance(Instance):
         except (grpc.RpcError, ValueError):  # ValueError: stop() closed the channel first
             return None
 
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after the grace period, reap, remove files."""
+    def terminate(self) -> None:
+        """SIGTERM the process group now; :meth:`stop` then waits and SIGKILLs what is left."""
+        self._stopping.set()
+        with self._stop_lock:
+            proc = None if self._stopped else self._proc
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+
+    def stop(self, grace: float | None = None) -> None:
+        """SIGTERM the process group, SIGKILL after the grace period, reap, remove files.
+
+        Args:
+            grace: seconds between SIGTERM and SIGKILL; ``stop_grace`` when None.
+        """
         self._stopping.set()
         with self._stop_lock:
             if self._stopped:
@@ -396,7 +418,7 @@ class ProcessInstance(Instance):
         if proc is not None:
             _signal_group(proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=self.stop_grace)
+                proc.wait(timeout=self.stop_grace if grace is None else grace)
             # Children of the instance share its group; SIGKILL whatever is left of it.
             _signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
