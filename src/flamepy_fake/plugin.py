@@ -15,11 +15,15 @@ the test already failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -143,7 +147,70 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_SIGTERM_HANDLER = pytest.StashKey[Any]()
+
+
+class _SigtermAsInterrupt:
+    """SIGTERM ends the run like Ctrl-C: pytest tears fixtures down, clusters stop cleanly.
+
+    An xdist controller first passes the signal on to its workers (which handle it the same
+    way), since ``timeout`` and CI runners often signal only the process they started.
+    """
+
+    def __init__(self, xdist_controller: bool) -> None:
+        self.xdist_controller = xdist_controller
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.xdist_controller:
+            _forward_to_workers(signum)
+        raise KeyboardInterrupt(f"flamepy_fake: received {signal.Signals(signum).name}")
+
+
+def _forward_to_workers(signum: int) -> None:
+    """Pass the signal on to this process's children (xdist workers), so each cleans up."""
+    for pid in _child_pids():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+
+
+def _child_pids() -> list[int]:
+    me, found = os.getpid(), []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry))
+    return found
+
+
+def _install_sigterm_handler(config: pytest.Config) -> None:
+    # Only where nobody else handles SIGTERM, and only from the main thread (Python's rule).
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    controller = (
+        bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+    )
+    handler = _SigtermAsInterrupt(xdist_controller=controller)
+    signal.signal(signal.SIGTERM, handler)
+    config.stash[_SIGTERM_HANDLER] = handler
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    handler = config.stash.get(_SIGTERM_HANDLER, None)
+    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _install_sigterm_handler(config)
     config.addinivalue_line(
         "markers",
         "flame(*, backend='auto', flmrun='builtin', max_executors=10, retry_limit=5, default_resreq=None, "

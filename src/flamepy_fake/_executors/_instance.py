@@ -23,6 +23,8 @@ import grpc
 from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
+from . import _pdeath
+
 __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
 
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
@@ -171,6 +173,8 @@ class ProcessInstance(Instance):
         call_timeout: deadline of OnSessionEnter and OnSessionLeave.
         stop_grace: seconds between SIGTERM and SIGKILL.
         display: the command as shown in error messages.
+        die_with_parent: on Linux, the child gets SIGKILL when the cluster process dies
+            (see :mod:`._pdeath`), so a SIGKILLed cluster leaves no instance behind.
     """
 
     def __init__(
@@ -187,8 +191,10 @@ class ProcessInstance(Instance):
         call_timeout: float = 30.0,
         stop_grace: float = 3.0,
         display: str | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.argv = argv
+        self.die_with_parent = die_with_parent
         self.env = env
         self.cwd = cwd
         self.socket_path = socket_path
@@ -230,7 +236,7 @@ class ProcessInstance(Instance):
                 if self._stopped:
                     raise ShimError("the executor manager is stopping")
                 self._proc = subprocess.Popen(
-                    self.argv,
+                    _pdeath.wrap(self.argv, self.env) if self.die_with_parent else self.argv,
                     cwd=self.cwd,
                     env=self.env,
                     stdin=subprocess.DEVNULL,
