@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             if pending:  # interrupted while starting: do not start CMD at all
                 return 128 + pending[0]
-            env = {**os.environ, **cluster.env}
+            env = cluster.client_env()
             try:
                 child = subprocess.Popen(cmd, env=env)
             except FileNotFoundError:

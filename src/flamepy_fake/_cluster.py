@@ -18,6 +18,7 @@ import atexit
 import enum
 import errno
 import ipaddress
+import os
 import shutil
 import socket
 import tempfile
@@ -190,6 +191,7 @@ class FakeCluster:
         self._bound_port = 0
         self._cache_endpoint: str | None = None
         self._abandoned: tuple[AbandonedInstance, ...] = ()
+        self._home: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -253,6 +255,7 @@ class FakeCluster:
         from flamepy_runner._proto import pb, rpc
 
         from ._frontend import FrontendServicer
+        from ._home import make_home
         from ._limits import FRONTEND_MAX_REQUEST, refuse_oversized
         from ._state import ClusterState
 
@@ -291,6 +294,7 @@ class FakeCluster:
         self._server.start()
 
         self._cache_endpoint = self._start_cache()
+        self._home = make_home(self._work_dir / "home", self.endpoint, self._cache_endpoint)
         self._start_executors()
 
     def _start_cache(self) -> str:
@@ -323,6 +327,7 @@ class FakeCluster:
             flmrun=self._flmrun,
             max_executors=self._max_executors,
             work_dir=self._work_dir,
+            home=self._home,
         )
         self._manager = manager  # before start(): a half-started manager is stopped too
         manager.start()
@@ -418,6 +423,35 @@ class FakeCluster:
         """
         self._require_running("env")
         return {"FLAME_ENDPOINT": self.endpoint, "FLAME_CACHE_ENDPOINT": self.cache_endpoint}
+
+    @property
+    def home(self) -> Path:
+        """A HOME whose ``.flame/flame.yaml`` names only this cluster (inside :attr:`work_dir`).
+
+        Process instances run with it; the plugin's fixtures and ``flamepy-fake run`` give it
+        to the code under test, so a developer's ``~/.flame/flame.yaml`` never leaks in.
+        """
+        self._require_running("home")
+        assert self._home is not None
+        return self._home
+
+    def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A complete environment for a client process that must reach only this cluster.
+
+        Args:
+            base: the environment to start from; ``os.environ`` when omitted.
+
+        Returns:
+            ``base`` with :attr:`env` set, ``HOME`` set to :attr:`home` and ``FLAME_CA_FILE`` /
+            ``FLAME_CACHE_STORAGE`` removed (``XDG_CACHE_HOME`` / ``XDG_CONFIG_HOME`` keep
+            pointing at the real ones, for pip and friends).
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        from ._home import isolated_env
+
+        return isolated_env(os.environ if base is None else base, self.home, self.env)
 
     @property
     def config(self) -> FlameConfig:

@@ -315,18 +315,30 @@ def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
     return ["flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):", *items]
 
 
+# What a developer's environment may hold that would lead code under test off the fake.
+_FOREIGN_ENV = ("FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAME_CA_FILE", "FLAME_CACHE_STORAGE")
+
+
 @pytest.fixture(name="flame_cluster")
 def _flame_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeCluster]:
-    """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it."""
+    """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it.
+
+    Offline means offline: while the test runs, ``HOME`` is the cluster's own (its
+    ``.flame/flame.yaml`` names only this cluster) and the developer's ``FLAME_*`` variables are
+    unset, so neither flamepy nor ``FlameConfig.load()`` can reach another cluster.
+    """
     __tracebackhide__ = True
     from ._cluster import FakeCluster
 
     options = _options(request)
     work_dir: Path = tmp_path_factory.mktemp("flame")
+    for name in _FOREIGN_ENV:
+        monkeypatch.delenv(name, raising=False)
     cluster = FakeCluster(work_dir=work_dir, **options.cluster_kwargs())
     cluster.start()
+    monkeypatch.setenv("HOME", str(cluster.home))
     own_dir = cluster.work_dir
     sections: list[str] = []
     pids: list[int] = []

@@ -306,3 +306,39 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_refuses_nonsense(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
         parse_size(text)
+
+
+def test_run_gives_the_command_a_config_pointing_only_at_the_fake(tmp_path: Path) -> None:
+    (tmp_path / ".flame").mkdir()
+    (tmp_path / ".flame" / "flame.yaml").write_text(
+        "current-context: work\n"
+        "contexts:\n"
+        "  - name: work\n"
+        "    cluster: {endpoint: 'http://flame.example.invalid:8080', tls: {ca_file: /nonexistent/ca.pem}}\n"
+        "    package: {storage: 'http://packages.example.invalid/upload'}\n"
+    )
+    code = (
+        "import os, flamepy\n"
+        "from flamepy_runner import FlameConfig\n"
+        "ctx, ours = flamepy.FlameContext(), FlameConfig.load()\n"
+        "print(ctx.endpoint == os.environ['FLAME_ENDPOINT'], ctx.package, ctx._cluster_tls, ctx.cache.tls)\n"
+        "print(ours.endpoint == os.environ['FLAME_ENDPOINT'], ours.package_storage, ours.ca_file)\n"
+        "print(sorted(k for k in os.environ if k.startswith('FLAME_')))\n"
+    )
+    env = {
+        **CHILD_ENV,
+        "HOME": str(tmp_path),
+        "FLAME_CA_FILE": "/nonexistent/ca.pem",
+        "FLAME_CACHE_STORAGE": "/x",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "flamepy_fake", "run", "--", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "True None None None\nTrue None None\n['FLAME_CACHE_ENDPOINT', 'FLAME_ENDPOINT']\n"
+    )

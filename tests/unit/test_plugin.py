@@ -548,3 +548,74 @@ def test_reset_flamepy_clients_does_not_wait_for_in_flight_work(inner: pytest.Py
     )
     result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     result.assert_outcomes(passed=1)
+
+
+# ---------------------------------------------------------------------------- offline means offline
+
+# A developer's real configuration: none of it may reach code under test on the fake.
+DEVELOPER_FLAME_YAML = """
+current-context: work
+contexts:
+  - name: work
+    cluster:
+      endpoint: http://flame.example.invalid:8080
+      tls:
+        ca_file: /nonexistent/ca.pem
+    cache:
+      endpoint: grpcs://cache.example.invalid:9090
+      storage: /nonexistent/cache
+    package:
+      storage: http://packages.example.invalid/upload
+"""
+
+OFFLINE_CHECK = """
+import os
+import flamepy
+from flamepy_runner import FlameConfig
+
+def what_code_under_test_sees(cluster):
+    ctx = flamepy.FlameContext()
+    ours = FlameConfig.load()
+    return {
+        "flamepy": (ctx.endpoint, ctx.cache.endpoint, ctx.package, ctx._cluster_tls, ctx.cache.tls),
+        "ours": (ours.endpoint, ours.cache_endpoint, ours.package_storage, ours.ca_file, ours.cache_storage),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("FLAME_")},
+    }
+
+def expected(cluster):
+    return {
+        "flamepy": (cluster.endpoint, cluster.cache_endpoint, None, None, None),
+        "ours": (cluster.endpoint, cluster.cache_endpoint, None, None, None),
+        "env": cluster.env,
+    }
+"""
+
+
+def test_fixtures_never_see_the_developers_flame_config(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (inner.path / ".flame").mkdir()
+    (inner.path / ".flame" / "flame.yaml").write_text(DEVELOPER_FLAME_YAML)  # pytester's HOME
+    monkeypatch.setenv("FLAME_ENDPOINT", "http://flame.example.invalid:8080")
+    monkeypatch.setenv("FLAME_CACHE_ENDPOINT", "grpcs://cache.example.invalid:9090")
+    monkeypatch.setenv("FLAME_CA_FILE", "/nonexistent/ca.pem")
+    monkeypatch.setenv("FLAME_CACHE_STORAGE", "/nonexistent/cache")
+    inner.makepyfile(offline=OFFLINE_CHECK)
+    inner.makepyfile(
+        """
+        import os
+        from offline import expected, what_code_under_test_sees
+
+        def test_flame_env(flame_env, flame_cluster):
+            assert what_code_under_test_sees(flame_cluster) == expected(flame_cluster)
+
+        def test_flame_cluster(flame_cluster):
+            assert what_code_under_test_sees(flame_cluster) == expected(flame_cluster)
+            assert flame_cluster.config.package_storage is None
+
+        def test_restored_afterwards():
+            assert os.environ["FLAME_ENDPOINT"] == "http://flame.example.invalid:8080"
+            assert os.environ["FLAME_CA_FILE"] == "/nonexistent/ca.pem"
+        """
+    )
+    inner.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)

@@ -43,6 +43,7 @@ import flamepy_runner
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
+from .._home import FOREIGN_VARIABLES
 from .._install import Installation, Installer, InstallError
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
@@ -130,6 +131,7 @@ class ExecutorManager:
         shutdown_grace: at :meth:`stop`, seconds instance processes get between SIGTERM and
             SIGKILL, and then executor threads get to finish before they are abandoned.
         python: the interpreter that runs flmrun/flmexec instances.
+        home: ``HOME`` of process instances (the cluster's isolated one); inherited when None.
         export_env: set ``FLAME_ENDPOINT``/``FLAME_CACHE_ENDPOINT`` in this process while the
             manager runs, if both are unset, so flamepy calls inside thread instances reach
             this cluster (see the module docstring).
@@ -151,6 +153,7 @@ class ExecutorManager:
         shutdown_grace: float = 0.5,
         python: str = sys.executable,
         export_env: bool = True,
+        home: Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -184,6 +187,7 @@ class ExecutorManager:
         self._cache: object | None = None  # CacheClient for thread instances, made on first use
         self._socket_dir: Path | None = None
         self.export_env = export_env
+        self.home = home
         self._exported: dict[str, str] = {}
         self._scheduler = Scheduler(
             state,
@@ -526,9 +530,12 @@ class ExecutorManager:
         except OSError as exc:
             raise ShimError(f"cannot create the working directory {app_dir}: {exc}") from exc
         socket_path = self._socket_dir / f"{eid}.sock"
+        base = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
+        if self.home is not None:
+            base["HOME"] = str(self.home)
         env = build_env(
             app,
-            base=os.environ,
+            base=base,
             socket_path=socket_path,
             frontend_endpoint=self.frontend_endpoint,
             cache_endpoint=self.cache_endpoint,
