@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from ._cache_server import FakeObjectCache
     from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
+    from ._records import EventRecord
     from ._state import ClusterState
 
 __all__ = ["BACKENDS", "FLMRUN_MODES", "ClusterStartError", "FakeCluster"]
@@ -510,7 +511,9 @@ class FakeCluster:
         return self._manager.executors()
 
     def instance_logs(self, executor_id: str) -> str:
-        """The stdout and stderr an instance wrote so far.
+        """The stdout and stderr an instance wrote so far (also once its executor is gone).
+
+        Thread instances have none (empty); so does an instance not started yet.
 
         Args:
             executor_id: the id from :meth:`executors` (also ``ListExecutor``).
@@ -522,6 +525,38 @@ class FakeCluster:
         self._require_running("instance_logs()")
         assert self._manager is not None
         return self._manager.instance_logs(executor_id)
+
+    def executors_of(self, session_id: str) -> list[str]:
+        """Ids of every executor started for ``session_id``, oldest first, gone ones included.
+
+        Pass them to :meth:`instance_logs`, which keeps an instance's output after its
+        executor is released, until the cluster stops.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("executors_of()")
+        assert self._manager is not None
+        return self._manager.executors_of(session_id)
+
+    def session_events(self, session_id: str) -> list[EventRecord]:
+        """The session's events (code, message, creation_time): 1001 per failed bind, then 1002.
+
+        Real Flame keeps a session whose instances cannot start open with its tasks pending
+        (as the fake does); these events, with :meth:`instance_logs` of :meth:`executors_of`,
+        say why.
+
+        Raises:
+            UsageError: the cluster is not running, or has no such session.
+        """
+        from ._state import StateError
+
+        self._require_running("session_events()")
+        assert self._state is not None
+        try:
+            return list(self._state.get_session(session_id).events)
+        except StateError:
+            raise UsageError(f"no session {session_id!r} on this FakeCluster") from None
 
     @property
     def abandoned_instances(self) -> tuple[AbandonedInstance, ...]:

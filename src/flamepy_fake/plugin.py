@@ -10,7 +10,9 @@ The plugin stays inert until a test asks for one of its fixtures:
 Options come from ``@pytest.mark.flame(...)`` (keyword-only; the marker closest to the test
 wins) over the ``--flame-*`` command-line options. At teardown the fixture fails the test if it
 left sessions open or tasks unfinished, unless the marker allows it; the check is skipped when
-the test already failed.
+the test already failed. A failed test's report shows the bind failures (events 1001/1002) of
+its sessions and the tail of the last instance's stderr. The fixtures isolate the test from the
+developer's Flame configuration (HOME and ``FLAME_*``), and SIGTERM ends the run like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ __all__ = ["FlameOptions", "reset_flamepy_clients"]
 
 _MARKER = "flame"
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+_CLUSTER = pytest.StashKey["FakeCluster"]()
+_BIND_EVENTS = (1001, 1002)  # SESSION_BIND_FAILED, SESSION_RETRY_LIMIT_REACHED
+_STDERR_LINES = 20
 _BACKENDS = ("auto", "thread", "process")
 _FLMRUN_MODES = ("builtin", "flamepy")
 
@@ -226,7 +231,35 @@ def pytest_runtest_makereport(
     # Keep each phase's report so the fixture's teardown knows whether the test failed.
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
+    cluster = item.stash.get(_CLUSTER, None)
+    if report.failed and report.when == "call" and cluster is not None and cluster.running:
+        for title, text in _bind_failures(cluster):
+            report.sections.append((title, text))
     return report
+
+
+def _bind_failures(cluster: FakeCluster) -> list[tuple[str, str]]:
+    """Report sections for sessions that got event 1001/1002: the events, the last instance's stderr."""
+    sections = []
+    for ssn in cluster.state.list_sessions():
+        events = [e for e in cluster.session_events(ssn.id) if e.code in _BIND_EVENTS]
+        if not events:
+            continue
+        lines = [f"event {e.code}: {e.message}" for e in events]
+        executor_ids = cluster.executors_of(ssn.id)
+        if executor_ids:
+            last = executor_ids[-1]
+            tail = _stderr(cluster.instance_logs(last)).splitlines()[-_STDERR_LINES:]
+            if tail:
+                lines.append(f"stderr of the last instance, executor {last} (last {_STDERR_LINES} lines):")
+                lines += [f"  {line}" for line in tail]
+        sections.append((f"flame_cluster: session {ssn.id} could not start an instance", "\n".join(lines)))
+    return sections
+
+
+def _stderr(logs: str) -> str:
+    marker = "--- stderr ---\n"  # the layout of FakeCluster.instance_logs()
+    return logs.split(marker, 1)[1] if marker in logs else ""
 
 
 def _options(request: pytest.FixtureRequest) -> FlameOptions:
@@ -339,6 +372,7 @@ def _flame_cluster(
     cluster = FakeCluster(work_dir=work_dir, **options.cluster_kwargs())
     cluster.start()
     monkeypatch.setenv("HOME", str(cluster.home))
+    request.node.stash[_CLUSTER] = cluster
     own_dir = cluster.work_dir
     sections: list[str] = []
     pids: list[int] = []
@@ -350,6 +384,7 @@ def _flame_cluster(
                 sections = _leftovers(cluster, options)
     finally:
         cluster.stop()
+        del request.node.stash[_CLUSTER]
     if sections:
         sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
         sections += _abandoned(cluster)

@@ -619,3 +619,74 @@ def test_fixtures_never_see_the_developers_flame_config(
         """
     )
     inner.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+
+
+# ---------------------------------------------------------------------------- bind failures in reports
+
+BROKEN_SESSION = """
+import sys, time
+from helpers import frontend, pb
+
+def open_broken_session(cluster, tmp_path):
+    script = tmp_path / "broken_service.py"
+    script.write_text("import no_such_module_ffx\\n")
+    channel, stub = frontend(cluster)
+    with channel:
+        spec = pb.ApplicationSpec(shim=pb.Host, command=sys.executable, arguments=[str(script)])
+        stub.RegisterApplication(pb.RegisterApplicationRequest(name="broken", application=spec), timeout=30)
+        session = pb.SessionSpec(application="broken")
+        stub.CreateSession(pb.CreateSessionRequest(session_id="ssn-broken", session=session), timeout=30)
+        stub.CreateTask(pb.CreateTaskRequest(task=pb.TaskSpec(session_id="ssn-broken")), timeout=30)
+    deadline = time.monotonic() + 60
+    while 1002 not in [e.code for e in cluster.session_events("ssn-broken")]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+"""
+
+
+def test_a_failed_or_timed_out_test_shows_bind_failures_and_the_instance_stderr(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(broken=BROKEN_SESSION)
+    inner.makepyfile(
+        """
+        import time
+        import pytest
+        from broken import open_broken_session
+
+        pytestmark = pytest.mark.flame(retry_limit=1)
+
+        def test_fails(flame_cluster, tmp_path):
+            open_broken_session(flame_cluster, tmp_path)
+            assert False, "the task never ran"
+
+        @pytest.mark.timeout(10)
+        def test_times_out(flame_cluster, tmp_path):
+            open_broken_session(flame_cluster, tmp_path)
+            while True:  # as invoke() waits for a task that never runs
+                time.sleep(0.05)
+
+        def test_passes(flame_cluster, tmp_path):
+            open_broken_session(flame_cluster, tmp_path)
+            flame_cluster.stop()
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2, passed=1)
+    for name in ("test_fails", "test_times_out"):
+        result.stdout.fnmatch_lines(
+            [
+                f"*_ {name} _*",
+                "*- flame_cluster: session ssn-broken could not start an instance -*",
+                "event 1001: Executor * on node * failed to bind session with return_code 11: shim creation "
+                "failed: instance * exited with code 1 before creating its socket /tmp/ffx-*.sock",
+                "event 1002: Session retry limit reached after 1/1 failed attempts; new executor assignment "
+                "is paused for this session; existing executors are unchanged.",
+                "stderr of the last instance, executor * (last 20 lines):",
+                "  Traceback (most recent call last):",
+                "  *",
+                "  ModuleNotFoundError: No module named 'no_such_module_ffx'",
+            ],
+            consecutive=False,
+        )
+    assert result.stdout.str().count("could not start an instance") == 2
