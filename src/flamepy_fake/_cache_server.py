@@ -40,11 +40,28 @@ _DELETE_DESCRIPTION = "Delete objects by key prefix"
 _WILDCARD_HOSTS = {"0.0.0.0", "::", "", "[::]"}
 
 
+class ObjectNotFound(KeyError):
+    """NOT_FOUND for a Flight client, with the message alone (no Python traceback in it).
+
+    pyarrow's server sends a Python exception's formatted traceback along with its status
+    ("Detail: Python exception: Traceback ..."), and only a FlightError skips that, but no
+    FlightError maps to NOT_FOUND. When formatting the exception fails, pyarrow sends only the
+    class name instead. The module name below makes the formatted text unencodable (a lone
+    surrogate), so it fails on every Python version, at no cost to the status or the message.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+ObjectNotFound.__module__ = "flamepy_fake\udcff"  # see the class docstring
+
+
 def _raise_status(code: str, message: str) -> Any:
     if code == INVALID_ARGUMENT:
         raise ValueError(message)
     if code == NOT_FOUND:
-        raise KeyError(message)
+        raise ObjectNotFound(message) from None
     raise flight.FlightInternalError(message)
 
 

@@ -72,8 +72,13 @@ def parse_size(text: str) -> int:
         argparse.ArgumentTypeError: the text is not a positive size.
     """
     match = _SIZE.match(text)
-    if match is None or int(match.group(1)) < 1:
+    if match is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 512M, 2G)")
+    if int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(
+            "0 bytes leaves no room for any object; give a positive size such as 512M, "
+            "or leave the option out for no limit"
+        )
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
@@ -142,12 +147,30 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flamepy-runner")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub: argparse.ArgumentParser = action.choices[command]
+            return sub
+    raise LookupError(command)  # pragma: no cover: build_parser() always adds the commands
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``flamepy-fake`` argument parser (public for documentation tools and tests)."""
     parser = _Parser(
         prog=PROG,
         description="A wire-faithful fake Flame cluster (session manager, executors, object cache).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     serve = commands.add_parser(
@@ -306,7 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         2 for a usage error (bad option, taken port).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's own error, so it points at 'flamepy-fake <command> --help'
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "serve":
             return _serve(args)

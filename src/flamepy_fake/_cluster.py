@@ -260,10 +260,15 @@ class FakeCluster:
         from ._limits import FRONTEND_MAX_REQUEST, refuse_oversized
         from ._state import ClusterState
 
-        # Check explicit ports before building anything: a clear message beats grpc's.
+        # Check the host and explicit ports before building anything: a clear message beats
+        # grpc's (which also logs its own lines on stderr).
         for what, port in (("session manager", self._port), ("object cache", self._cache_port)):
-            if port:
-                _probe_port(self._host, port, what)
+            _probe_port(self._host, port, what)
+        storage = self._cache_storage_dir
+        if storage is not None and storage.exists() and not storage.is_dir():
+            raise ClusterStartError(
+                f"cannot store cached objects in {storage}: it is a file, not a directory"
+            )
 
         try:
             self._work_dir = Path(tempfile.mkdtemp(prefix="flamepy-fake-", dir=self._work_parent))
@@ -568,9 +573,13 @@ class FakeCluster:
         return self._abandoned
 
     def __repr__(self) -> str:
-        if self._lifecycle is _Lifecycle.RUNNING:
+        # Safe on a half-built object (an __init__ that raised): pytest shows reprs of locals.
+        lifecycle = getattr(self, "_lifecycle", None)
+        if lifecycle is None:
+            return "<FakeCluster (not initialised)>"
+        if lifecycle is _Lifecycle.RUNNING:
             return f"<FakeCluster running endpoint={self.endpoint} cache_endpoint={self._cache_endpoint}>"
-        return f"<FakeCluster {self._lifecycle.value}>"
+        return f"<FakeCluster {lifecycle.value}>"
 
 
 def _check_port(name: str, port: int) -> None:

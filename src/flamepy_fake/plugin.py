@@ -17,6 +17,7 @@ developer's Flame configuration (HOME and ``FLAME_*``), and SIGTERM ends the run
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._cli import positive_int
+from ._cli import parse_size, positive_int
 
 if TYPE_CHECKING:
     from ._cluster import FakeCluster
@@ -55,7 +56,8 @@ class FlameOptions:
         max_executors: cluster-wide cap on concurrent instances.
         retry_limit: failed bindings of a session before event 1002.
         default_resreq: ``(cpu, memory, gpu)`` for sessions that name none.
-        cache_max_memory: object cache memory limit in bytes.
+        cache_max_memory: object cache memory limit: bytes, or a size as the CLI takes it
+            (``"512M"``, ``"2G"``).
         allow_open_sessions: do not fail the test when sessions are still open at teardown.
         allow_unfinished_tasks: do not fail the test when tasks are pending or running at teardown.
 
@@ -72,7 +74,7 @@ class FlameOptions:
         max_executors: int = 10,
         retry_limit: int = 5,
         default_resreq: tuple[int, int, int] | None = None,
-        cache_max_memory: int | None = None,
+        cache_max_memory: int | str | None = None,
         allow_open_sessions: bool = False,
         allow_unfinished_tasks: bool = False,
     ) -> None:
@@ -94,7 +96,7 @@ class FlameOptions:
         self.max_executors = max_executors
         self.retry_limit = retry_limit
         self.default_resreq = default_resreq
-        self.cache_max_memory = cache_max_memory
+        self.cache_max_memory = _size(cache_max_memory)
         self.allow_open_sessions = allow_open_sessions
         self.allow_unfinished_tasks = allow_unfinished_tasks
 
@@ -108,6 +110,22 @@ class FlameOptions:
             "default_resreq": self.default_resreq,
             "cache_max_memory": self.cache_max_memory,
         }
+
+
+def _size(value: int | str | None) -> int | None:
+    """``cache_max_memory`` in bytes: a positive int, or a size string such as ``512M``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except argparse.ArgumentTypeError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(
+        f"cache_max_memory must be a positive number of bytes or a size such as 512M or 2G; got {value!r}"
+    )
 
 
 _OPTION_NAMES = (

@@ -211,7 +211,6 @@ def test_run_an_unknown_command_exits_127(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus (see 'flamepy-fake --help')"),
         (["serve", "--port", "http"], "argument --port: not a port number: 'http' (see 'flamepy-fake serve"),
         (["serve", "--port", "70000"], "argument --port: port out of range 0..65535: 70000"),
         (["serve", "--backend", "k8s"], "argument --backend: invalid choice: 'k8s'"),
@@ -302,7 +301,7 @@ def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "1.5G", "12X", "G"])
+@pytest.mark.parametrize("text", ["", "-1", "1.5G", "12X", "G"])
 def test_parse_size_refuses_nonsense(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
         parse_size(text)
@@ -341,4 +340,72 @@ def test_run_gives_the_command_a_config_pointing_only_at_the_fake(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (
         "True None None None\nTrue None None\n['FLAME_CACHE_ENDPOINT', 'FLAME_ENDPOINT']\n"
+    )
+
+
+def test_parse_size_says_why_zero_is_refused() -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        parse_size("0")
+    assert str(info.value) == (
+        "0 bytes leaves no room for any object; give a positive size such as 512M, "
+        "or leave the option out for no limit"
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flamepy_fake", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=CHILD_ENV,
+    )
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    proc = _cli("--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        f"flamepy-fake {version('flamepy-runner')}\n",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--bogus"], "unrecognized arguments: --bogus (see 'flamepy-fake serve --help')"),
+        (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus (see 'flamepy-fake run --help')"),
+        (
+            ["serve", "--cache-max-memory", "0"],
+            "argument --cache-max-memory: 0 bytes leaves no room for any object; give a positive size such "
+            "as 512M, or leave the option out for no limit (see 'flamepy-fake serve --help')",
+        ),
+    ],
+)
+def test_usage_errors_point_at_the_subcommands_help(argv: list[str], message: str) -> None:
+    proc = _cli(*argv)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"flamepy-fake: error: {message}\n")
+
+
+def test_cache_storage_naming_a_file_is_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache.bin"
+    not_a_dir.write_text("")
+    proc = _cli("serve", "--cache-storage", str(not_a_dir))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        f"flamepy-fake: error: cannot store cached objects in {not_a_dir}: it is a file, not a directory\n",
+    )
+
+
+def test_serve_on_a_host_that_cannot_be_bound_is_one_line() -> None:
+    proc = _cli("serve", "--host", "192.0.2.1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "flamepy-fake: error: cannot bind the session manager to 192.0.2.1:0: [Errno 99] Cannot assign "
+        "requested address (check the host address)\n",
     )

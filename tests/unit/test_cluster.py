@@ -440,3 +440,26 @@ def test_an_instance_that_dies_binding_is_diagnosable_after_it_is_gone(tmp_path:
             cluster.session_events("ssn-unknown")
     with pytest.raises(UsageError):
         cluster.instance_logs(executor_ids[0])
+
+
+def test_repr_works_on_a_half_built_cluster() -> None:
+    assert repr(FakeCluster.__new__(FakeCluster)) == "<FakeCluster (not initialised)>"
+
+
+def test_cache_storage_naming_a_file_says_so(tmp_path: Path, resources: ResourceSnapshot) -> None:
+    not_a_dir = tmp_path / "cache.bin"
+    not_a_dir.write_text("")
+    with pytest.raises(ClusterStartError) as info:
+        FakeCluster(cache_storage_dir=not_a_dir).start()
+    assert str(info.value) == f"cannot store cached objects in {not_a_dir}: it is a file, not a directory"
+    resources.assert_clean()
+
+
+def test_a_host_that_cannot_be_bound_is_one_clear_error(resources: ResourceSnapshot) -> None:
+    with pytest.raises(ClusterStartError) as info:
+        FakeCluster(host="192.0.2.1").start()  # TEST-NET-1: never a local address
+    assert str(info.value) == (
+        "cannot bind the session manager to 192.0.2.1:0: [Errno 99] Cannot assign requested address "
+        "(check the host address)"
+    )
+    resources.assert_clean()

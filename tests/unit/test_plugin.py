@@ -690,3 +690,39 @@ def test_a_failed_or_timed_out_test_shows_bind_failures_and_the_instance_stderr(
             consecutive=False,
         )
     assert result.stdout.str().count("could not start an instance") == 2
+
+
+# ---------------------------------------------------------------------------- marker sizes
+
+
+def test_cache_max_memory_marker_takes_the_clis_sizes(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(cache_max_memory="1M")
+        def test_mebibyte(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 1024 * 1024
+
+        @pytest.mark.flame(cache_max_memory="2G")
+        def test_gibibytes(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 2 * 1024**3
+
+        @pytest.mark.flame(cache_max_memory=4096)
+        def test_bytes(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 4096
+
+        @pytest.mark.flame(cache_max_memory="lots")
+        def test_bad(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   ValueError: @pytest.mark.flame: cache_max_memory must be a positive number of bytes "
+            "or a size such as 512M or 2G; got 'lots'",
+        ]
+    )
+    assert "plugin.py" not in result.stdout.str() and "_cluster.py" not in result.stdout.str()
