@@ -121,6 +121,8 @@ class FakeCluster:
         cache_max_memory: memory limit of the object cache in bytes, with LRU eviction.
         advertise_host: the host put in ``endpoint`` and ``cache_endpoint``; defaults to
             ``host``, or ``127.0.0.1`` when ``host`` is a wildcard address.
+        log_calls: log ``served <service>/<method>: <status>`` at INFO on the
+            ``flamepy_fake.calls`` logger as each call ends (``flamepy-fake -v``).
 
     Raises:
         ValueError: an option is out of range or not one of the accepted values.
@@ -141,6 +143,7 @@ class FakeCluster:
         cache_storage_dir: str | Path | None = None,
         cache_max_memory: int | None = None,
         advertise_host: str | None = None,
+        log_calls: bool = False,
     ) -> None:
         if not host:
             raise ValueError("host must be a non-empty address, e.g. '127.0.0.1'")
@@ -180,6 +183,7 @@ class FakeCluster:
         self._work_parent = Path(work_dir) if work_dir is not None else None
         self._cache_storage_dir = Path(cache_storage_dir) if cache_storage_dir is not None else None
         self._cache_max_memory = cache_max_memory
+        self._log_calls = log_calls
 
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.NEW
@@ -281,7 +285,12 @@ class FakeCluster:
         self._state = ClusterState(**state_kwargs)
 
         self._pool = ThreadPoolExecutor(max_workers=_SERVER_THREADS, thread_name_prefix="flamepy-fake-rpc")
-        self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS))
+        interceptors = []
+        if self._log_calls:
+            from ._calllog import GrpcCallLog
+
+            interceptors.append(GrpcCallLog())
+        self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS), interceptors=interceptors)
         servicer = FrontendServicer(self._state)
         handler = rpc.generic_handler(
             pb.FRONTEND_SERVICE,
@@ -312,6 +321,7 @@ class FakeCluster:
             advertise_host=self._advertise,
             storage_dir=self._cache_storage_dir,
             max_memory=self._cache_max_memory,
+            log_calls=self._log_calls,
         )
         try:
             cache.start()
@@ -501,6 +511,7 @@ class FakeCluster:
             "cache_storage_dir": self._cache_storage_dir,
             "cache_max_memory": self._cache_max_memory,
             "advertise_host": self._advertise,
+            "log_calls": self._log_calls,
         }
 
     # ------------------------------------------------------------------ introspection

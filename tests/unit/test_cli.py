@@ -409,3 +409,121 @@ def test_serve_on_a_host_that_cannot_be_bound_is_one_line() -> None:
         "flamepy-fake: error: cannot bind the session manager to 192.0.2.1:0: [Errno 99] Cannot assign "
         "requested address (check the host address)\n",
     )
+
+
+# ---------------------------------------------------------------------------- conveniences
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_serve_print_env_is_eval_able_in_the_background_form_the_readme_gives() -> None:
+    script = (
+        'eval "$(flamepy-fake serve --print-env &)"\n'
+        'echo "pid=$FLAMEPY_FAKE_PID"\n'
+        "python -c 'import flamepy; print(sorted(a.name for a in flamepy.list_applications()))'\n"
+        'kill -TERM "$FLAMEPY_FAKE_PID"\n'
+    )
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in CHILD_ENV.items() if not k.startswith("FLAME_")},
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("pid="), first
+    pid = int(first.removeprefix("pid="))
+    try:
+        out, err = proc.communicate(timeout=60)  # serve holds stderr: returns once it exited
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert (proc.returncode, out) == (0, "['flmexec', 'flmping', 'flmrun']\n"), err
+    lines = err.splitlines()
+    assert [line.split(" at ")[0] for line in lines[:2]] == [
+        "flamepy-fake: session manager",
+        "flamepy-fake: object cache",
+    ]
+    assert lines[2].startswith("flamepy-fake ready: FLAME_ENDPOINT=http://127.0.0.1:")
+    assert lines[3:] == ["flamepy-fake: stopping"]
+
+
+def test_serve_print_env_prints_only_export_lines_then_closes_stdout() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flamepy_fake", "serve", "--print-env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CHILD_ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # EOF while serve still runs
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    assert lines[0].startswith("export FLAME_ENDPOINT=http://127.0.0.1:")
+    assert lines[1].startswith("export FLAME_CACHE_ENDPOINT=grpc://127.0.0.1:")
+    assert lines[2] == f"export FLAMEPY_FAKE_PID={proc.pid}"
+    assert proc.returncode == 0, err
+
+
+def test_verbose_shows_each_call_as_it_is_served() -> None:
+    proc, lines = _start_serve("-v")
+    try:
+        endpoint = lines[0].rsplit(" ", 1)[1]
+        cache = lines[1].rsplit(" ", 1)[1]
+        code = (
+            "import flamepy\n"
+            "flamepy.list_applications()\n"
+            "try:\n"
+            "    flamepy.get_application('nope')\n"
+            "except Exception:\n"
+            "    pass\n"
+            "ref = flamepy.put_object('app/ssn', 1)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**CHILD_ENV, "FLAME_ENDPOINT": endpoint, "FLAME_CACHE_ENDPOINT": cache},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        proc.terminate()
+        status, _, err = _finish(proc)
+    assert status == 0, err
+    served = [line for line in err.splitlines() if " served " in line]
+    assert served == [
+        "flamepy-fake: served flame.v1.Frontend/ListApplication: OK",
+        "flamepy-fake: served flame.v1.Frontend/GetApplication: NOT_FOUND",
+        "flamepy-fake: served arrow.flight.protocol.FlightService/DoPut: OK",
+    ], err
+
+
+def test_log_level_warning_shows_no_calls() -> None:
+    proc, lines = _start_serve("--log-level", "warning")
+    try:
+        endpoint = lines[0].rsplit(" ", 1)[1]
+        subprocess.run(
+            [sys.executable, "-c", "import flamepy; flamepy.list_applications()"],
+            env={**CHILD_ENV, "FLAME_ENDPOINT": endpoint},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        proc.terminate()
+        status, _, err = _finish(proc)
+    assert (status, err) == (0, "")
