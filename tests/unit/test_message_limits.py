@@ -5,12 +5,22 @@
   bytes"`` before the handler runs; responses are unlimited on the server side.
 - Object cache (Arrow Flight): unlimited both ways (covered by the cache tests' large objects).
 - Instance service of ``flamepy_runner._worker``: grpc's Python default, as flamepy's own
-  instance server, 4 MiB received.
+  instance server, 4 MiB received (pinned side by side with flamepy's).
+
+Not confirmed against a real cluster (no reference): what the executor manager's tonic client
+does with an instance's TaskResult over 4 MiB, and what the Backend does with a CompleteTask
+over 4 MiB; the fake stores such outputs.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -120,3 +130,66 @@ def test_responses_over_4_mib_are_sent(stub: rpc.Stub) -> None:
     task = stub.GetTask(pb.GetTaskRequest(session_id="ssn-out", task_id="1"), timeout=60)
     assert len(task.spec.input) > LIMIT - 64
     stub.CloseSession(pb.CloseSessionRequest(session_id="ssn-out"), timeout=30)
+
+
+FLAMEPY_SERVICE = """
+import flamepy
+from flamepy import FlameService
+
+class Echo(FlameService):
+    def on_session_enter(self, context):
+        pass
+
+    def on_task_invoke(self, context):
+        return b"ok"
+
+    def on_session_leave(self):
+        pass
+
+flamepy.run(Echo())
+"""
+
+
+def _invoke_status(sock: Path, size: int) -> tuple[str, str]:
+    """(status code name, details) of an OnTaskInvoke whose encoded request is ``size`` bytes."""
+    for n in range(size, size - 64, -1):
+        request = pb.TaskContext(task_id="1", session_id="ssn", input=b"x" * n)
+        if request.ByteSize() == size:
+            break
+    else:
+        raise AssertionError(f"no input length gives a {size}-byte request")
+    with grpc.insecure_channel(
+        f"unix://{sock}", options=[("grpc.max_receive_message_length", -1)]
+    ) as channel:
+        stub = rpc.Stub(channel, pb.INSTANCE_SERVICE)
+        try:
+            stub.OnTaskInvoke(request, timeout=60)
+        except grpc.RpcError as exc:
+            return exc.code().name, exc.details() or ""
+    return "OK", ""
+
+
+@pytest.mark.parametrize("program", ["flamepy_runner", "flamepy"])
+def test_instance_servers_receive_at_most_4_mib_as_flamepys_does(tmp_path: Path, program: str) -> None:
+    if program == "flamepy":
+        (tmp_path / "echo.py").write_text(FLAMEPY_SERVICE)
+        argv = [sys.executable, str(tmp_path / "echo.py")]
+    else:
+        argv = [sys.executable, "-m", "flamepy_runner._worker"]
+    with tempfile.TemporaryDirectory(prefix="ffl-", dir="/tmp") as tmp:
+        sock = Path(tmp) / "i.sock"
+        env = {**os.environ, "FLAME_INSTANCE_ENDPOINT": str(sock)}
+        proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not sock.exists():
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            assert _invoke_status(sock, LIMIT)[0] != "RESOURCE_EXHAUSTED"
+            assert _invoke_status(sock, LIMIT + 1) == (
+                "RESOURCE_EXHAUSTED",
+                "SERVER: Received message larger than max (4194305 vs. 4194304)",
+            )
+        finally:
+            proc.kill()
+            proc.wait()
