@@ -468,6 +468,9 @@ def _close_without_waiting(conn: Any) -> None:
 def _flame_env(flame_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """``flame_cluster``'s environment set in ``os.environ``, flamepy's cached clients reset.
 
+    Like ``flame_cluster``, ``HOME`` is the cluster's own (its flame.yaml names only this
+    cluster) and the developer's other ``FLAME_*`` variables are unset while the test runs.
+
     Yields:
         The ``FLAME_ENDPOINT`` / ``FLAME_CACHE_ENDPOINT`` mapping that was set.
     """
