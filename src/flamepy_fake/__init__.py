@@ -3,8 +3,10 @@
 ``FakeCluster`` serves a fake session manager, object cache and executors on local ports;
 the ``flamepy-fake`` command line and the pytest plugin (``flame_cluster`` fixture) wrap it.
 ``FakeObjectCache`` is the object cache alone; ``ExecutorInfo`` is what
-``FakeCluster.executors()`` returns. Importing this package is cheap: grpc and pyarrow load
-when a cluster starts (or when a lazily exported name is first used).
+``FakeCluster.executors()`` returns, ``EventRecord`` what ``FakeCluster.session_events()``
+returns and ``AbandonedInstance`` what ``FakeCluster.abandoned_instances`` lists. Importing
+this package is cheap: grpc and pyarrow load when a cluster starts (or when a lazily exported
+name is first used).
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ from ._cluster import ClusterStartError, FakeCluster
 
 if _typing.TYPE_CHECKING:
     from ._cache_server import FakeObjectCache
-    from ._executors import ExecutorInfo
+    from ._executors import AbandonedInstance, ExecutorInfo
+    from ._records import EventRecord
 
-__all__ = ["ClusterStartError", "ExecutorInfo", "FakeCluster", "FakeObjectCache"]
+__all__ = [
+    "AbandonedInstance",
+    "ClusterStartError",
+    "EventRecord",
+    "ExecutorInfo",
+    "FakeCluster",
+    "FakeObjectCache",
+]
 
 # Tracebacks and reprs show the public path, not the private module.
 for _name in ("ClusterStartError", "FakeCluster"):
@@ -26,7 +36,12 @@ for _name in ("ClusterStartError", "FakeCluster"):
 del _name
 
 # Names whose modules import grpc or pyarrow: loaded on first access.
-_LAZY = {"ExecutorInfo": "._executors", "FakeObjectCache": "._cache_server"}
+_LAZY = {
+    "AbandonedInstance": "._executors",
+    "EventRecord": "._records",
+    "ExecutorInfo": "._executors",
+    "FakeObjectCache": "._cache_server",
+}
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -40,11 +40,28 @@ _DELETE_DESCRIPTION = "Delete objects by key prefix"
 _WILDCARD_HOSTS = {"0.0.0.0", "::", "", "[::]"}
 
 
+class ObjectNotFound(KeyError):
+    """NOT_FOUND for a Flight client, with the message alone (no Python traceback in it).
+
+    pyarrow's server sends a Python exception's formatted traceback along with its status
+    ("Detail: Python exception: Traceback ..."), and only a FlightError skips that, but no
+    FlightError maps to NOT_FOUND. When formatting the exception fails, pyarrow sends only the
+    class name instead. The module name below makes the formatted text unencodable (a lone
+    surrogate), so it fails on every Python version, at no cost to the status or the message.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+ObjectNotFound.__module__ = "flamepy_fake\udcff"  # see the class docstring
+
+
 def _raise_status(code: str, message: str) -> Any:
     if code == INVALID_ARGUMENT:
         raise ValueError(message)
     if code == NOT_FOUND:
-        raise KeyError(message)
+        raise ObjectNotFound(message) from None
     raise flight.FlightInternalError(message)
 
 
@@ -283,6 +300,7 @@ class FakeObjectCache:
         max_memory: resident byte limit with LRU eviction (None: unlimited).
         max_objects: resident object limit with LRU eviction (None: unlimited).
         tls_certificates: ``(cert_chain_pem, private_key_pem)`` to serve ``grpc+tls``.
+        log_calls: log each call as it ends (see :mod:`flamepy_fake._calllog`).
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -297,6 +315,7 @@ class FakeObjectCache:
         max_memory: int | None = None,
         max_objects: int | None = None,
         tls_certificates: tuple[bytes, bytes] | None = None,
+        log_calls: bool = False,
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -305,6 +324,7 @@ class FakeObjectCache:
         self._max_memory = max_memory
         self._max_objects = max_objects
         self._tls = tls_certificates
+        self._log_calls = log_calls
         self._lock = threading.Lock()
         self._server: _FlightService | None = None
         self._store: ObjectStore | None = None
@@ -372,6 +392,10 @@ class FakeObjectCache:
             kwargs: dict[str, Any] = {}
             if self._tls is not None:
                 kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
+            if self._log_calls:
+                from ._calllog import FlightCallLog
+
+                kwargs["middleware"] = {"flamepy-fake-calls": FlightCallLog()}
             try:
                 server = _FlightService(location, store, **kwargs)
             except (pa.ArrowException, flight.FlightError) as exc:

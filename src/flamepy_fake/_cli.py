@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -31,6 +33,7 @@ EXIT_NOT_EXECUTABLE = 126
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class _UsageError(Exception):
@@ -72,8 +75,13 @@ def parse_size(text: str) -> int:
         argparse.ArgumentTypeError: the text is not a positive size.
     """
     match = _SIZE.match(text)
-    if match is None or int(match.group(1)) < 1:
+    if match is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 512M, 2G)")
+    if int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(
+            "0 bytes leaves no room for any object; give a positive size such as 512M, "
+            "or leave the option out for no limit"
+        )
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
@@ -96,6 +104,19 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
         group.add_argument(
             "--cache-port", type=_port, default=0, help="object cache port (default: 0, a free port)"
         )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log each call as it is served (-v), and debug messages too (-vv); on stderr",
+    )
+    group.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=_LOG_LEVELS,
+        help="log level on stderr: info shows each call as it is served (default: warning, or as -v says)",
+    )
     group.add_argument(
         "--backend",
         choices=BACKENDS,
@@ -142,12 +163,30 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
     )
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flamepy-runner")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub: argparse.ArgumentParser = action.choices[command]
+            return sub
+    raise LookupError(command)  # pragma: no cover: build_parser() always adds the commands
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``flamepy-fake`` argument parser (public for documentation tools and tests)."""
     parser = _Parser(
         prog=PROG,
         description="A wire-faithful fake Flame cluster (session manager, executors, object cache).",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     serve = commands.add_parser(
@@ -157,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         "'flamepy-fake ready: FLAME_ENDPOINT=... FLAME_CACHE_ENDPOINT=...'.",
     )
     _add_cluster_options(serve, ports=True)
+    serve.add_argument(
+        "--print-env",
+        action="store_true",
+        help="print only 'export FLAME_ENDPOINT=...' lines (and FLAMEPY_FAKE_PID) on stdout, then close "
+        'it; the other messages go to stderr. Use: eval "$(flamepy-fake serve --print-env &)"',
+    )
     run = commands.add_parser(
         "run",
         help="run a command against a fresh fake cluster",
@@ -184,9 +229,38 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             cache_storage_dir=args.cache_storage,
             cache_max_memory=args.cache_max_memory,
             advertise_host=getattr(args, "advertise_host", None),
+            log_calls=_log_level(args) <= logging.INFO,
         )
     except ValueError as exc:
         raise _UsageError(str(exc)) from exc
+
+
+def _log_level(args: argparse.Namespace) -> int:
+    if args.log_level is not None:
+        level: int = getattr(logging, args.log_level.upper())
+        return level
+    return {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(args: argparse.Namespace) -> Iterator[None]:
+    """Log records of flamepy_fake at the chosen level on stderr, one line each, while active.
+
+    Undone afterwards, so ``main()`` called in-process leaves the logging setup as it found it.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    logger = logging.getLogger("flamepy_fake")
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(_log_level(args))
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 class _Signals:
@@ -219,18 +293,32 @@ def _serve(args: argparse.Namespace) -> int:
             raise _UsageError(str(exc)) from exc
         try:
             env = cluster.env
-            print(f"{PROG}: session manager at {cluster.endpoint}", flush=True)
+            out = sys.stderr if args.print_env else sys.stdout
+            print(f"{PROG}: session manager at {cluster.endpoint}", file=out, flush=True)
             if "FLAME_CACHE_ENDPOINT" in env:
-                print(f"{PROG}: object cache at {env['FLAME_CACHE_ENDPOINT']}", flush=True)
+                print(f"{PROG}: object cache at {env['FLAME_CACHE_ENDPOINT']}", file=out, flush=True)
             ready = " ".join(f"{key}={value}" for key, value in env.items())
-            print(f"{PROG} ready: {ready}", flush=True)
+            print(f"{PROG} ready: {ready}", file=out, flush=True)
+            if args.print_env:
+                _print_env(env)
             # Event.wait wakes on the handler's set(); poll so the main thread stays responsive.
             while not stop.wait(0.5):
                 pass
-            print(f"{PROG}: stopping", flush=True)
+            print(f"{PROG}: stopping", file=out, flush=True)
         finally:
             cluster.stop()
     return 0
+
+
+def _print_env(env: dict[str, str]) -> None:
+    """Print eval-able export lines, then close stdout so ``$(...)`` returns while we serve."""
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
+    lines.append(f"export FLAMEPY_FAKE_PID={os.getpid()}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _terminal_delivers_sigint() -> bool:
@@ -272,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             if pending:  # interrupted while starting: do not start CMD at all
                 return 128 + pending[0]
-            env = {**os.environ, **cluster.env}
+            env = cluster.client_env()
             try:
                 child = subprocess.Popen(cmd, env=env)
             except FileNotFoundError:
@@ -306,11 +394,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         2 for a usage error (bad option, taken port).
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's own error, so it points at 'flamepy-fake <command> --help'
+        _subparser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        if args.command == "serve":
-            return _serve(args)
-        return _run(args)
+        with _logging_to_stderr(args):
+            if args.command == "serve":
+                return _serve(args)
+            return _run(args)
     except _UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -18,6 +18,7 @@ import atexit
 import enum
 import errno
 import ipaddress
+import os
 import shutil
 import socket
 import tempfile
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
     from flamepy_runner._config import FlameConfig
 
     from ._cache_server import FakeObjectCache
-    from ._executors import ExecutorInfo, ExecutorManager
+    from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
+    from ._records import EventRecord
     from ._state import ClusterState
 
 __all__ = ["BACKENDS", "FLMRUN_MODES", "ClusterStartError", "FakeCluster"]
@@ -58,6 +60,8 @@ _GRPC_OPTIONS: tuple[tuple[str, int], ...] = (
     # grpc enables SO_REUSEPORT by default, which would let two servers share a port silently;
     # a taken port must be an error instead.
     ("grpc.so_reuseport", 0),
+    # Upstream's limits are applied per request by the handlers (_limits.py), with tonic's
+    # status and text; gRPC's own limit would answer RESOURCE_EXHAUSTED with its own words.
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 )
@@ -117,6 +121,8 @@ class FakeCluster:
         cache_max_memory: memory limit of the object cache in bytes, with LRU eviction.
         advertise_host: the host put in ``endpoint`` and ``cache_endpoint``; defaults to
             ``host``, or ``127.0.0.1`` when ``host`` is a wildcard address.
+        log_calls: log ``served <service>/<method>: <status>`` at INFO on the
+            ``flamepy_fake.calls`` logger as each call ends (``flamepy-fake -v``).
 
     Raises:
         ValueError: an option is out of range or not one of the accepted values.
@@ -137,6 +143,7 @@ class FakeCluster:
         cache_storage_dir: str | Path | None = None,
         cache_max_memory: int | None = None,
         advertise_host: str | None = None,
+        log_calls: bool = False,
     ) -> None:
         if not host:
             raise ValueError("host must be a non-empty address, e.g. '127.0.0.1'")
@@ -176,6 +183,7 @@ class FakeCluster:
         self._work_parent = Path(work_dir) if work_dir is not None else None
         self._cache_storage_dir = Path(cache_storage_dir) if cache_storage_dir is not None else None
         self._cache_max_memory = cache_max_memory
+        self._log_calls = log_calls
 
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.NEW
@@ -187,6 +195,8 @@ class FakeCluster:
         self._work_dir: Path | None = None
         self._bound_port = 0
         self._cache_endpoint: str | None = None
+        self._abandoned: tuple[AbandonedInstance, ...] = ()
+        self._home: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,12 +260,19 @@ class FakeCluster:
         from flamepy_runner._proto import pb, rpc
 
         from ._frontend import FrontendServicer
+        from ._home import make_home
+        from ._limits import FRONTEND_MAX_REQUEST, refuse_oversized
         from ._state import ClusterState
 
-        # Check explicit ports before building anything: a clear message beats grpc's.
+        # Check the host and explicit ports before building anything: a clear message beats
+        # grpc's (which also logs its own lines on stderr).
         for what, port in (("session manager", self._port), ("object cache", self._cache_port)):
-            if port:
-                _probe_port(self._host, port, what)
+            _probe_port(self._host, port, what)
+        storage = self._cache_storage_dir
+        if storage is not None and storage.exists() and not storage.is_dir():
+            raise ClusterStartError(
+                f"cannot store cached objects in {storage}: it is a file, not a directory"
+            )
 
         try:
             self._work_dir = Path(tempfile.mkdtemp(prefix="flamepy-fake-", dir=self._work_parent))
@@ -268,9 +285,20 @@ class FakeCluster:
         self._state = ClusterState(**state_kwargs)
 
         self._pool = ThreadPoolExecutor(max_workers=_SERVER_THREADS, thread_name_prefix="flamepy-fake-rpc")
-        self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS))
+        interceptors = []
+        if self._log_calls:
+            from ._calllog import GrpcCallLog
+
+            interceptors.append(GrpcCallLog())
+        self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS), interceptors=interceptors)
         servicer = FrontendServicer(self._state)
-        self._server.add_generic_rpc_handlers((rpc.generic_handler(pb.FRONTEND_SERVICE, servicer),))
+        handler = rpc.generic_handler(
+            pb.FRONTEND_SERVICE,
+            servicer,
+            max_request_bytes=FRONTEND_MAX_REQUEST,
+            refuse_oversized=refuse_oversized,
+        )
+        self._server.add_generic_rpc_handlers((handler,))
         try:
             bound = self._server.add_insecure_port(f"{_bracket(self._host)}:{self._port}")
         except RuntimeError as exc:  # grpc raises instead of returning 0 in recent versions
@@ -281,6 +309,7 @@ class FakeCluster:
         self._server.start()
 
         self._cache_endpoint = self._start_cache()
+        self._home = make_home(self._work_dir / "home", self.endpoint, self._cache_endpoint)
         self._start_executors()
 
     def _start_cache(self) -> str:
@@ -292,6 +321,7 @@ class FakeCluster:
             advertise_host=self._advertise,
             storage_dir=self._cache_storage_dir,
             max_memory=self._cache_max_memory,
+            log_calls=self._log_calls,
         )
         try:
             cache.start()
@@ -313,6 +343,7 @@ class FakeCluster:
             flmrun=self._flmrun,
             max_executors=self._max_executors,
             work_dir=self._work_dir,
+            home=self._home,
         )
         self._manager = manager  # before start(): a half-started manager is stopped too
         manager.start()
@@ -324,7 +355,9 @@ class FakeCluster:
         if self._state is not None:
             _collect(errors, self._state.stop)
         if self._manager is not None:
-            _collect(errors, self._manager.stop)
+            manager = self._manager
+            _collect(errors, manager.stop)
+            self._abandoned = tuple(manager.abandoned)
             self._manager = None
         if self._server is not None:
             server, self._server = self._server, None
@@ -408,6 +441,35 @@ class FakeCluster:
         return {"FLAME_ENDPOINT": self.endpoint, "FLAME_CACHE_ENDPOINT": self.cache_endpoint}
 
     @property
+    def home(self) -> Path:
+        """A HOME whose ``.flame/flame.yaml`` names only this cluster (inside :attr:`work_dir`).
+
+        Process instances run with it; the plugin's fixtures and ``flamepy-fake run`` give it
+        to the code under test, so a developer's ``~/.flame/flame.yaml`` never leaks in.
+        """
+        self._require_running("home")
+        assert self._home is not None
+        return self._home
+
+    def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A complete environment for a client process that must reach only this cluster.
+
+        Args:
+            base: the environment to start from; ``os.environ`` when omitted.
+
+        Returns:
+            ``base`` with :attr:`env` set, ``HOME`` set to :attr:`home` and ``FLAME_CA_FILE`` /
+            ``FLAME_CACHE_STORAGE`` removed (``XDG_CACHE_HOME`` / ``XDG_CONFIG_HOME`` keep
+            pointing at the real ones, for pip and friends).
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        from ._home import isolated_env
+
+        return isolated_env(os.environ if base is None else base, self.home, self.env)
+
+    @property
     def config(self) -> FlameConfig:
         """A :class:`flamepy_runner.FlameConfig` pointing at this cluster.
 
@@ -449,6 +511,7 @@ class FakeCluster:
             "cache_storage_dir": self._cache_storage_dir,
             "cache_max_memory": self._cache_max_memory,
             "advertise_host": self._advertise,
+            "log_calls": self._log_calls,
         }
 
     # ------------------------------------------------------------------ introspection
@@ -464,7 +527,9 @@ class FakeCluster:
         return self._manager.executors()
 
     def instance_logs(self, executor_id: str) -> str:
-        """The stdout and stderr an instance wrote so far.
+        """The stdout and stderr an instance wrote so far (also once its executor is gone).
+
+        Thread instances have none (empty); so does an instance not started yet.
 
         Args:
             executor_id: the id from :meth:`executors` (also ``ListExecutor``).
@@ -477,10 +542,55 @@ class FakeCluster:
         assert self._manager is not None
         return self._manager.instance_logs(executor_id)
 
+    def executors_of(self, session_id: str) -> list[str]:
+        """Ids of every executor started for ``session_id``, oldest first, gone ones included.
+
+        Pass them to :meth:`instance_logs`, which keeps an instance's output after its
+        executor is released, until the cluster stops.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("executors_of()")
+        assert self._manager is not None
+        return self._manager.executors_of(session_id)
+
+    def session_events(self, session_id: str) -> list[EventRecord]:
+        """The session's events (code, message, creation_time): 1001 per failed bind, then 1002.
+
+        Real Flame keeps a session whose instances cannot start open with its tasks pending
+        (as the fake does); these events, with :meth:`instance_logs` of :meth:`executors_of`,
+        say why.
+
+        Raises:
+            UsageError: the cluster is not running, or has no such session.
+        """
+        from ._state import StateError
+
+        self._require_running("session_events()")
+        assert self._state is not None
+        try:
+            return list(self._state.get_session(session_id).events)
+        except StateError:
+            raise UsageError(f"no session {session_id!r} on this FakeCluster") from None
+
+    @property
+    def abandoned_instances(self) -> tuple[AbandonedInstance, ...]:
+        """Thread instances that :meth:`stop` left running inside user code (readable after stop).
+
+        A thread cannot be killed, so ``stop()`` does not wait for one: it renames the thread
+        ``flamepy-fake-abandoned-<id>`` and lists it here. Process instances are always killed.
+        """
+        return self._abandoned
+
     def __repr__(self) -> str:
-        if self._lifecycle is _Lifecycle.RUNNING:
+        # Safe on a half-built object (an __init__ that raised): pytest shows reprs of locals.
+        lifecycle = getattr(self, "_lifecycle", None)
+        if lifecycle is None:
+            return "<FakeCluster (not initialised)>"
+        if lifecycle is _Lifecycle.RUNNING:
             return f"<FakeCluster running endpoint={self.endpoint} cache_endpoint={self._cache_endpoint}>"
-        return f"<FakeCluster {self._lifecycle.value}>"
+        return f"<FakeCluster {lifecycle.value}>"
 
 
 def _check_port(name: str, port: int) -> None:

@@ -10,20 +10,28 @@ The plugin stays inert until a test asks for one of its fixtures:
 Options come from ``@pytest.mark.flame(...)`` (keyword-only; the marker closest to the test
 wins) over the ``--flame-*`` command-line options. At teardown the fixture fails the test if it
 left sessions open or tasks unfinished, unless the marker allows it; the check is skipped when
-the test already failed.
+the test already failed. A failed test's report shows the bind failures (events 1001/1002) of
+its sessions and the tail of the last instance's stderr. The fixtures isolate the test from the
+developer's Flame configuration (HOME and ``FLAME_*``), and SIGTERM ends the run like Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._cli import positive_int
+from ._cli import parse_size, positive_int
 
 if TYPE_CHECKING:
     from ._cluster import FakeCluster
@@ -32,6 +40,9 @@ __all__ = ["FlameOptions", "reset_flamepy_clients"]
 
 _MARKER = "flame"
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+_CLUSTER = pytest.StashKey["FakeCluster"]()
+_BIND_EVENTS = (1001, 1002)  # SESSION_BIND_FAILED, SESSION_RETRY_LIMIT_REACHED
+_STDERR_LINES = 20
 _BACKENDS = ("auto", "thread", "process")
 _FLMRUN_MODES = ("builtin", "flamepy")
 
@@ -45,7 +56,8 @@ class FlameOptions:
         max_executors: cluster-wide cap on concurrent instances.
         retry_limit: failed bindings of a session before event 1002.
         default_resreq: ``(cpu, memory, gpu)`` for sessions that name none.
-        cache_max_memory: object cache memory limit in bytes.
+        cache_max_memory: object cache memory limit: bytes, or a size as the CLI takes it
+            (``"512M"``, ``"2G"``).
         allow_open_sessions: do not fail the test when sessions are still open at teardown.
         allow_unfinished_tasks: do not fail the test when tasks are pending or running at teardown.
 
@@ -62,7 +74,7 @@ class FlameOptions:
         max_executors: int = 10,
         retry_limit: int = 5,
         default_resreq: tuple[int, int, int] | None = None,
-        cache_max_memory: int | None = None,
+        cache_max_memory: int | str | None = None,
         allow_open_sessions: bool = False,
         allow_unfinished_tasks: bool = False,
     ) -> None:
@@ -84,7 +96,7 @@ class FlameOptions:
         self.max_executors = max_executors
         self.retry_limit = retry_limit
         self.default_resreq = default_resreq
-        self.cache_max_memory = cache_max_memory
+        self.cache_max_memory = _size(cache_max_memory)
         self.allow_open_sessions = allow_open_sessions
         self.allow_unfinished_tasks = allow_unfinished_tasks
 
@@ -98,6 +110,22 @@ class FlameOptions:
             "default_resreq": self.default_resreq,
             "cache_max_memory": self.cache_max_memory,
         }
+
+
+def _size(value: int | str | None) -> int | None:
+    """``cache_max_memory`` in bytes: a positive int, or a size string such as ``512M``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_size(value)
+        except argparse.ArgumentTypeError:
+            pass
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(
+        f"cache_max_memory must be a positive number of bytes or a size such as 512M or 2G; got {value!r}"
+    )
 
 
 _OPTION_NAMES = (
@@ -142,7 +170,70 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_SIGTERM_HANDLER = pytest.StashKey[Any]()
+
+
+class _SigtermAsInterrupt:
+    """SIGTERM ends the run like Ctrl-C: pytest tears fixtures down, clusters stop cleanly.
+
+    An xdist controller first passes the signal on to its workers (which handle it the same
+    way), since ``timeout`` and CI runners often signal only the process they started.
+    """
+
+    def __init__(self, xdist_controller: bool) -> None:
+        self.xdist_controller = xdist_controller
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.xdist_controller:
+            _forward_to_workers(signum)
+        raise KeyboardInterrupt(f"flamepy_fake: received {signal.Signals(signum).name}")
+
+
+def _forward_to_workers(signum: int) -> None:
+    """Pass the signal on to this process's children (xdist workers), so each cleans up."""
+    for pid in _child_pids():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+
+
+def _child_pids() -> list[int]:
+    me, found = os.getpid(), []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(entry))
+    return found
+
+
+def _install_sigterm_handler(config: pytest.Config) -> None:
+    # Only where nobody else handles SIGTERM, and only from the main thread (Python's rule).
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    controller = (
+        bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+    )
+    handler = _SigtermAsInterrupt(xdist_controller=controller)
+    signal.signal(signal.SIGTERM, handler)
+    config.stash[_SIGTERM_HANDLER] = handler
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    handler = config.stash.get(_SIGTERM_HANDLER, None)
+    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _install_sigterm_handler(config)
     config.addinivalue_line(
         "markers",
         "flame(*, backend='auto', flmrun='builtin', max_executors=10, retry_limit=5, default_resreq=None, "
@@ -158,7 +249,35 @@ def pytest_runtest_makereport(
     # Keep each phase's report so the fixture's teardown knows whether the test failed.
     report = yield
     item.stash.setdefault(_REPORTS, {})[report.when] = report
+    cluster = item.stash.get(_CLUSTER, None)
+    if report.failed and report.when == "call" and cluster is not None and cluster.running:
+        for title, text in _bind_failures(cluster):
+            report.sections.append((title, text))
     return report
+
+
+def _bind_failures(cluster: FakeCluster) -> list[tuple[str, str]]:
+    """Report sections for sessions that got event 1001/1002: the events, the last instance's stderr."""
+    sections = []
+    for ssn in cluster.state.list_sessions():
+        events = [e for e in cluster.session_events(ssn.id) if e.code in _BIND_EVENTS]
+        if not events:
+            continue
+        lines = [f"event {e.code}: {e.message}" for e in events]
+        executor_ids = cluster.executors_of(ssn.id)
+        if executor_ids:
+            last = executor_ids[-1]
+            tail = _stderr(cluster.instance_logs(last)).splitlines()[-_STDERR_LINES:]
+            if tail:
+                lines.append(f"stderr of the last instance, executor {last} (last {_STDERR_LINES} lines):")
+                lines += [f"  {line}" for line in tail]
+        sections.append((f"flame_cluster: session {ssn.id} could not start an instance", "\n".join(lines)))
+    return sections
+
+
+def _stderr(logs: str) -> str:
+    marker = "--- stderr ---\n"  # the layout of FakeCluster.instance_logs()
+    return logs.split(marker, 1)[1] if marker in logs else ""
 
 
 def _options(request: pytest.FixtureRequest) -> FlameOptions:
@@ -221,6 +340,16 @@ def _leftovers(cluster: FakeCluster, options: FlameOptions) -> list[str]:
     return sections
 
 
+def _abandoned(cluster: FakeCluster) -> list[str]:
+    if not cluster.abandoned_instances:
+        return []
+    return [
+        "Thread instances abandoned by stop() (a thread cannot be killed: its code keeps running "
+        "in this process):",
+        *(f"  - {entry.describe()}" for entry in cluster.abandoned_instances),
+    ]
+
+
 def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
     """What the cluster itself failed to clean up in stop(): never the test's fault."""
     items = [f"  - directory {own_dir}"] if own_dir.exists() else []
@@ -237,18 +366,31 @@ def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
     return ["flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):", *items]
 
 
+# What a developer's environment may hold that would lead code under test off the fake.
+_FOREIGN_ENV = ("FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAME_CA_FILE", "FLAME_CACHE_STORAGE")
+
+
 @pytest.fixture(name="flame_cluster")
 def _flame_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[FakeCluster]:
-    """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it."""
+    """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it.
+
+    Offline means offline: while the test runs, ``HOME`` is the cluster's own (its
+    ``.flame/flame.yaml`` names only this cluster) and the developer's ``FLAME_*`` variables are
+    unset, so neither flamepy nor ``FlameConfig.load()`` can reach another cluster.
+    """
     __tracebackhide__ = True
     from ._cluster import FakeCluster
 
     options = _options(request)
     work_dir: Path = tmp_path_factory.mktemp("flame")
+    for name in _FOREIGN_ENV:
+        monkeypatch.delenv(name, raising=False)
     cluster = FakeCluster(work_dir=work_dir, **options.cluster_kwargs())
     cluster.start()
+    monkeypatch.setenv("HOME", str(cluster.home))
+    request.node.stash[_CLUSTER] = cluster
     own_dir = cluster.work_dir
     sections: list[str] = []
     pids: list[int] = []
@@ -260,8 +402,12 @@ def _flame_cluster(
                 sections = _leftovers(cluster, options)
     finally:
         cluster.stop()
+        del request.node.stash[_CLUSTER]
     if sections:
         sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
+        sections += _abandoned(cluster)
+    elif cluster.abandoned_instances:
+        warnings.warn(pytest.PytestWarning("\n".join(_abandoned(cluster))), stacklevel=1)
     if not _test_failed(request.node):
         sections += _left_behind(own_dir, pids)
     if sections:
@@ -282,7 +428,7 @@ def reset_flamepy_clients() -> None:
         with holder._lock:
             conn, holder._connection, holder._context = holder._connection, None, None
         if conn is not None:
-            conn.close()
+            _close_without_waiting(conn)
     cache: Any = sys.modules.get("flamepy.core.cache")
     if cache is None:
         return
@@ -302,9 +448,28 @@ def reset_flamepy_clients() -> None:
             objects.clear()
 
 
+def _close_without_waiting(conn: Any) -> None:
+    """Close a flamepy ``Connection`` without waiting for its in-flight work.
+
+    ``Connection.close()`` joins its thread pool, which runs the watch of every task submitted
+    with ``Session.run()``: a task that never ends would block forever. Closing the channel
+    first ends those watches; the pool is then shut down without waiting.
+    """
+    channel = getattr(conn, "_channel", None)
+    pool = getattr(conn, "_executor", None)
+    if channel is None or pool is None:  # not the 0.6.0 layout: its own close() is all we have
+        conn.close()
+        return
+    channel.close()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 @pytest.fixture(name="flame_env")
 def _flame_env(flame_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """``flame_cluster``'s environment set in ``os.environ``, flamepy's cached clients reset.
+
+    Like ``flame_cluster``, ``HOME`` is the cluster's own (its flame.yaml names only this
+    cluster) and the developer's other ``FLAME_*`` variables are unset while the test runs.
 
     Yields:
         The ``FLAME_ENDPOINT`` / ``FLAME_CACHE_ENDPOINT`` mapping that was set.

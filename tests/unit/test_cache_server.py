@@ -136,3 +136,19 @@ def test_port_in_use_is_an_os_error_naming_the_address() -> None:
         with pytest.raises(OSError, match=f"127.0.0.1:{first.port}"):
             second.start()
         second.stop()
+
+
+def test_a_cache_miss_is_not_found_without_the_fakes_python_traceback() -> None:
+    with (
+        FakeObjectCache() as cache,
+        flight.FlightClient(cache.endpoint) as client,
+        pytest.raises(pa.ArrowKeyError) as info,
+    ):
+        client.do_get(flight.Ticket(b"app/ssn/0123")).read_all()
+    # NOT_FOUND (ArrowKeyError) with the message; pyarrow's server adds only a class name.
+    assert str(info.value) == (
+        "object app/ssn/0123 not found. Detail: Python exception: ObjectNotFound. "
+        "gRPC client debug context: NOT_FOUND:object app/ssn/0123 not found. "
+        "Detail: Python exception: ObjectNotFound. "
+        "Client context: IOError: Server never sent a data message. Detail: Internal"
+    )

@@ -211,7 +211,6 @@ def test_run_an_unknown_command_exits_127(capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus (see 'flamepy-fake --help')"),
         (["serve", "--port", "http"], "argument --port: not a port number: 'http' (see 'flamepy-fake serve"),
         (["serve", "--port", "70000"], "argument --port: port out of range 0..65535: 70000"),
         (["serve", "--backend", "k8s"], "argument --backend: invalid choice: 'k8s'"),
@@ -302,7 +301,229 @@ def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
 
 
-@pytest.mark.parametrize("text", ["", "0", "-1", "1.5G", "12X", "G"])
+@pytest.mark.parametrize("text", ["", "-1", "1.5G", "12X", "G"])
 def test_parse_size_refuses_nonsense(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
         parse_size(text)
+
+
+def test_run_gives_the_command_a_config_pointing_only_at_the_fake(tmp_path: Path) -> None:
+    (tmp_path / ".flame").mkdir()
+    (tmp_path / ".flame" / "flame.yaml").write_text(
+        "current-context: work\n"
+        "contexts:\n"
+        "  - name: work\n"
+        "    cluster: {endpoint: 'http://flame.example.invalid:8080', tls: {ca_file: /nonexistent/ca.pem}}\n"
+        "    package: {storage: 'http://packages.example.invalid/upload'}\n"
+    )
+    code = (
+        "import os, flamepy\n"
+        "from flamepy_runner import FlameConfig\n"
+        "ctx, ours = flamepy.FlameContext(), FlameConfig.load()\n"
+        "print(ctx.endpoint == os.environ['FLAME_ENDPOINT'], ctx.package, ctx._cluster_tls, ctx.cache.tls)\n"
+        "print(ours.endpoint == os.environ['FLAME_ENDPOINT'], ours.package_storage, ours.ca_file)\n"
+        "print(sorted(k for k in os.environ if k.startswith('FLAME_')))\n"
+    )
+    env = {
+        **CHILD_ENV,
+        "HOME": str(tmp_path),
+        "FLAME_CA_FILE": "/nonexistent/ca.pem",
+        "FLAME_CACHE_STORAGE": "/x",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "flamepy_fake", "run", "--", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "True None None None\nTrue None None\n['FLAME_CACHE_ENDPOINT', 'FLAME_ENDPOINT']\n"
+    )
+
+
+def test_parse_size_says_why_zero_is_refused() -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as info:
+        parse_size("0")
+    assert str(info.value) == (
+        "0 bytes leaves no room for any object; give a positive size such as 512M, "
+        "or leave the option out for no limit"
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flamepy_fake", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=CHILD_ENV,
+    )
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    proc = _cli("--version")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        f"flamepy-fake {version('flamepy-runner')}\n",
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--bogus"], "unrecognized arguments: --bogus (see 'flamepy-fake serve --help')"),
+        (["run", "--bogus", "--", "true"], "unrecognized arguments: --bogus (see 'flamepy-fake run --help')"),
+        (
+            ["serve", "--cache-max-memory", "0"],
+            "argument --cache-max-memory: 0 bytes leaves no room for any object; give a positive size such "
+            "as 512M, or leave the option out for no limit (see 'flamepy-fake serve --help')",
+        ),
+    ],
+)
+def test_usage_errors_point_at_the_subcommands_help(argv: list[str], message: str) -> None:
+    proc = _cli(*argv)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"flamepy-fake: error: {message}\n")
+
+
+def test_cache_storage_naming_a_file_is_one_line(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "cache.bin"
+    not_a_dir.write_text("")
+    proc = _cli("serve", "--cache-storage", str(not_a_dir))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        f"flamepy-fake: error: cannot store cached objects in {not_a_dir}: it is a file, not a directory\n",
+    )
+
+
+def test_serve_on_a_host_that_cannot_be_bound_is_one_line() -> None:
+    proc = _cli("serve", "--host", "192.0.2.1")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        2,
+        "",
+        "flamepy-fake: error: cannot bind the session manager to 192.0.2.1:0: [Errno 99] Cannot assign "
+        "requested address (check the host address)\n",
+    )
+
+
+# ---------------------------------------------------------------------------- conveniences
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_serve_print_env_is_eval_able_in_the_background_form_the_readme_gives() -> None:
+    script = (
+        'eval "$(flamepy-fake serve --print-env &)"\n'
+        'echo "pid=$FLAMEPY_FAKE_PID"\n'
+        "python -c 'import flamepy; print(sorted(a.name for a in flamepy.list_applications()))'\n"
+        'kill -TERM "$FLAMEPY_FAKE_PID"\n'
+    )
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in CHILD_ENV.items() if not k.startswith("FLAME_")},
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("pid="), first
+    pid = int(first.removeprefix("pid="))
+    try:
+        out, err = proc.communicate(timeout=60)  # serve holds stderr: returns once it exited
+    finally:
+        if not _gone(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert (proc.returncode, out) == (0, "['flmexec', 'flmping', 'flmrun']\n"), err
+    lines = err.splitlines()
+    assert [line.split(" at ")[0] for line in lines[:2]] == [
+        "flamepy-fake: session manager",
+        "flamepy-fake: object cache",
+    ]
+    assert lines[2].startswith("flamepy-fake ready: FLAME_ENDPOINT=http://127.0.0.1:")
+    assert lines[3:] == ["flamepy-fake: stopping"]
+
+
+def test_serve_print_env_prints_only_export_lines_then_closes_stdout() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flamepy_fake", "serve", "--print-env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=CHILD_ENV,
+    )
+    try:
+        assert proc.stdout is not None
+        out = proc.stdout.read()  # EOF while serve still runs
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    assert lines[0].startswith("export FLAME_ENDPOINT=http://127.0.0.1:")
+    assert lines[1].startswith("export FLAME_CACHE_ENDPOINT=grpc://127.0.0.1:")
+    assert lines[2] == f"export FLAMEPY_FAKE_PID={proc.pid}"
+    assert proc.returncode == 0, err
+
+
+def test_verbose_shows_each_call_as_it_is_served() -> None:
+    proc, lines = _start_serve("-v")
+    try:
+        endpoint = lines[0].rsplit(" ", 1)[1]
+        cache = lines[1].rsplit(" ", 1)[1]
+        code = (
+            "import flamepy\n"
+            "flamepy.list_applications()\n"
+            "try:\n"
+            "    flamepy.get_application('nope')\n"
+            "except Exception:\n"
+            "    pass\n"
+            "ref = flamepy.put_object('app/ssn', 1)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**CHILD_ENV, "FLAME_ENDPOINT": endpoint, "FLAME_CACHE_ENDPOINT": cache},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        proc.terminate()
+        status, _, err = _finish(proc)
+    assert status == 0, err
+    served = [line for line in err.splitlines() if " served " in line]
+    assert served == [
+        "flamepy-fake: served flame.v1.Frontend/ListApplication: OK",
+        "flamepy-fake: served flame.v1.Frontend/GetApplication: NOT_FOUND",
+        "flamepy-fake: served arrow.flight.protocol.FlightService/DoPut: OK",
+    ], err
+
+
+def test_log_level_warning_shows_no_calls() -> None:
+    proc, lines = _start_serve("--log-level", "warning")
+    try:
+        endpoint = lines[0].rsplit(" ", 1)[1]
+        subprocess.run(
+            [sys.executable, "-c", "import flamepy; flamepy.list_applications()"],
+            env={**CHILD_ENV, "FLAME_ENDPOINT": endpoint},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        proc.terminate()
+        status, _, err = _finish(proc)
+    assert (status, err) == (0, "")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -391,4 +391,75 @@ def test_stop_ends_a_task_watch_in_progress(resources: ResourceSnapshot) -> None
     channel.close()
     assert not watcher.is_alive()
     assert all(state == pb.Pending for state in states)  # it ended without the task finishing
+    resources.assert_clean()
+
+
+def _wait(check: Callable[[], object], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_an_instance_that_dies_binding_is_diagnosable_after_it_is_gone(tmp_path: Path) -> None:
+    script = tmp_path / "broken_service.py"
+    script.write_text("import no_such_module_ffx\n")
+    with FakeCluster(retry_limit=2) as cluster:
+        channel, stub = _frontend(cluster.endpoint)
+        with channel:
+            spec = pb.ApplicationSpec(shim=pb.Host, command=sys.executable, arguments=[str(script)])
+            stub.RegisterApplication(
+                pb.RegisterApplicationRequest(name="broken", application=spec), timeout=30
+            )
+            session = pb.SessionSpec(application="broken")
+            stub.CreateSession(pb.CreateSessionRequest(session_id="ssn-broken", session=session), timeout=30)
+            stub.CreateTask(pb.CreateTaskRequest(task=pb.TaskSpec(session_id="ssn-broken")), timeout=30)
+        _wait(lambda: [e.code for e in cluster.session_events("ssn-broken")] == [1001, 1001, 1002], "1002")
+        _wait(lambda: not cluster.executors(), "the executors to go")  # gone: no id to look up there
+        executor_ids = cluster.executors_of("ssn-broken")
+        assert len(executor_ids) == 2
+        node = cluster.state.nodes()[0].name
+        socket_dir = cluster._manager._socket_dir  # type: ignore[union-attr]
+        events = cluster.session_events("ssn-broken")
+        for eid, event in zip(executor_ids, events, strict=False):
+            assert event.message == (
+                f"Executor {eid} on node {node} failed to bind session with return_code 11: "
+                f"shim creation failed: instance {sys.executable} {script} exited with code 1 "
+                f"before creating its socket {socket_dir}/{eid}.sock"
+            )
+        assert events[2].message == (
+            "Session retry limit reached after 2/2 failed attempts; new executor assignment is paused "
+            "for this session; existing executors are unchanged."
+        )
+        for eid in executor_ids:
+            logs = cluster.instance_logs(eid)
+            assert logs.startswith("--- stdout ---\n--- stderr ---\nTraceback (most recent call last):\n")
+            assert logs.endswith("ModuleNotFoundError: No module named 'no_such_module_ffx'\n")
+        assert cluster.executors_of("ssn-unknown") == []
+        with pytest.raises(UsageError, match="no session 'ssn-unknown' on this FakeCluster"):
+            cluster.session_events("ssn-unknown")
+    with pytest.raises(UsageError):
+        cluster.instance_logs(executor_ids[0])
+
+
+def test_repr_works_on_a_half_built_cluster() -> None:
+    assert repr(FakeCluster.__new__(FakeCluster)) == "<FakeCluster (not initialised)>"
+
+
+def test_cache_storage_naming_a_file_says_so(tmp_path: Path, resources: ResourceSnapshot) -> None:
+    not_a_dir = tmp_path / "cache.bin"
+    not_a_dir.write_text("")
+    with pytest.raises(ClusterStartError) as info:
+        FakeCluster(cache_storage_dir=not_a_dir).start()
+    assert str(info.value) == f"cannot store cached objects in {not_a_dir}: it is a file, not a directory"
+    resources.assert_clean()
+
+
+def test_a_host_that_cannot_be_bound_is_one_clear_error(resources: ResourceSnapshot) -> None:
+    with pytest.raises(ClusterStartError) as info:
+        FakeCluster(host="192.0.2.1").start()  # TEST-NET-1: never a local address
+    assert str(info.value) == (
+        "cannot bind the session manager to 192.0.2.1:0: [Errno 99] Cannot assign requested address "
+        "(check the host address)"
+    )
     resources.assert_clean()

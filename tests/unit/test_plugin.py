@@ -397,3 +397,345 @@ def test_flame_options_validate_keywords() -> None:
     with pytest.raises(TypeError, match="allow_open_sessions must be True or False; got 1"):
         FlameOptions(allow_open_sessions=1)  # type: ignore[arg-type]
     assert FlameOptions(max_executors=2).cluster_kwargs()["max_executors"] == 2
+
+
+# ---------------------------------------------------------------------------- teardown is bounded
+
+# Times the teardown of each test (the issue's bound: under 2 s with an endless task running).
+TIMING_CONFTEST = """
+import time
+import pytest
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    start = time.monotonic()
+    try:
+        return (yield)
+    finally:
+        with open("teardown-seconds.txt", "a") as f:
+            f.write(f"{item.name} {time.monotonic() - start:.3f}\\n")
+"""
+
+ENDLESS_SERVICE = """
+import signal, time
+import flamepy
+from flamepy import FlameService
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL stops this instance
+
+class Endless(FlameService):
+    def on_session_enter(self, context):
+        pass
+
+    def on_task_invoke(self, context):
+        print("endless task started", flush=True)
+        while True:
+            time.sleep(0.05)
+
+    def on_session_leave(self):
+        pass
+
+flamepy.run(Endless())
+"""
+
+
+def _teardown_seconds(pytester: pytest.Pytester) -> dict[str, float]:
+    lines = (pytester.path / "teardown-seconds.txt").read_text().splitlines()
+    return {name: float(seconds) for name, seconds in (line.split() for line in lines)}
+
+
+def test_teardown_with_an_endless_process_task_is_bounded_and_kills_it(inner: pytest.Pytester) -> None:
+    inner.makeconftest(TIMING_CONFTEST)
+    inner.makepyfile(endless_service=ENDLESS_SERVICE)
+    inner.makepyfile(
+        """
+        import os, sys, time
+        import flamepy
+
+        def test_returns_while_a_task_runs(flame_env, flame_cluster):
+            script = os.path.abspath("endless_service.py")
+            flamepy.register_application("endless", {"command": sys.executable, "arguments": [script]})
+            session = flamepy.create_session("endless", session_id="ssn-endless")
+            session.run(b"forever")  # a future, never awaited: flamepy watches the task meanwhile
+            deadline = time.monotonic() + 60
+            while "endless task started" not in "".join(
+                flame_cluster.instance_logs(e.id) for e in flame_cluster.executors()
+            ):
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.05)
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "flame_cluster: the test left work behind on the fake Flame cluster",
+            "Sessions still open (close them, or allow with @pytest.mark.flame(allow_open_sessions=True)):",
+            "  - ssn-endless (application endless: 0 pending, 1 running, 0 succeeded, 0 failed)",
+            UNFINISHED_HEADING,
+            "  - task 1 of session ssn-endless: Running",
+        ],
+        consecutive=True,
+    )
+    assert "left behind after stop()" not in result.stdout.str()  # the instance process is gone
+    assert _teardown_seconds(inner)["test_returns_while_a_task_runs"] < 2.0
+
+
+def test_teardown_with_an_endless_thread_task_abandons_the_thread_and_says_so(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makeconftest(TIMING_CONFTEST)
+    inner.makepyfile(
+        """
+        import threading, time
+        import pytest
+        from flamepy.runner.runner import Runner
+
+        def forever(x):
+            import time
+            while True:
+                time.sleep(0.05)
+
+        def test_returns_while_a_task_runs(flame_env, flame_cluster, monkeypatch):
+            monkeypatch.chdir("project")  # what Runner packages (not pytest's basetemp)
+            runner = Runner("endless")
+            runner.__enter__()  # never closed: the test returns with the task running
+            runner.service(forever)(1)
+            deadline = time.monotonic() + 60
+            while not any(s.running for s in flame_cluster.state.list_sessions()):
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.05)
+
+        def test_next(flame_cluster):
+            names = [t.name for t in threading.enumerate()]
+            assert [n for n in names if n.startswith("flamepy-fake-abandoned-")], names
+
+        @pytest.mark.flame(allow_open_sessions=True, allow_unfinished_tasks=True)
+        def test_allowed(flame_env, flame_cluster, monkeypatch):
+            test_returns_while_a_task_runs(flame_env, flame_cluster, monkeypatch)
+        """
+    )
+    (inner.path / "project").mkdir()
+    (inner.path / "project" / "README.md").write_text("endless\n")
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=3, errors=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            UNFINISHED_HEADING,
+            "  - task 1 of session endless-*: Running",
+            "Thread instances abandoned by stop() (a thread cannot be killed: its code keeps running "
+            "in this process):",
+            "  - executor * (thread flamepy-fake-abandoned-*) running task 1 of session endless-*",
+        ],
+        consecutive=True,
+    )
+    # Allowed unfinished work does not fail the test, but the abandoned thread is still said.
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestWarning: Thread instances abandoned by stop() (a thread cannot be killed: its code "
+            "keeps running in this process):",
+            "    - executor * (thread flamepy-fake-abandoned-*) running task 1 of session endless-*",
+        ]
+    )
+    assert _teardown_seconds(inner)["test_returns_while_a_task_runs"] < 2.0
+
+
+def test_reset_flamepy_clients_does_not_wait_for_in_flight_work(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import time
+        import flamepy
+        import pytest
+        from flamepy_fake.plugin import reset_flamepy_clients
+        from helpers import open_wasm_session
+
+        @pytest.mark.flame(allow_open_sessions=True, allow_unfinished_tasks=True)
+        def test_reset(flame_env, flame_cluster):
+            open_wasm_session(flame_cluster, "ssn-w")
+            future = flamepy.open_session("ssn-w").run(b"never scheduled")
+            start = time.monotonic()
+            reset_flamepy_clients()
+            assert time.monotonic() - start < 2.0
+            assert not future.done() or future.exception() is not None
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=1)
+
+
+# ---------------------------------------------------------------------------- offline means offline
+
+# A developer's real configuration: none of it may reach code under test on the fake.
+DEVELOPER_FLAME_YAML = """
+current-context: work
+contexts:
+  - name: work
+    cluster:
+      endpoint: http://flame.example.invalid:8080
+      tls:
+        ca_file: /nonexistent/ca.pem
+    cache:
+      endpoint: grpcs://cache.example.invalid:9090
+      storage: /nonexistent/cache
+    package:
+      storage: http://packages.example.invalid/upload
+"""
+
+OFFLINE_CHECK = """
+import os
+import flamepy
+from flamepy_runner import FlameConfig
+
+def what_code_under_test_sees(cluster):
+    ctx = flamepy.FlameContext()
+    ours = FlameConfig.load()
+    return {
+        "flamepy": (ctx.endpoint, ctx.cache.endpoint, ctx.package, ctx._cluster_tls, ctx.cache.tls),
+        "ours": (ours.endpoint, ours.cache_endpoint, ours.package_storage, ours.ca_file, ours.cache_storage),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("FLAME_")},
+    }
+
+def expected(cluster):
+    return {
+        "flamepy": (cluster.endpoint, cluster.cache_endpoint, None, None, None),
+        "ours": (cluster.endpoint, cluster.cache_endpoint, None, None, None),
+        "env": cluster.env,
+    }
+"""
+
+
+def test_fixtures_never_see_the_developers_flame_config(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (inner.path / ".flame").mkdir()
+    (inner.path / ".flame" / "flame.yaml").write_text(DEVELOPER_FLAME_YAML)  # pytester's HOME
+    monkeypatch.setenv("FLAME_ENDPOINT", "http://flame.example.invalid:8080")
+    monkeypatch.setenv("FLAME_CACHE_ENDPOINT", "grpcs://cache.example.invalid:9090")
+    monkeypatch.setenv("FLAME_CA_FILE", "/nonexistent/ca.pem")
+    monkeypatch.setenv("FLAME_CACHE_STORAGE", "/nonexistent/cache")
+    inner.makepyfile(offline=OFFLINE_CHECK)
+    inner.makepyfile(
+        """
+        import os
+        from offline import expected, what_code_under_test_sees
+
+        def test_flame_env(flame_env, flame_cluster):
+            assert what_code_under_test_sees(flame_cluster) == expected(flame_cluster)
+
+        def test_flame_cluster(flame_cluster):
+            assert what_code_under_test_sees(flame_cluster) == expected(flame_cluster)
+            assert flame_cluster.config.package_storage is None
+
+        def test_restored_afterwards():
+            assert os.environ["FLAME_ENDPOINT"] == "http://flame.example.invalid:8080"
+            assert os.environ["FLAME_CA_FILE"] == "/nonexistent/ca.pem"
+        """
+    )
+    inner.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=3)
+
+
+# ---------------------------------------------------------------------------- bind failures in reports
+
+BROKEN_SESSION = """
+import sys, time
+from helpers import frontend, pb
+
+def open_broken_session(cluster, tmp_path):
+    script = tmp_path / "broken_service.py"
+    script.write_text("import no_such_module_ffx\\n")
+    channel, stub = frontend(cluster)
+    with channel:
+        spec = pb.ApplicationSpec(shim=pb.Host, command=sys.executable, arguments=[str(script)])
+        stub.RegisterApplication(pb.RegisterApplicationRequest(name="broken", application=spec), timeout=30)
+        session = pb.SessionSpec(application="broken")
+        stub.CreateSession(pb.CreateSessionRequest(session_id="ssn-broken", session=session), timeout=30)
+        stub.CreateTask(pb.CreateTaskRequest(task=pb.TaskSpec(session_id="ssn-broken")), timeout=30)
+    deadline = time.monotonic() + 60
+    while 1002 not in [e.code for e in cluster.session_events("ssn-broken")]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+"""
+
+
+def test_a_failed_or_timed_out_test_shows_bind_failures_and_the_instance_stderr(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(broken=BROKEN_SESSION)
+    inner.makepyfile(
+        """
+        import time
+        import pytest
+        from broken import open_broken_session
+
+        pytestmark = pytest.mark.flame(retry_limit=1)
+
+        def test_fails(flame_cluster, tmp_path):
+            open_broken_session(flame_cluster, tmp_path)
+            assert False, "the task never ran"
+
+        @pytest.mark.timeout(10)
+        def test_times_out(flame_cluster, tmp_path):
+            open_broken_session(flame_cluster, tmp_path)
+            while True:  # as invoke() waits for a task that never runs
+                time.sleep(0.05)
+
+        def test_passes(flame_cluster, tmp_path):
+            open_broken_session(flame_cluster, tmp_path)
+            flame_cluster.stop()
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2, passed=1)
+    for name in ("test_fails", "test_times_out"):
+        result.stdout.fnmatch_lines(
+            [
+                f"*_ {name} _*",
+                "*- flame_cluster: session ssn-broken could not start an instance -*",
+                "event 1001: Executor * on node * failed to bind session with return_code 11: shim creation "
+                "failed: instance * exited with code 1 before creating its socket /tmp/ffx-*.sock",
+                "event 1002: Session retry limit reached after 1/1 failed attempts; new executor assignment "
+                "is paused for this session; existing executors are unchanged.",
+                "stderr of the last instance, executor * (last 20 lines):",
+                "  Traceback (most recent call last):",
+                "  *",
+                "  ModuleNotFoundError: No module named 'no_such_module_ffx'",
+            ],
+            consecutive=False,
+        )
+    assert result.stdout.str().count("could not start an instance") == 2
+
+
+# ---------------------------------------------------------------------------- marker sizes
+
+
+def test_cache_max_memory_marker_takes_the_clis_sizes(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(cache_max_memory="1M")
+        def test_mebibyte(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 1024 * 1024
+
+        @pytest.mark.flame(cache_max_memory="2G")
+        def test_gibibytes(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 2 * 1024**3
+
+        @pytest.mark.flame(cache_max_memory=4096)
+        def test_bytes(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 4096
+
+        @pytest.mark.flame(cache_max_memory="lots")
+        def test_bad(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E   ValueError: @pytest.mark.flame: cache_max_memory must be a positive number of bytes "
+            "or a size such as 512M or 2G; got 'lots'",
+        ]
+    )
+    assert "plugin.py" not in result.stdout.str() and "_cluster.py" not in result.stdout.str()

@@ -7,6 +7,6 @@ environment construction.
 
 from __future__ import annotations
 
-from ._manager import BACKENDS, FLMRUN_MODES, ExecutorInfo, ExecutorManager
+from ._manager import BACKENDS, FLMRUN_MODES, AbandonedInstance, ExecutorInfo, ExecutorManager
 
-__all__ = ["BACKENDS", "FLMRUN_MODES", "ExecutorInfo", "ExecutorManager"]
+__all__ = ["BACKENDS", "FLMRUN_MODES", "AbandonedInstance", "ExecutorInfo", "ExecutorManager"]

@@ -23,6 +23,8 @@ import grpc
 from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
+from . import _pdeath
+
 __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
 
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
@@ -67,8 +69,11 @@ class Instance:
         """OnSessionLeave; None if the instance could not be reached."""
         raise NotImplementedError
 
-    def stop(self) -> None:
-        """Tear the instance down (idempotent)."""
+    def terminate(self) -> None:
+        """Ask the instance to end now without waiting (the first step of a fast stop)."""
+
+    def stop(self, grace: float | None = None) -> None:
+        """Tear the instance down (idempotent); ``grace`` overrides the SIGTERM-to-SIGKILL wait."""
 
     def alive(self) -> bool:
         """Whether the instance can still serve calls."""
@@ -126,7 +131,14 @@ class ThreadInstance(Instance):
             return None
         return self._servicer.OnSessionLeave(pb.EmptyRequest())
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Kill what the service started if it knows how (flmexec scripts); its thread cannot be."""
+        kill = getattr(self._service, "kill", None)
+        if callable(kill):
+            with contextlib.suppress(Exception):
+                kill()
+
+    def stop(self, grace: float | None = None) -> None:
         """Drop the service; kill what it started if it knows how (flmexec scripts)."""
         service, self._service, self._servicer = self._service, None, None
         kill = getattr(service, "kill", None)
@@ -161,6 +173,8 @@ class ProcessInstance(Instance):
         call_timeout: deadline of OnSessionEnter and OnSessionLeave.
         stop_grace: seconds between SIGTERM and SIGKILL.
         display: the command as shown in error messages.
+        die_with_parent: on Linux, the child gets SIGKILL when the cluster process dies
+            (see :mod:`._pdeath`), so a SIGKILLed cluster leaves no instance behind.
     """
 
     def __init__(
@@ -177,8 +191,10 @@ class ProcessInstance(Instance):
         call_timeout: float = 30.0,
         stop_grace: float = 3.0,
         display: str | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.argv = argv
+        self.die_with_parent = die_with_parent
         self.env = env
         self.cwd = cwd
         self.socket_path = socket_path
@@ -220,7 +236,7 @@ class ProcessInstance(Instance):
                 if self._stopped:
                     raise ShimError("the executor manager is stopping")
                 self._proc = subprocess.Popen(
-                    self.argv,
+                    _pdeath.wrap(self.argv, self.env) if self.die_with_parent else self.argv,
                     cwd=self.cwd,
                     env=self.env,
                     stdin=subprocess.DEVNULL,
@@ -383,8 +399,20 @@ class ProcessInstance(Instance):
         except (grpc.RpcError, ValueError):  # ValueError: stop() closed the channel first
             return None
 
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL after the grace period, reap, remove files."""
+    def terminate(self) -> None:
+        """SIGTERM the process group now; :meth:`stop` then waits and SIGKILLs what is left."""
+        self._stopping.set()
+        with self._stop_lock:
+            proc = None if self._stopped else self._proc
+        if proc is not None and proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+
+    def stop(self, grace: float | None = None) -> None:
+        """SIGTERM the process group, SIGKILL after the grace period, reap, remove files.
+
+        Args:
+            grace: seconds between SIGTERM and SIGKILL; ``stop_grace`` when None.
+        """
         self._stopping.set()
         with self._stop_lock:
             if self._stopped:
@@ -396,7 +424,7 @@ class ProcessInstance(Instance):
         if proc is not None:
             _signal_group(proc.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=self.stop_grace)
+                proc.wait(timeout=self.stop_grace if grace is None else grace)
             # Children of the instance share its group; SIGKILL whatever is left of it.
             _signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -43,13 +43,14 @@ import flamepy_runner
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
+from .._home import FOREIGN_VARIABLES
 from .._install import Installation, Installer, InstallError
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
 from ._launch import build_env, instance_argv, is_flmexec, is_flmping, is_flmrun
 
-__all__ = ["ExecutorInfo", "ExecutorManager"]
+__all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,35 @@ class ExecutorInfo:
     pid: int | None
 
 
+@dataclasses.dataclass(frozen=True)
+class AbandonedInstance:
+    """A thread instance still running user code when the manager stopped.
+
+    A thread cannot be killed: :meth:`ExecutorManager.stop` leaves it running (a daemon thread,
+    renamed ``flamepy-fake-abandoned-<id>``) instead of waiting for it.
+
+    Attributes:
+        executor_id: the executor the thread served.
+        thread_name: the thread's name after it was marked.
+        session_id: the session it was bound to, if known.
+        task_id: the task it was running, if any.
+    """
+
+    executor_id: str
+    thread_name: str
+    session_id: str | None
+    task_id: int | None
+
+    def describe(self) -> str:
+        """One line: which executor, thread, task and session."""
+        what = f"executor {self.executor_id} (thread {self.thread_name})"
+        if self.task_id is not None:
+            return f"{what} running task {self.task_id} of session {self.session_id}"
+        if self.session_id is not None:
+            return f"{what} serving session {self.session_id}"
+        return what
+
+
 class ExecutorManager:
     """Runs the cluster's instances (contract D).
 
@@ -97,8 +127,11 @@ class ExecutorManager:
         retry_backoff: seconds before retrying a session after a bind failure (doubling).
         bind_timeout: deadline for an instance's socket to appear and for OnSessionEnter and
             OnSessionLeave.
-        stop_grace: seconds between SIGTERM and SIGKILL when an instance is stopped.
+        stop_grace: seconds between SIGTERM and SIGKILL when an instance is released.
+        shutdown_grace: at :meth:`stop`, seconds instance processes get between SIGTERM and
+            SIGKILL, and then executor threads get to finish before they are abandoned.
         python: the interpreter that runs flmrun/flmexec instances.
+        home: ``HOME`` of process instances (the cluster's isolated one); inherited when None.
         export_env: set ``FLAME_ENDPOINT``/``FLAME_CACHE_ENDPOINT`` in this process while the
             manager runs, if both are unset, so flamepy calls inside thread instances reach
             this cluster (see the module docstring).
@@ -117,8 +150,10 @@ class ExecutorManager:
         retry_backoff: float = 0.5,
         bind_timeout: float = 30.0,
         stop_grace: float = 3.0,
+        shutdown_grace: float = 0.5,
         python: str = sys.executable,
         export_env: bool = True,
+        home: Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -136,7 +171,9 @@ class ExecutorManager:
         self.retry_backoff = retry_backoff
         self.bind_timeout = bind_timeout
         self.stop_grace = stop_grace
+        self.shutdown_grace = shutdown_grace
         self.python = python
+        self.abandoned: list[AbandonedInstance] = []
         self.client_config = FlameConfig(endpoint=frontend_endpoint, cache_endpoint=cache_endpoint)
         self.installer = Installer(self.work_dir / "apps", python=python)
         self._lock = threading.Lock()
@@ -144,11 +181,13 @@ class ExecutorManager:
         self._binding: dict[str, str] = {}  # executor id -> session, until the bind outcome is known
         self._instances: dict[str, Instance] = {}
         self._logs: dict[str, Instance] = {}
+        self._history: dict[str, str] = {}  # executor id -> session, every executor ever spawned
         self._stopping = threading.Event()
         self._started = False
         self._cache: object | None = None  # CacheClient for thread instances, made on first use
         self._socket_dir: Path | None = None
         self.export_env = export_env
+        self.home = home
         self._exported: dict[str, str] = {}
         self._scheduler = Scheduler(
             state,
@@ -185,19 +224,28 @@ class ExecutorManager:
         self._scheduler.start()
 
     def stop(self) -> None:
-        """Stop scheduling, kill every instance, join the executor threads, remove files."""
+        """Stop scheduling, kill every instance, join the executor threads, remove files.
+
+        Never waits on user code: instance processes get ``shutdown_grace`` seconds after
+        SIGTERM (all at once), then SIGKILL; executor threads get ``shutdown_grace`` more. A
+        thread still running after that is a thread instance inside user code, which cannot be
+        killed: it is abandoned, renamed ``flamepy-fake-abandoned-<id>`` and listed in
+        :attr:`abandoned`.
+        """
         self._stopping.set()
         self._scheduler.stop()
         self.installer.cancel()
         with self._lock:
             instances = list(self._instances.values())
         for inst in instances:
-            inst.stop()
-        deadline = time.monotonic() + self.stop_grace + 5.0  # one budget for all threads
+            inst.terminate()
+        deadline = time.monotonic() + self.shutdown_grace
+        for inst in instances:
+            inst.stop(grace=max(deadline - time.monotonic(), 0.0))
+        deadline = time.monotonic() + self.shutdown_grace
         for thread in self._all_threads():
             thread.join(timeout=max(deadline - time.monotonic(), 0.0))
-            if thread.is_alive():  # user code blocking in a thread instance; it is a daemon
-                logger.warning("executor thread %s did not finish; leaving it behind", thread.name)
+        self._abandon_running_threads()
         for key, value in self._exported.items():
             if os.environ.get(key) == value:
                 del os.environ[key]
@@ -222,6 +270,26 @@ class ExecutorManager:
         with self._lock:
             return list(self._threads.values())
 
+    def _abandon_running_threads(self) -> None:
+        """Mark and list the executor threads still running (daemons: they never block exit)."""
+        records = {rec.id: rec for rec in self.state.executors()}
+        with self._lock:
+            running = [(eid, t) for eid, t in self._threads.items() if t.is_alive()]
+        for eid, thread in running:
+            thread.name = f"flamepy-fake-abandoned-{eid[:8]}"
+            rec = records.get(eid)
+            entry = AbandonedInstance(
+                executor_id=eid,
+                thread_name=thread.name,
+                session_id=rec.session_id if rec else None,
+                task_id=rec.task_id if rec else None,
+            )
+            self.abandoned.append(entry)
+            logger.warning(
+                "abandoned %s: a thread instance cannot be killed, its code keeps running in this process",
+                entry.describe(),
+            )
+
     # -- introspection --------------------------------------------------------------------------
 
     def executors(self) -> list[ExecutorInfo]:
@@ -241,14 +309,23 @@ class ExecutorManager:
     def instance_logs(self, executor_id: str) -> str:
         """stdout and stderr of the executor's instance (empty for thread instances).
 
+        Readable until the manager's work directory is removed, also once the executor is
+        gone, and for instances that died while binding; empty before the instance starts.
+
         Raises:
             KeyError: no such executor was ever started by this manager.
         """
         with self._lock:
+            known = executor_id in self._history
             inst = self._logs.get(executor_id)
-        if inst is None:
+        if not known:
             raise KeyError(f"unknown executor {executor_id!r}")
-        return inst.logs()
+        return "" if inst is None else inst.logs()
+
+    def executors_of(self, session_id: str) -> list[str]:
+        """Ids of every executor started for ``session_id``, oldest first, gone ones included."""
+        with self._lock:
+            return [eid for eid, sid in self._history.items() if sid == session_id]
 
     def backend_for(self, app: AppRecord) -> str:
         """The backend an instance of ``app`` gets."""
@@ -277,6 +354,7 @@ class ExecutorManager:
         with self._lock:
             self._threads[executor_id] = thread
             self._binding[executor_id] = demand.session_id
+            self._history[executor_id] = demand.session_id
         thread.start()
 
     def _report_bind(self, eid: str, ok: bool | None) -> None:
@@ -452,9 +530,12 @@ class ExecutorManager:
         except OSError as exc:
             raise ShimError(f"cannot create the working directory {app_dir}: {exc}") from exc
         socket_path = self._socket_dir / f"{eid}.sock"
+        base = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
+        if self.home is not None:
+            base["HOME"] = str(self.home)
         env = build_env(
             app,
-            base=os.environ,
+            base=base,
             socket_path=socket_path,
             frontend_endpoint=self.frontend_endpoint,
             cache_endpoint=self.cache_endpoint,
