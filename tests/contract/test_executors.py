@@ -341,7 +341,9 @@ def test_enter_failure_retries_until_the_limit(tmp_path: Path, probe: dict[str, 
 
     failures = [m for c, m in events if c == 1001]
     assert len(failures) == 3
-    assert all("failed to bind session with return_code 12: on_session_enter failed:" in m for m in failures)
+    assert all(
+        "failed to bind session with return_code <12>: on_session_enter failed:" in m for m in failures
+    )
     assert all("enter refused by the probe" in m for m in failures)
     assert [c for c, _ in events].count(1002) == 1
     assert ssn.state == pb.Open and ssn.retry_count == 3
@@ -364,7 +366,9 @@ def test_instance_crashing_in_enter_is_a_bind_failure(tmp_path: Path, probe: dic
 
     failures = [m for c, m in events if c == 1001]
     assert len(failures) == 3, events
-    assert all("failed to bind session with return_code 12: on_session_enter failed:" in m for m in failures)
+    assert all(
+        "failed to bind session with return_code <12>: on_session_enter failed:" in m for m in failures
+    )
     assert still.state == PENDING
     assert events_of(probe).count("enter") == 3
 
@@ -374,20 +378,21 @@ def test_instance_crashing_in_enter_is_a_bind_failure(tmp_path: Path, probe: dic
     [
         (
             {"command": "/nonexistent/ffx-program"},
-            "return_code 11: shim creation failed: failed to start service",
+            "return_code <11>: shim creation failed: failed to start service by command "
+            "</nonexistent/ffx-program>: No such file or directory (os error 2)",
         ),
         (
             {"command": "true"},
-            "return_code 11: shim creation failed: instance true exited with code 0 before",
+            "return_code <11>: shim creation failed: instance true exited with code 0 before",
         ),
-        ({"command": None}, "return_code 11: shim creation failed: the application has no command"),
+        ({"command": None}, "return_code <11>: shim creation failed: the application has no command"),
         (
             {"command": "true", "installer": "python", "url": "file:///nonexistent/pkg.tar.gz"},
-            "return_code 10: application installation failed: failed to copy package",
+            "return_code <10>: application installation failed: failed to copy package",
         ),
         (
             {"command": "true", "installer": "conda", "url": "file:///x.tar.gz"},
-            "return_code 10: application installation failed: Unknown installer type: conda",
+            "return_code <10>: application installation failed: Unknown installer type: conda",
         ),
     ],
 )
@@ -642,7 +647,7 @@ def test_runner_session_with_bad_common_data(tmp_path: Path, backend: str) -> No
         wait_for(lambda: _bind_events(h, sid), 60, "a bind failure")
         h.remember_pids()
         events = _bind_events(h, sid)
-    assert "return_code 12: on_session_enter failed: common data is not the BSON ObjectRef" in events[0][1]
+    assert "return_code <12>: on_session_enter failed: common data is not the BSON ObjectRef" in events[0][1]
 
 
 def test_instance_dying_while_idle_fails_no_task(tmp_path: Path, probe: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ must hold on a real cluster too.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -454,7 +455,7 @@ def test_open_session_spec_mismatch_names_the_field(
         frontend.OpenSession, pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(**spec))
     ) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"session {sid} spec mismatch: {field} differs (expected {expected}, got {got})",
+        f"session <{sid}> spec mismatch: {field} differs (expected {expected}, got {got})",
     )
 
 
@@ -505,7 +506,7 @@ def test_close_session_cancels_pending_tasks_and_is_idempotent(frontend: Any, na
     unknown = names.session("unknown")
     assert status(frontend.CloseSession, pb.CloseSessionRequest(session_id=unknown)) == (
         grpc.StatusCode.NOT_FOUND,
-        f"session {unknown}",
+        f"session <{unknown}>",
     )
 
 
@@ -552,7 +553,7 @@ def test_delete_session_guards(frontend: Any, names: Names) -> None:
         grpc.StatusCode.NOT_FOUND,
         sid,
     )
-    assert status(frontend.DeleteSession, delete) == (grpc.StatusCode.NOT_FOUND, f"session {sid}")
+    assert status(frontend.DeleteSession, delete) == (grpc.StatusCode.NOT_FOUND, f"session <{sid}>")
     create_session(frontend, sid, app)  # the id can be reused
 
 
@@ -753,10 +754,16 @@ def test_bind_failures_are_session_events(frontend: Any, names: Names) -> None:
 
     session = eventually(bind_failed, "a bind failure event")
     failure = next(e for e in session.status.events if e.code == 1001)
-    assert (
-        failure.message.startswith("Executor ")
-        and "failed to bind session with return_code " in failure.message
+    # v0.6.0's text, ids in literal angle brackets; only the executor id and node name vary.
+    match = re.fullmatch(
+        r"Executor <([0-9a-f-]{36})> on node <([^<>]+)> failed to bind session with return_code <11>: "
+        r"shim creation failed: failed to start service by command </nonexistent/ct-never-starts>: "
+        r"No such file or directory \(os error 2\)",
+        failure.message,
     )
+    assert match is not None, failure.message
+    nodes = {n.metadata.name for n in frontend.ListNodes(pb.ListNodesRequest(), timeout=CALL).nodes}
+    assert match.group(2) in nodes
     assert_epoch_ms(failure.creation_time)
     # The session stays Open and its task Pending; the events show in ListSession too.
     assert session.status.state == pb.Open
@@ -782,5 +789,5 @@ def test_nodes(flamepy_client: Any, frontend: Any) -> None:
     assert node.status.capacity.cpu >= 1
     assert status(frontend.GetNode, pb.GetNodeRequest(name="ct-no-such-node")) == (
         grpc.StatusCode.NOT_FOUND,
-        "node ct-no-such-node not found",
+        "node <ct-no-such-node> not found",
     )

@@ -292,33 +292,33 @@ def test_open_session_get_or_create(state: ClusterState) -> None:
     [
         (
             SessionSpec(application="flmrun", max_instances=4),
-            "session s1 spec mismatch: application differs (expected 'flmping', got 'flmrun')",
+            "session <s1> spec mismatch: application differs (expected 'flmping', got 'flmrun')",
         ),
         (
             SessionSpec(application="flmping", max_instances=4, resreq=(2, 5, 1)),
-            "session s1 spec mismatch: resreq differs (expected "
+            "session <s1> spec mismatch: resreq differs (expected "
             "Some(ResourceRequirement { cpu: 1, memory: 1073741824, gpu: 0 }), got "
             "Some(ResourceRequirement { cpu: 2, memory: 5, gpu: 1 }))",
         ),
         (
             SessionSpec(application="flmping", max_instances=4, min_instances=2),
-            "session s1 spec mismatch: min_instances differs (expected 0, got 2)",
+            "session <s1> spec mismatch: min_instances differs (expected 0, got 2)",
         ),
         (
             SessionSpec(application="flmping"),
-            "session s1 spec mismatch: max_instances differs (expected Some(4), got None)",
+            "session <s1> spec mismatch: max_instances differs (expected Some(4), got None)",
         ),
         (
             SessionSpec(application="flmping", max_instances=5),
-            "session s1 spec mismatch: max_instances differs (expected Some(4), got Some(5))",
+            "session <s1> spec mismatch: max_instances differs (expected Some(4), got Some(5))",
         ),
         (
             SessionSpec(application="flmping", max_instances=4, priority=3),
-            "session s1 spec mismatch: priority differs (expected 0, got 3)",
+            "session <s1> spec mismatch: priority differs (expected 0, got 3)",
         ),
         (  # the first mismatching field wins
             SessionSpec(application="flmrun", priority=3),
-            "session s1 spec mismatch: application differs (expected 'flmping', got 'flmrun')",
+            "session <s1> spec mismatch: application differs (expected 'flmping', got 'flmrun')",
         ),
     ],
 )
@@ -372,13 +372,13 @@ def test_close_session(state: ClusterState) -> None:
     assert again.completion_time is not None and again.completion_time >= closed.completion_time
     with pytest.raises(StateError) as exc:
         state.close_session("nope")
-    _check(exc, "NOT_FOUND", "session nope")
+    _check(exc, "NOT_FOUND", "session <nope>")
 
 
 def test_delete_session(state: ClusterState) -> None:
     with pytest.raises(StateError) as exc:
         state.delete_session("nope")
-    _check(exc, "NOT_FOUND", "session nope")
+    _check(exc, "NOT_FOUND", "session <nope>")
     _open(state)
     state.create_task("s1", b"x")
     with pytest.raises(StateError) as exc:
@@ -654,9 +654,9 @@ def test_bind_failures_and_retry_limit() -> None:
         assert ssn.state == 0 and ssn.pending == 1 and ssn.retry_count == 3
         assert [e.code for e in ssn.events] == [1001, 1001, 1002, 1001]  # 1002 once, at the limit
         assert ssn.events[0].message == (
-            f"Executor {ids[0]} on node n0 failed to bind session with return_code 10: install failed"
+            f"Executor <{ids[0]}> on node <n0> failed to bind session with return_code <10>: install failed"
         )
-        assert ssn.events[1].message.endswith("with return_code 12: ")
+        assert ssn.events[1].message.endswith("with return_code <12>: ")
         assert ssn.events[2].message == (
             "Session retry limit reached after 2/2 failed attempts; new executor assignment is "
             "paused for this session; existing executors are unchanged."
@@ -778,7 +778,7 @@ def test_nodes(state: ClusterState) -> None:
     assert state.get_node("fake-node-0") == node
     with pytest.raises(StateError) as exc:
         state.get_node("other")
-    _check(exc, "NOT_FOUND", "node other not found")
+    _check(exc, "NOT_FOUND", "node <other> not found")
 
 
 def test_two_states_are_independent() -> None:

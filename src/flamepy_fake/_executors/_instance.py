@@ -229,7 +229,9 @@ class ProcessInstance(Instance):
                     start_new_session=True,
                 )
         except OSError as exc:
-            raise ShimError(f"failed to start service by command {self.display}: {exc}") from exc
+            # v0.6.0's host shim: the command in literal angle brackets, Rust's io::Error text.
+            reason = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
+            raise ShimError(f"failed to start service by command <{self.argv[0]}>: {reason}") from exc
         self.pid = self._proc.pid
         self._wait_listening(time.monotonic() + self.ready_timeout)
         # Under the stop lock, like the spawn: a stop() that already ran would never close a

@@ -466,7 +466,7 @@ class ExecutorManager:
         if not argv[0]:
             raise ShimError("the application has no command")
         if "${" in argv[0] or argv[0].startswith("$"):
-            raise ShimError(f"failed to start service by command {argv[0]}: unexpanded variable")
+            raise ShimError(f"failed to start service by command <{argv[0]}>: unexpanded variable")
         logs = self.work_dir / "logs"
         return ProcessInstance(
             argv,
