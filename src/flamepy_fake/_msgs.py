@@ -35,6 +35,9 @@ APP_NOT_ENABLED = "Application {name} is not enabled"
 # -- sessions --------------------------------------------------------------------------------------
 SESSION_SPEC_MISSING = "session spec"  # CreateSession without a spec, and CreateTask without a task
 SESSION_EXISTS = "Session '{id}' already exists"
+# batch_size alignment (v0.6.0), checked before anything but the missing spec.
+BATCH_MIN_MISALIGNED = "min_instances ({min}) must be 0 or a multiple of batch_size ({batch})"
+BATCH_MAX_MISALIGNED = "max_instances ({max}) must be a multiple of batch_size ({batch})"
 SESSION_SPEC_MISMATCH = "session <{id}> spec mismatch: {field} differs (expected {expected}, got {got})"
 SESSION_NOT_OPEN = "Session {id} is not open"
 SESSION_OPEN_NOT_FOUND = "Session {id} not found"

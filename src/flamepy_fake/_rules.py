@@ -13,10 +13,12 @@ import re
 from typing import Any
 
 from . import _msgs as msgs
-from ._records import AppRecord, AppSpec, ResReq, ResultError, StateError
+from ._records import AppRecord, AppSpec, ResReq, ResultError, SessionSpec, StateError
 
 __all__ = [
+    "batch_of",
     "check_app_spec",
+    "check_batch_alignment",
     "default_apps",
     "parse_task_id",
     "resreq_debug",
@@ -104,6 +106,32 @@ def validate_app_name(name: str) -> None:
         raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_BAD_START.format(name=name))
     if not _APP_NAME_CHARS.fullmatch(name):
         raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_BAD_CHARS.format(name=name))
+
+
+def batch_of(batch_size: int) -> int:
+    """The batch size v0.6.0 stores and compares: ``max(batch_size, 1)`` (unset is 0)."""
+    return max(batch_size, 1)
+
+
+def check_batch_alignment(spec: SessionSpec) -> None:
+    """v0.6.0's batch check of a session spec (CreateSession, OpenSession with a spec).
+
+    With B = ``max(batch_size, 1)`` > 1, ``min_instances`` must be 0 or a multiple of B and
+    ``max_instances``, when set, a multiple of B (``Some(0)`` passes). ``min > max`` is not
+    checked, as upstream.
+
+    Raises:
+        StateError: INVALID_ARGUMENT naming the first misaligned field.
+    """
+    batch = batch_of(spec.batch_size)
+    if batch == 1:
+        return
+    if spec.min_instances != 0 and spec.min_instances % batch:
+        message = msgs.BATCH_MIN_MISALIGNED.format(min=spec.min_instances, batch=batch)
+        raise StateError("INVALID_ARGUMENT", message)
+    if spec.max_instances is not None and spec.max_instances % batch:
+        message = msgs.BATCH_MAX_MISALIGNED.format(max=spec.max_instances, batch=batch)
+        raise StateError("INVALID_ARGUMENT", message)
 
 
 def parse_task_id(text: str) -> int:

@@ -53,7 +53,16 @@ from ._records import (
     TaskRecord,
     now_ms,
 )
-from ._rules import check_app_spec, default_apps, parse_task_id, resreq_debug, rust_option, validate_app_name
+from ._rules import (
+    batch_of,
+    check_app_spec,
+    check_batch_alignment,
+    default_apps,
+    parse_task_id,
+    resreq_debug,
+    rust_option,
+    validate_app_name,
+)
 
 __all__ = [
     "DEFAULT_DELAY_RELEASE",
@@ -585,7 +594,7 @@ class ClusterState:
             common_data=spec.common_data,
             min_instances=spec.min_instances,
             max_instances=spec.max_instances,
-            batch_size=1,  # gang scheduling is gone upstream: always 1
+            batch_size=batch_of(spec.batch_size),
             priority=spec.priority,
             resreq=self._resolve_resreq(spec),
             creation_time=now_ms(),
@@ -605,6 +614,7 @@ class ClusterState:
         """
         if spec is None:
             raise StateError("INVALID_ARGUMENT", msgs.SESSION_SPEC_MISSING)
+        check_batch_alignment(spec)  # v0.6.0: before the application lookup
         with self._lock:
             return self._create_session(session_id, spec)
 
@@ -613,8 +623,11 @@ class ClusterState:
 
         Raises:
             StateError: INVALID_ARGUMENT on a spec mismatch or a closed session, NOT_FOUND for an
-                unknown id without a spec, and CreateSession's errors when creating.
+                unknown id without a spec, and CreateSession's errors when creating. A given
+                spec's batch alignment is checked before any session lookup (v0.6.0).
         """
+        if spec is not None:
+            check_batch_alignment(spec)
         with self._lock:
             ssn = self._sessions.get(session_id)
             if ssn is None:
@@ -628,7 +641,7 @@ class ClusterState:
             return _copy_session(ssn, events=False)
 
     def _check_spec(self, rec: SessionRecord, spec: SessionSpec) -> None:
-        # Upstream's comparison order; common_data and batch_size are not compared.
+        # v0.6.0's comparison order; common_data is not compared, batch_size normalised to max(B, 1).
         resreq = self._resolve_resreq(spec)
         # Rendered forms are compared: each rendering is one-to-one with the value it shows.
         rows = (
@@ -636,6 +649,7 @@ class ClusterState:
             ("resreq", resreq_debug(rec.resreq), resreq_debug(resreq)),
             ("min_instances", str(rec.min_instances), str(spec.min_instances)),
             ("max_instances", rust_option(rec.max_instances), rust_option(spec.max_instances)),
+            ("batch_size", str(batch_of(rec.batch_size)), str(batch_of(spec.batch_size))),
             ("priority", str(rec.priority), str(spec.priority)),
         )
         for name, expected, got in rows:

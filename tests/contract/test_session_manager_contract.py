@@ -298,7 +298,7 @@ def test_application_prechecks_are_invalid_argument(frontend: Any, names: Names)
 # --------------------------------------------------------------------------- sessions
 
 
-def test_create_session_resolves_resreq_and_forces_batch_size_one(
+def test_create_session_resolves_resreq_and_echoes_batch_size(
     flame_backend: FlameBackend, frontend: Any, names: Names
 ) -> None:
     app = parked_app(frontend, names)
@@ -309,7 +309,7 @@ def test_create_session_resolves_resreq_and_forces_batch_size_one(
         common_data=b"cd",
         min_instances=1,
         max_instances=3,
-        batch_size=5,
+        batch_size=1,
         priority=7,
     )
     assert ssn.metadata.id == ssn.metadata.name == names.session("a")
@@ -334,6 +334,132 @@ def test_create_session_resolves_resreq_and_forces_batch_size_one(
     )
     assert explicit.spec.HasField("resreq") and resreq(explicit.spec.resreq) == (0, 0, 0)  # verbatim
     assert not explicit.spec.HasField("max_instances") and explicit.spec.batch_size == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "stored"),
+    [
+        ({}, 1),  # unset (0) is stored as 1
+        ({"batch_size": 2, "min_instances": 2, "max_instances": 4}, 2),
+        ({"batch_size": 2, "max_instances": 0}, 2),  # Some(0) is a multiple
+    ],
+    ids=["unset", "aligned", "max-zero"],
+)
+def test_batch_size_is_stored_and_echoed(
+    frontend: Any, names: Names, spec: dict[str, int], stored: int
+) -> None:
+    app = parked_app(frontend, names)
+    sid = names.session()
+    assert create_session(frontend, sid, app, **spec).spec.batch_size == stored
+    assert frontend.GetSession(pb.GetSessionRequest(session_id=sid), timeout=CALL).spec.batch_size == stored
+    listed = frontend.ListSession(pb.ListSessionRequest(), timeout=CALL).sessions
+    assert [s.spec.batch_size for s in listed if s.metadata.id == sid] == [stored]
+    opened = frontend.OpenSession(pb.OpenSessionRequest(session_id=sid), timeout=CALL)
+    assert opened.spec.batch_size == stored
+    closed = frontend.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=CALL)
+    assert closed.spec.batch_size == stored
+    deleted = frontend.DeleteSession(pb.DeleteSessionRequest(session_id=sid), timeout=CALL)
+    assert deleted.spec.batch_size == stored
+
+
+BATCH_MIN_TEXT = "min_instances (1) must be 0 or a multiple of batch_size (2)"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"batch_size": 2, "min_instances": 1}, BATCH_MIN_TEXT),
+        ({"batch_size": 2, "min_instances": 3, "max_instances": 4}, BATCH_MIN_TEXT.replace("(1)", "(3)")),
+        ({"batch_size": 2, "max_instances": 3}, "max_instances (3) must be a multiple of batch_size (2)"),
+        (  # min_instances first
+            {"batch_size": 3, "min_instances": 2, "max_instances": 2},
+            "min_instances (2) must be 0 or a multiple of batch_size (3)",
+        ),
+    ],
+    ids=["min-below", "min-above", "max", "min-first"],
+)
+def test_batch_size_alignment_is_checked_before_anything_else(
+    frontend: Any, names: Names, spec: dict[str, int], message: str
+) -> None:
+    app = parked_app(frontend, names)
+    invalid = (grpc.StatusCode.INVALID_ARGUMENT, message)
+    sid = names.session()
+    assert (
+        status(
+            frontend.CreateSession,
+            pb.CreateSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+    missing = names.app("missing")  # before the application lookup
+    assert (
+        status(
+            frontend.CreateSession,
+            pb.CreateSessionRequest(session_id=sid, session=pb.SessionSpec(application=missing, **spec)),
+        )
+        == invalid
+    )
+    # OpenSession: before every session lookup (unknown, open with another spec, closed).
+    assert (
+        status(
+            frontend.OpenSession,
+            pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+    create_session(frontend, sid, app)
+    assert (
+        status(
+            frontend.OpenSession,
+            pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+    frontend.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=CALL)
+    assert (
+        status(
+            frontend.OpenSession,
+            pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+
+
+def test_batch_size_alignment_through_flamepy(flamepy_client: Any, frontend: Any, names: Names) -> None:
+    from flamepy import FlameError, FlameErrorCode
+
+    app = parked_app(frontend, names)
+    with pytest.raises(FlameError) as exc:
+        flamepy_client.create_session(app, session_id=names.session(), min_instances=1, batch_size=2)
+    assert (exc.value.code, exc.value.message) == (
+        FlameErrorCode.INTERNAL,
+        f"failed to create session: {BATCH_MIN_TEXT}",
+    )
+
+
+def test_open_session_compares_batch_size(frontend: Any, names: Names) -> None:
+    app = parked_app(frontend, names)
+    one, two = names.session("one"), names.session("two")
+    create_session(frontend, one, app)
+    create_session(frontend, two, app, batch_size=2)
+
+    def open_(sid: str, **spec: Any) -> Any:
+        request = pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec))
+        return frontend.OpenSession(request, timeout=CALL)
+
+    assert open_(one, batch_size=0).spec.batch_size == 1  # both sides normalised by max(B, 1)
+    assert open_(one, batch_size=1).spec.batch_size == 1
+    assert open_(two, batch_size=2).spec.batch_size == 2
+    for sid, spec, expected, got in (
+        (two, {}, 2, 1),
+        (two, {"batch_size": 4, "priority": 1}, 2, 4),
+        (one, {"batch_size": 2}, 1, 2),
+    ):
+        request = pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec))
+        assert status(frontend.OpenSession, request) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"session <{sid}> spec mismatch: batch_size differs (expected {expected}, got {got})",
+        )
 
 
 def test_create_session_errors(frontend: Any, names: Names) -> None:

@@ -240,10 +240,92 @@ def test_records_are_snapshots(state: ClusterState) -> None:
 def test_create_session_defaults(state: ClusterState) -> None:
     ssn = state.create_session("s1", SessionSpec(application="flmping", batch_size=7, common_data=b"cd"))
     assert ssn.resreq == (1, GIB, 0)
-    assert ssn.batch_size == 1
+    assert ssn.batch_size == 7  # v0.6.0 stores and echoes it
     assert (ssn.state, ssn.completion_time, ssn.events, ssn.common_data) == (0, None, [], b"cd")
     assert (ssn.pending, ssn.running, ssn.succeed, ssn.failed, ssn.cancelled) == (0, 0, 0, 0, 0)
     assert ssn.creation_time > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "stored"),
+    [
+        ({"batch_size": 0}, 1),  # stored as max(B, 1)
+        ({"batch_size": 1, "min_instances": 3, "max_instances": 5}, 1),  # B = 1: nothing checked
+        ({"batch_size": 2, "min_instances": 2, "max_instances": 4}, 2),
+        ({"batch_size": 2, "max_instances": 0}, 2),  # Some(0) passes
+        ({"batch_size": 3, "min_instances": 6}, 3),
+    ],
+)
+def test_batch_size_is_stored_and_echoed(state: ClusterState, spec: dict[str, int], stored: int) -> None:
+    assert _open(state, **spec).batch_size == stored
+    assert state.get_session("s1").batch_size == stored
+    assert [s.batch_size for s in state.list_sessions()] == [stored]
+    assert state.open_session("s1", None).batch_size == stored
+    assert state.close_session("s1").batch_size == stored
+    assert state.delete_session("s1").batch_size == stored
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"batch_size": 2, "min_instances": 1},
+            "min_instances (1) must be 0 or a multiple of batch_size (2)",
+        ),
+        (
+            {"batch_size": 2, "min_instances": 3},
+            "min_instances (3) must be 0 or a multiple of batch_size (2)",
+        ),
+        ({"batch_size": 2, "max_instances": 3}, "max_instances (3) must be a multiple of batch_size (2)"),
+        ({"batch_size": 2, "max_instances": 1}, "max_instances (1) must be a multiple of batch_size (2)"),
+        (  # min_instances is checked first
+            {"batch_size": 4, "min_instances": 2, "max_instances": 2},
+            "min_instances (2) must be 0 or a multiple of batch_size (4)",
+        ),
+    ],
+)
+def test_batch_size_alignment_is_checked_first(
+    state: ClusterState, spec: dict[str, int], message: str
+) -> None:
+    with pytest.raises(StateError) as exc:
+        _open(state, **spec)
+    _check(exc, "INVALID_ARGUMENT", message)
+    # Before the application lookup, and before every session lookup in OpenSession.
+    with pytest.raises(StateError) as exc:
+        state.create_session("s1", SessionSpec(application="nope", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    with pytest.raises(StateError) as exc:
+        state.open_session("unknown", SessionSpec(application="nope", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    _open(state, sid="open")
+    with pytest.raises(StateError) as exc:
+        state.open_session("open", SessionSpec(application="flmping", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    state.close_session("open")
+    with pytest.raises(StateError) as exc:
+        state.open_session("open", SessionSpec(application="flmping", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    assert [s.id for s in state.list_sessions()] == ["open"]
+
+
+def test_open_session_compares_normalised_batch_size(state: ClusterState) -> None:
+    _open(state)  # batch_size 1
+    assert state.open_session("s1", SessionSpec(application="flmping", batch_size=0)).batch_size == 1
+    _open(state, sid="b2", batch_size=2)
+    with pytest.raises(StateError) as exc:
+        state.open_session("b2", SessionSpec(application="flmping"))
+    _check(exc, "INVALID_ARGUMENT", "session <b2> spec mismatch: batch_size differs (expected 2, got 1)")
+    with pytest.raises(StateError) as exc:  # batch_size is compared before priority
+        state.open_session("b2", SessionSpec(application="flmping", batch_size=4, priority=3))
+    _check(exc, "INVALID_ARGUMENT", "session <b2> spec mismatch: batch_size differs (expected 2, got 4)")
+    with pytest.raises(StateError) as exc:  # and after max_instances
+        state.open_session("b2", SessionSpec(application="flmping", batch_size=4, max_instances=4))
+    _check(
+        exc,
+        "INVALID_ARGUMENT",
+        "session <b2> spec mismatch: max_instances differs (expected None, got Some(4))",
+    )
+    assert state.open_session("b2", SessionSpec(application="flmping", batch_size=2)).id == "b2"
 
 
 def test_resreq_resolution() -> None:
@@ -282,7 +364,7 @@ def test_open_session_get_or_create(state: ClusterState) -> None:
     state.create_task("s1", b"x")
     again = state.open_session("s1", None)
     assert (again.id, again.pending, again.events) == ("s1", 1, [])
-    # common_data and batch_size are not compared
+    # common_data is not compared
     same = state.open_session("s1", SessionSpec(application="flmping", max_instances=4, common_data=b"z"))
     assert same.common_data is None
 
