@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ._cli import positive_int
+from ._policies import DEFAULT_POLICIES, check_policies
 
 if TYPE_CHECKING:
     from ._cluster import FakeCluster
@@ -42,7 +43,8 @@ class FlameOptions:
     Args:
         backend: ``auto``, ``thread`` or ``process`` (see ``FakeCluster``).
         flmrun: ``builtin`` or ``flamepy``.
-        max_executors: cluster-wide cap on concurrent instances.
+        max_executors: the fake's own cap on concurrent instances (``None``: none, as v0.6.0).
+        policies: the scheduling policies (default ``("priority", "gang")``, as upstream's images).
         retry_limit: failed bindings of a session before event 1002.
         default_resreq: ``(cpu, memory, gpu)`` for sessions that name none.
         cache_max_memory: object cache memory limit in bytes.
@@ -59,7 +61,8 @@ class FlameOptions:
         *,
         backend: str = "auto",
         flmrun: str = "builtin",
-        max_executors: int = 10,
+        max_executors: int | None = None,
+        policies: Sequence[str] = DEFAULT_POLICIES,
         retry_limit: int = 5,
         default_resreq: tuple[int, int, int] | None = None,
         cache_max_memory: int | None = None,
@@ -71,6 +74,8 @@ class FlameOptions:
         if flmrun not in _FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(_FLMRUN_MODES)}; got {flmrun!r}")
         for name, value in (("max_executors", max_executors), ("retry_limit", retry_limit)):
+            if name == "max_executors" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         for name, flag in (
@@ -82,6 +87,7 @@ class FlameOptions:
         self.backend = backend
         self.flmrun = flmrun
         self.max_executors = max_executors
+        self.policies = check_policies(policies)
         self.retry_limit = retry_limit
         self.default_resreq = default_resreq
         self.cache_max_memory = cache_max_memory
@@ -94,6 +100,7 @@ class FlameOptions:
             "backend": self.backend,
             "flmrun": self.flmrun,
             "max_executors": self.max_executors,
+            "policies": self.policies,
             "retry_limit": self.retry_limit,
             "default_resreq": self.default_resreq,
             "cache_max_memory": self.cache_max_memory,
@@ -104,6 +111,7 @@ _OPTION_NAMES = (
     "backend",
     "flmrun",
     "max_executors",
+    "policies",
     "retry_limit",
     "default_resreq",
     "cache_max_memory",
@@ -131,7 +139,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="default cluster-wide cap on instances of flame_cluster (default: 10)",
+        help="default cap on instances of flame_cluster, a fake-only limit (default: none, as Flame v0.6.0)",
     )
     group.addoption(
         "--flame-retry-limit",
@@ -145,7 +153,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "flame(*, backend='auto', flmrun='builtin', max_executors=10, retry_limit=5, default_resreq=None, "
+        "flame(*, backend='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
+        "retry_limit=5, default_resreq=None, "
         "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False): "
         "options of the flame_cluster fixture (the closest marker wins)",
     )

@@ -958,3 +958,18 @@ def test_release_after_double_unbind_still_requeues_the_held_task(state: Cluster
     state.release_executor(eid)
     assert state.get_task("s1", "1").state == 0  # not stuck Running: the session can close
     assert state.close_session("s1").cancelled == 1
+
+
+def test_a_gang_of_executors_is_created_in_one_change(state: ClusterState) -> None:
+    _open(state, batch_size=3)
+    before = state.generation
+    gang = state.create_executors("s1", 3, backend="thread")
+    assert state.generation == before + 1  # one change: no observer sees part of the gang
+    assert [(e.state, e.session_id) for e in gang] == [(3, "s1")] * 3
+    assert len({e.id for e in gang}) == 3
+    assert [e.id for e in state.executors()] == [e.id for e in gang]
+    state.close_session("s1")
+    with pytest.raises(StateError) as exc:
+        state.create_executors("s1", 3, backend="thread")
+    _check(exc, "INVALID_ARGUMENT", "Session s1 is not open")
+    assert len(state.executors()) == 3

@@ -44,6 +44,7 @@ from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
 from .._install import Installation, Installer, InstallError
+from .._policies import DEFAULT_POLICIES
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
@@ -91,7 +92,8 @@ class ExecutorManager:
             worker, flmexec, flmping; any other command always runs as a process) or ``process``.
         flmrun: ``builtin`` (our worker) or ``flamepy`` (stock ``python -m flamepy.runner.runpy``,
             always in a process).
-        max_executors: cluster-wide cap on instances.
+        max_executors: the fake's optional cap on live instances (``None``: none, as v0.6.0).
+        policies: v0.6.0's scheduling policies (default ``("priority", "gang")``).
         work_dir: directory for instance directories, logs and installed packages; the
             manager removes what it creates there.
         retry_backoff: seconds before retrying a session after a bind failure (doubling).
@@ -112,7 +114,8 @@ class ExecutorManager:
         cache_endpoint: str,
         backend: str = "auto",
         flmrun: str = "builtin",
-        max_executors: int = 10,
+        max_executors: int | None = None,
+        policies: tuple[str, ...] = DEFAULT_POLICIES,
         work_dir: Path,
         retry_backoff: float = 0.5,
         bind_timeout: float = 30.0,
@@ -124,7 +127,7 @@ class ExecutorManager:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if flmrun not in FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
-        if max_executors < 1:
+        if max_executors is not None and max_executors < 1:
             raise ValueError(f"max_executors must be at least 1; got {max_executors!r}")
         self.state = state
         self.frontend_endpoint = frontend_endpoint
@@ -156,6 +159,7 @@ class ExecutorManager:
             live=self._live,
             backend_for=lambda d: self.backend_for(d.app),
             max_executors=max_executors,
+            policies=policies,
             retry_backoff=retry_backoff,
         )
 
