@@ -11,9 +11,8 @@ does not fail the task; a bad request or a missing interpreter does).
 Upstream runs a Rust program; the fake serves the same contract from Python, in-process (thread
 backend) or as ``python -m flamepy_fake._flmexec`` (process backend).
 
-The other default application, ``flmping``, is served by :class:`PingService`
-(``python -m flamepy_fake._flmexec --ping``): each task's output is its input, so a ping
-session answers what it is sent.
+The other default application, ``flmping``, is served by
+:class:`flamepy_fake._flmping.PingService` (``python -m flamepy_fake._flmexec --ping``).
 """
 
 from __future__ import annotations
@@ -28,7 +27,9 @@ from typing import Any
 
 from flamepy_runner._proto import pb
 
-__all__ = ["FlmexecService", "PingService", "main", "run_script"]
+from ._flmping import PingService
+
+__all__ = ["FlmexecService", "main", "run_script"]
 
 _PYTHON = ("python", "python3", "py")
 _SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
@@ -135,20 +136,6 @@ class FlmexecService:
                 proc.kill()
 
 
-class PingService:
-    """The flmping instance hooks: every task answers its own input."""
-
-    def on_session_enter(self, context: pb.SessionContext) -> None:
-        """Nothing to prepare."""
-
-    def on_task_invoke(self, context: pb.TaskContext) -> bytes | None:
-        """Return the task's input (None without input)."""
-        return context.input if context.HasField("input") else None
-
-    def on_session_leave(self) -> None:
-        """Nothing to release."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m flamepy_fake._flmexec [--ping]``, serving ``$FLAME_INSTANCE_ENDPOINT``."""
     from flamepy_runner._worker import serve
@@ -159,7 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         print("FLAME_INSTANCE_ENDPOINT is not set", file=sys.stderr)
         return 2
     if args == ["--ping"]:
-        serve(PingService(), endpoint)
+        ping = PingService()
+        try:
+            serve(ping, endpoint)
+        finally:
+            ping.kill()
         return 0
     service = FlmexecService()
     try:

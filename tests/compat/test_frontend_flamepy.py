@@ -167,12 +167,12 @@ def test_unregister_application(address: str) -> None:
 
 def test_create_session(address: str, state: ClusterState) -> None:
     session = flamepy.create_session(
-        "flmping", common_data=b"cd", session_id="s1", max_instances=3, batch_size=4
+        "flmping", common_data=b"cd", session_id="s1", max_instances=8, batch_size=4
     )
     assert (session.id, session.application, session.state) == ("s1", "flmping", SessionState.OPEN)
     assert session.common_data() == b"cd" and session.completion_time is None and session.events == []
     record = state.get_session("s1")
-    assert (record.batch_size, record.resreq, record.max_instances) == (1, (1, 1073741824, 0), 3)
+    assert (record.batch_size, record.resreq, record.max_instances) == (4, (1, 1073741824, 0), 8)
     generated = flamepy.create_session("flmping")
     assert generated.id.startswith("flmping-")  # flamepy names it; the server takes any id
     with pytest.raises(FlameError) as exc:
@@ -181,6 +181,13 @@ def test_create_session(address: str, state: ClusterState) -> None:
     with pytest.raises(FlameError) as exc:
         flamepy.create_session("nope", session_id="s1")
     _error(exc, FlameErrorCode.INTERNAL, f"failed to create session: Application nope not found: {ENOENT}")
+    with pytest.raises(FlameError) as exc:  # batch alignment comes before the application lookup
+        flamepy.create_session("nope", session_id="s1", max_instances=3, batch_size=4)
+    _error(
+        exc,
+        FlameErrorCode.INTERNAL,
+        "failed to create session: max_instances (3) must be a multiple of batch_size (4)",
+    )
 
 
 def test_create_session_with_resreq(address: str, state: ClusterState) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -478,12 +480,21 @@ def test_flmexec(tmp_path: Path, backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["thread", "process"])
-def test_flmping_echoes(tmp_path: Path, backend: str) -> None:
+def test_flmping_answers_like_the_real_service(tmp_path: Path, backend: str) -> None:
     with harness(tmp_path, backend=backend) as h:
         sid = h.session("s1", "flmping")
-        done = h.wait_task(sid, h.task(sid, b"hello").id)
+        done = h.wait_task(sid, h.task(sid, b'{"memory":1024}').id)
+        bad = h.wait_task(sid, h.task(sid, b"hello").id)
         h.remember_pids()
-    assert done.state == SUCCEED and done.output == b"hello"
+    host = socket.gethostname()
+    assert done.state == SUCCEED
+    reply = rf'\{{"message":"Completed on <{re.escape(host)}> in <\d+> milliseconds with <1024> memory"\}}'
+    assert re.fullmatch(reply.encode(), done.output or b""), done.output
+    assert (bad.state, bad.output, bad.events[-1].message) == (
+        FAILED,
+        None,
+        "expected value at line 1 column 1",
+    )
 
 
 def test_stop_with_running_instances_leaves_nothing(tmp_path: Path, probe: dict[str, Any]) -> None:

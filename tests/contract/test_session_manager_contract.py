@@ -749,7 +749,7 @@ def test_task_lookup_errors(frontend: Any, names: Names) -> None:
 def test_task_runs_to_succeed_with_events(flamepy_client: Any, frontend: Any, names: Names) -> None:
     sid = names.session()
     session = flamepy_client.create_session("flmping", session_id=sid)
-    task = session.create_task(b"ping")
+    task = session.create_task(b"{}")
     assert task.id == "1"
     seen = watch(frontend, sid, "1")
     # Pending is never sent; Running may be missed if the task finished first.
@@ -757,6 +757,7 @@ def test_task_runs_to_succeed_with_events(flamepy_client: Any, frontend: Any, na
     final = get_task(frontend, sid, "1")
     assert final.status.state == pb.Succeed and final.status.HasField("completion_time")
     assert seen[-1].spec.output == final.spec.output  # the terminal message carries the output
+    assert PING_REPLY.fullmatch(final.spec.output), final.spec.output
     assert events(final) == [
         (0, "Task was created with state <Pending>"),
         (1, "Task state was updated to <Running>"),
@@ -771,15 +772,56 @@ def test_task_runs_to_succeed_with_events(flamepy_client: Any, frontend: Any, na
     assert flamepy_client.close_session(sid).succeed == 1
 
 
-def test_failed_task_keeps_the_executors_message(frontend: Any, names: Names) -> None:
+# flmping-service's reply (v0.6.0.md section 5): compact JSON, literal angle brackets.
+PING_REPLY = re.compile(rb'\{"message":"Completed on <[^<>"]+> in <\d+> milliseconds with <0> memory"\}')
+
+
+def test_flmping_replies_with_the_node_the_time_and_the_memory(frontend: Any, names: Names) -> None:
     sid = names.session()
-    create_session(frontend, sid, "flmexec")
-    create_task(frontend, sid, b"this is not a JSON request")
+    create_session(frontend, sid, "flmping")
+    for data in (
+        None,
+        b"",
+        b'{"duration":null}',
+        b'{"foo":1}',
+        b"[1,0]",
+        b'{"memory":1048576,"duration":20}',
+    ):
+        task = create_task(frontend, sid, data)
+        assert watch(frontend, sid, task.metadata.id)[-1].status.state == pb.Succeed
+    outputs = [t.spec.output for t in frontend.ListTask(pb.ListTaskRequest(session_id=sid), timeout=CALL)]
+    assert len(outputs) == 6
+    for output in outputs[:5]:
+        assert PING_REPLY.fullmatch(output), output
+    last = re.fullmatch(
+        rb'\{"message":"Completed on <[^<>"]+> in <(\d+)> milliseconds with <1048576> memory"\}', outputs[5]
+    )
+    assert last is not None and int(last.group(1)) >= 20, outputs[5]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"ping", "expected value at line 1 column 1"),
+        (b'{"duration":-1}', "invalid value: integer `-1`, expected u64 at line 1 column 14"),
+        (b"[5]", "invalid length 1, expected struct PingRequest with 2 elements at line 1 column 3"),
+    ],
+    ids=["not-json", "negative", "short-array"],
+)
+def test_failed_task_keeps_the_executors_message(
+    frontend: Any, names: Names, data: bytes, message: str
+) -> None:
+    sid = names.session()
+    create_session(frontend, sid, "flmping")
+    create_task(frontend, sid, data)
     assert watch(frontend, sid, "1")[-1].status.state == pb.Failed
     failed = get_task(frontend, sid, "1")
-    codes = [code for code, _ in events(failed)]
-    assert codes == [0, 1, 3]
-    assert events(failed)[-1][1]  # the executor's message, verbatim (its text is the executor's)
+    assert events(failed) == [
+        (0, "Task was created with state <Pending>"),
+        (1, "Task state was updated to <Running>"),
+        (3, message),  # serde_json's text, verbatim from the executor
+    ]
+    assert not failed.spec.HasField("output")
     assert failed.status.HasField("completion_time")
     counters = frontend.GetSession(pb.GetSessionRequest(session_id=sid), timeout=CALL).status
     assert (counters.succeed, counters.failed) == (0, 1)

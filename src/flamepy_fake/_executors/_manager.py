@@ -437,7 +437,8 @@ class ExecutorManager:
     def _make_instance(self, eid: str, app: AppRecord, backend: str, installation: Installation) -> Instance:
         if backend == "thread":
             if is_flmexec(app) or is_flmping(app):
-                from .._flmexec import FlmexecService, PingService
+                from .._flmexec import FlmexecService
+                from .._flmping import PingService
 
                 factory = FlmexecService if is_flmexec(app) else PingService
                 return ThreadInstance(factory, self.client_config)
