@@ -148,11 +148,14 @@ def parse_task_id(text: str) -> int:
     return value
 
 
-# Upstream's literal default applications (common/src/lib.rs `default_applications`).
+# Upstream's literal default applications (common/src/lib.rs `default_applications` at v0.6.0),
+# byte for byte: compact JSON, keys in upstream's order, the descriptions included.
 _FLMEXEC_INPUT_SCHEMA = (
     '{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":'
-    '{"language":{"type":"string"},"code":{"type":"string"},'
-    '"input":{"type":"array","items":{"type":"integer"}}},"required":["language","code"]}'
+    '{"language":{"type":"string","description":"The language of the script, e.g. python"},'
+    '"code":{"type":"string","description":"The code of the script to run, e.g. print(\'Hello, world!\')"},'
+    '"input":{"type":"array","items":{"type":"integer",'
+    '"description":"The input to the script in bytes, e.g. [0x1, 0x2]"}}},"required":["language","code"]}'
 )
 _FLMEXEC_OUTPUT_SCHEMA = (
     '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'

@@ -138,7 +138,17 @@ FLMRUN_ARGUMENTS = [
     "-m",
     "flamepy.runner.runpy",
 ]
-DRAFT7 = "http://json-schema.org/draft-07/schema#"
+FLMEXEC_INPUT_SCHEMA = (
+    '{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":'
+    '{"language":{"type":"string","description":"The language of the script, e.g. python"},'
+    '"code":{"type":"string","description":"The code of the script to run, e.g. print(\'Hello, world!\')"},'
+    '"input":{"type":"array","items":{"type":"integer",'
+    '"description":"The input to the script in bytes, e.g. [0x1, 0x2]"}}},"required":["language","code"]}'
+)
+FLMEXEC_OUTPUT_SCHEMA = (
+    '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'
+    '"description":"The output of the script in UTF-8."}'
+)
 
 
 def test_default_applications_have_upstreams_specs(flamepy_client: Any, frontend: Any) -> None:
@@ -164,20 +174,10 @@ def test_default_applications_have_upstreams_specs(flamepy_client: Any, frontend
     flmexec = apps["flmexec"].spec
     assert flmexec.command == "${FLAME_HOME}/bin/flmexec-service"
     assert flmexec.description == "The Flame Executor application, which is used to run scripts."
-    schema_in, schema_out = json.loads(flmexec.schema.input), json.loads(flmexec.schema.output)
-    assert (schema_in["$schema"], schema_in["type"], schema_in["required"]) == (
-        DRAFT7,
-        "object",
-        ["language", "code"],
-    )
-    assert set(schema_in["properties"]) == {"language", "code", "input"}
-    assert schema_out == {
-        "$schema": DRAFT7,
-        "type": "string",
-        "description": "The output of the script in UTF-8.",
-    }
-    assert flmexec.schema.output == json.dumps(schema_out, separators=(",", ":"))  # compact, in order
-    assert ", " not in flmexec.schema.input and '": ' not in flmexec.schema.input
+    # Byte-exact (v0.6.0.md section 6): compact JSON, keys in upstream's order, with descriptions.
+    assert flmexec.schema.input == FLMEXEC_INPUT_SCHEMA
+    assert flmexec.schema.output == FLMEXEC_OUTPUT_SCHEMA
+    assert not flmexec.schema.HasField("common_data")
 
     for name in defaults:
         app = apps[name]

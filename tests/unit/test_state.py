@@ -60,8 +60,19 @@ def test_default_applications_are_upstreams_three(state: ClusterState) -> None:
     assert list(schema_in) == ["$schema", "type", "properties", "required"]  # insertion order kept
     assert schema_in["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema_in["required"] == ["language", "code"]
-    assert schema_in["properties"]["input"] == {"type": "array", "items": {"type": "integer"}}
-    assert " " not in flmexec.schema_input.replace("in UTF-8", "")  # compact JSON
+    assert schema_in["properties"] == {
+        "language": {"type": "string", "description": "The language of the script, e.g. python"},
+        "code": {
+            "type": "string",
+            "description": "The code of the script to run, e.g. print('Hello, world!')",
+        },
+        # the third description sits on the items, not on the array
+        "input": {
+            "type": "array",
+            "items": {"type": "integer", "description": "The input to the script in bytes, e.g. [0x1, 0x2]"},
+        },
+    }
+    assert flmexec.schema_input == json.dumps(schema_in, separators=(",", ":"))  # compact JSON
     assert flmexec.schema_output == (
         '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'
         '"description":"The output of the script in UTF-8."}'
