@@ -5,7 +5,10 @@
 :class:`~flamepy_fake._cache_keys.StoreError` into Flight statuses in one place
 (:func:`_status`): INVALID_ARGUMENT as ``ValueError``, NOT_FOUND as ``KeyError``, INTERNAL as
 ``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``, ``ArrowKeyError`` and
-``FlightInternalError``, as with the real cache.
+``FlightInternalError``, as with the real cache. The Flight service listens on a private
+loopback port behind :class:`~flamepy_fake._cache_front.FlightFront`, which serves the public
+address and strips what pyarrow's server adds to a refusal (the server-side Python traceback),
+so clients see v0.6.0's bare status messages.
 """
 
 from __future__ import annotations
@@ -26,7 +29,17 @@ from bson.int64 import Int64
 
 from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
-from ._cache_keys import INTERNAL, INVALID_ARGUMENT, NOT_FOUND, StoreError, parse_full_key, parse_ticket
+from ._cache_front import FlightFront
+from ._cache_keys import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    StoreError,
+    parse_full_key,
+    parse_path,
+    parse_ticket,
+    utf8_error,
+)
 from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
 from ._cache_store import ObjectStore, Row
 
@@ -40,11 +53,18 @@ _DELETE_DESCRIPTION = "Delete objects by key prefix"
 _WILDCARD_HOSTS = {"0.0.0.0", "::", "", "[::]"}
 
 
+class _NotFound(KeyError):
+    """NOT_FOUND whose text is the message itself (``KeyError`` would repr-quote it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def _raise_status(code: str, message: str) -> Any:
     if code == INVALID_ARGUMENT:
         raise ValueError(message)
     if code == NOT_FOUND:
-        raise KeyError(message)
+        raise _NotFound(message)
     raise flight.FlightInternalError(message)
 
 
@@ -121,23 +141,25 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
+        # v0.6.0's check order (v0.6.0.md section 7): a bad PATCH path while reading, then
+        # "No data received", then the missing key, then rows and columns, then the key shape.
         with _status():
             key_text, is_patch = self._put_target(descriptor)
             schema = reader.schema
             native = (schema.metadata or {}).get(b"flame.cache.format") == b"arrow-table-v1" and not is_patch
-            if not native:
-                self._check_opaque_schema(schema)
+            problem = None if native else self._opaque_problem(schema)
             batches: list[pa.RecordBatch] = []
             builder = PayloadBuilder()
-            received = 0
+            received = rows = 0
             for chunk in data_chunks(reader):
                 batch = chunk.data
                 received += 1
-                if received == 1 and not native:
-                    builder.reserve(_size_hint(chunk.app_metadata))
+                rows += batch.num_rows
                 if native:
                     batches.append(batch)
-                else:
+                elif problem is None:
+                    if received == 1:
+                        builder.reserve(_size_hint(chunk.app_metadata))
                     for cell in binary_cells(batch.column(1)):
                         builder.add(cell)
             if context.is_cancelled() or self.stopping.is_set():
@@ -145,11 +167,15 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 raise flight.FlightCancelledError("upload cancelled before it completed")
             if received == 0:
                 raise StoreError(INVALID_ARGUMENT, "No data received")
+            if key_text is None:
+                raise StoreError(INVALID_ARGUMENT, "key must be provided in descriptor path or command")
             if native:
                 key, version = self.store.put(key_text, NativeTable(schema=schema, batches=tuple(batches)))
             else:
-                if builder.rows == 0:
+                if rows == 0:
                     raise StoreError(INVALID_ARGUMENT, "Expected at least one row")
+                if problem is not None:
+                    raise problem
                 data = builder.finish()
                 if is_patch:
                     key, version = self.store.patch(key_text, data)
@@ -159,8 +185,13 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         writer.write(pa.py_buffer(answer))
 
     @staticmethod
-    def _put_target(descriptor: flight.FlightDescriptor) -> tuple[str, bool]:
-        """The key text and whether this is a PATCH, from the upload's descriptor."""
+    def _put_target(descriptor: flight.FlightDescriptor) -> tuple[str | None, bool]:
+        """The key text (None when the descriptor names none) and whether this is a PATCH.
+
+        Raises:
+            StoreError: a PATCH command whose key fails the path parser (checked first, as
+                v0.6.0 does while it reads the stream).
+        """
         if descriptor.descriptor_type == flight.DescriptorType.PATH and descriptor.path:
             raw, is_patch = descriptor.path[0], False
         elif descriptor.descriptor_type == flight.DescriptorType.CMD and descriptor.command.startswith(
@@ -168,24 +199,32 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         ):
             raw, is_patch = descriptor.command[len(_PATCH_PREFIX) :], True
         else:
-            raise StoreError(INVALID_ARGUMENT, "key must be provided in descriptor path or command")
+            return None, False
         try:
-            return raw.decode("utf-8"), is_patch
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid key: {exc}") from exc
+            raise StoreError(INVALID_ARGUMENT, f"Invalid key: {utf8_error(exc)}") from None
+        if is_patch:
+            try:
+                parse_path(text)
+            except ValueError as exc:
+                raise StoreError(INVALID_ARGUMENT, f"Invalid PATCH key '{text}': {exc}") from None
+        return text, is_patch
 
     @staticmethod
-    def _check_opaque_schema(schema: pa.Schema) -> None:
+    def _opaque_problem(schema: pa.Schema) -> StoreError | None:
+        """Why an opaque upload's columns are wrong (reported after the row check), or None."""
         if len(schema) < 2:
             # The real cache panics here; a clear refusal is kinder and keeps the server up.
-            raise StoreError(
+            return StoreError(
                 INVALID_ARGUMENT,
                 f"Expected at least 2 columns (version: uint64, data: binary), got {len(schema)}",
             )
         if schema.field(0).type != pa.uint64():
-            raise StoreError(INTERNAL, "Invalid version column")
+            return StoreError(INTERNAL, "Invalid version column")
         if schema.field(1).type not in (pa.binary(), pa.large_binary()):
-            raise StoreError(INTERNAL, "Invalid data column")
+            return StoreError(INTERNAL, "Invalid data column")
+        return None
 
     # ----------------------------------------------------------------- DoGet
 
@@ -226,7 +265,7 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"Invalid key: {exc}") from exc
+            raise ValueError(f"Invalid key: {utf8_error(exc)}") from None
         with _status():
             self.store.delete(text)
         return iter([b"OK"])
@@ -244,7 +283,7 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         try:
             key = "/".join(part.decode("utf-8") for part in descriptor.path)
         except UnicodeDecodeError as exc:
-            raise ValueError(f"Invalid key: {exc}") from exc
+            raise ValueError(f"Invalid key: {utf8_error(exc)}") from None
         schema = None
         with contextlib.suppress(StoreError):
             parse_full_key(key)
@@ -307,6 +346,7 @@ class FakeObjectCache:
         self._tls = tls_certificates
         self._lock = threading.Lock()
         self._server: _FlightService | None = None
+        self._front: FlightFront | None = None
         self._store: ObjectStore | None = None
         self._endpoint: str | None = None
         self._stopped = False
@@ -332,7 +372,7 @@ class FakeObjectCache:
         Raises:
             RuntimeError: the cache is not running.
         """
-        port: int = _started(self._server).port
+        port: int = _started(self._front).port
         return port
 
     @property
@@ -368,20 +408,28 @@ class FakeObjectCache:
             store = ObjectStore(
                 storage_dir=self._storage_dir, max_memory=self._max_memory, max_objects=self._max_objects
             )
-            location = f"{self.scheme}://{_format_host(self._host or '0.0.0.0')}:{self._requested_port}"
-            kwargs: dict[str, Any] = {}
-            if self._tls is not None:
-                kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
             try:
-                server = _FlightService(location, store, **kwargs)
+                server = _FlightService("grpc://127.0.0.1:0", store)
             except (pa.ArrowException, flight.FlightError) as exc:
-                raise OSError(f"cannot start the fake object cache on {location}: {exc}") from exc
+                raise OSError(f"cannot start the fake object cache's Flight service: {exc}") from exc
+            try:
+                front = FlightFront(
+                    _format_host(self._host or "0.0.0.0"),
+                    self._requested_port,
+                    f"127.0.0.1:{server.port}",
+                    tls_certificates=self._tls,
+                )
+            except OSError:
+                server.shutdown()
+                server.wait()
+                raise
+            front.start()
             host = self._advertise_host
             if host is None:
                 host = _dialable_host() if self._host in _WILDCARD_HOSTS else self._host
-            self._endpoint = f"{self.scheme}://{_format_host(host)}:{server.port}"
+            self._endpoint = f"{self.scheme}://{_format_host(host)}:{front.port}"
             server.advertised = self._endpoint
-            self._server, self._store = server, store
+            self._server, self._store, self._front = server, store, front
             log.info("fake object cache listening on %s", self._endpoint)
             return self
 
@@ -395,8 +443,12 @@ class FakeObjectCache:
         with self._lock:
             self._stopped = True
             server, self._server = self._server, None
+            front, self._front = self._front, None
         if server is not None:
             server.stopping.set()
+        if front is not None:
+            front.stop()  # uploads still running after its grace are cancelled on the service
+        if server is not None:
             server.shutdown()
             server.wait()
 
