@@ -827,6 +827,40 @@ def test_failed_task_keeps_the_executors_message(
     assert (counters.succeed, counters.failed) == (0, 1)
 
 
+@pytest.mark.parametrize(
+    ("data", "state", "output", "message"),
+    [
+        (b'{"language":"shell","code":"echo hi"}', pb.Succeed, b'{"data":[104,105,10]}', None),
+        (b'{"language":"SHELL","code":"exit 3"}', pb.Succeed, b'{"data":[]}', None),  # exit status ignored
+        (
+            b'{"language":"python","code":"import sys; print(sys.stdin.read()[::-1])","input":[97,98]}',
+            pb.Succeed,
+            b'{"data":[98,97,10]}',
+            None,
+        ),
+        (None, pb.Failed, None, "missing task input"),
+        (b'{"language":"ruby","code":"puts 1"}', pb.Failed, None, "Unsupported language: ruby"),
+        (b'{"code":"x"}', pb.Failed, None, "missing field `language` at line 1 column 12"),
+    ],
+    ids=["shell", "exit-status", "python-stdin", "no-input", "ruby", "no-language"],
+)
+def test_flmexec_runs_scripts_like_the_real_service(
+    frontend: Any, names: Names, data: bytes | None, state: int, output: bytes | None, message: str | None
+) -> None:
+    sid = names.session()
+    create_session(frontend, sid, "flmexec")
+    create_task(frontend, sid, data)
+    assert watch(frontend, sid, "1")[-1].status.state == state
+    task = get_task(frontend, sid, "1")
+    assert (task.spec.output if task.spec.HasField("output") else None) == output
+    final = (2, "Task was completed with state <Succeed>") if message is None else (3, message)
+    assert events(task) == [
+        (0, "Task was created with state <Pending>"),
+        (1, "Task state was updated to <Running>"),
+        final,
+    ]
+
+
 def test_close_session_is_refused_while_a_task_runs(frontend: Any, names: Names, tmp_path: Path) -> None:
     release = tmp_path / "release"
     # Runs until the file appears (the fake's executors share this file system) or ~20 s pass
