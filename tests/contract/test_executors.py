@@ -34,7 +34,7 @@ from flamepy_fake._frontend import FrontendServicer
 from flamepy_fake._state import AppSpec, ClusterState, SessionSpec, TaskRecord
 from flamepy_runner._proto import pb, rpc
 
-pytestmark = pytest.mark.fake_only
+pytestmark = pytest.mark.fake_only(reason="drives the fake's own ExecutorManager and its knobs in a harness")
 
 PENDING, RUNNING, SUCCEED, FAILED = pb.Pending, pb.Running, pb.Succeed, pb.Failed
 
