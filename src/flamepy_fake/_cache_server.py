@@ -5,10 +5,9 @@
 :class:`~flamepy_fake._cache_keys.StoreError` into Flight statuses in one place
 (:func:`_status`): INVALID_ARGUMENT as ``ValueError``, NOT_FOUND as ``KeyError``, INTERNAL as
 ``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``, ``ArrowKeyError`` and
-``FlightInternalError``, as with the real cache. The Flight service listens on a private
-loopback port behind :class:`~flamepy_fake._cache_front.FlightFront`, which serves the public
-address and strips what pyarrow's server adds to a refusal (the server-side Python traceback),
-so clients see v0.6.0's bare status messages.
+``FlightInternalError``, as with the real cache. Each status message starts with v0.6.0's exact
+text; pyarrow's server then appends ``. Detail: Python exception: ...`` (the server's traceback)
+to INVALID_ARGUMENT and NOT_FOUND, which no pyarrow server can avoid (README: differences).
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from bson.int64 import Int64
 
 from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
-from ._cache_front import FlightFront
 from ._cache_keys import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -346,7 +344,6 @@ class FakeObjectCache:
         self._tls = tls_certificates
         self._lock = threading.Lock()
         self._server: _FlightService | None = None
-        self._front: FlightFront | None = None
         self._store: ObjectStore | None = None
         self._endpoint: str | None = None
         self._stopped = False
@@ -372,7 +369,7 @@ class FakeObjectCache:
         Raises:
             RuntimeError: the cache is not running.
         """
-        port: int = _started(self._front).port
+        port: int = _started(self._server).port
         return port
 
     @property
@@ -408,28 +405,20 @@ class FakeObjectCache:
             store = ObjectStore(
                 storage_dir=self._storage_dir, max_memory=self._max_memory, max_objects=self._max_objects
             )
+            location = f"{self.scheme}://{_format_host(self._host or '0.0.0.0')}:{self._requested_port}"
+            kwargs: dict[str, Any] = {}
+            if self._tls is not None:
+                kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
             try:
-                server = _FlightService("grpc://127.0.0.1:0", store)
+                server = _FlightService(location, store, **kwargs)
             except (pa.ArrowException, flight.FlightError) as exc:
-                raise OSError(f"cannot start the fake object cache's Flight service: {exc}") from exc
-            try:
-                front = FlightFront(
-                    _format_host(self._host or "0.0.0.0"),
-                    self._requested_port,
-                    f"127.0.0.1:{server.port}",
-                    tls_certificates=self._tls,
-                )
-            except OSError:
-                server.shutdown()
-                server.wait()
-                raise
-            front.start()
+                raise OSError(f"cannot start the fake object cache on {location}: {exc}") from exc
             host = self._advertise_host
             if host is None:
                 host = _dialable_host() if self._host in _WILDCARD_HOSTS else self._host
-            self._endpoint = f"{self.scheme}://{_format_host(host)}:{front.port}"
+            self._endpoint = f"{self.scheme}://{_format_host(host)}:{server.port}"
             server.advertised = self._endpoint
-            self._server, self._store, self._front = server, store, front
+            self._server, self._store = server, store
             log.info("fake object cache listening on %s", self._endpoint)
             return self
 
@@ -443,12 +432,8 @@ class FakeObjectCache:
         with self._lock:
             self._stopped = True
             server, self._server = self._server, None
-            front, self._front = self._front, None
         if server is not None:
             server.stopping.set()
-        if front is not None:
-            front.stop()  # uploads still running after its grace are cancelled on the service
-        if server is not None:
             server.shutdown()
             server.wait()
 
