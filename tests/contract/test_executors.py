@@ -451,6 +451,39 @@ def test_wasm_apps_are_never_scheduled(tmp_path: Path) -> None:
         assert h.state.get_task(sid, str(task.id)).state == PENDING
 
 
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_batch_sessions_run_in_whole_gangs_on_both_backends(tmp_path: Path, backend: str) -> None:
+    with harness(tmp_path, backend=backend) as h:
+        sid = h.session("batch", "flmping", batch_size=2)
+        first = h.task(sid, b"{}")
+        witness = h.session("witness", "flmping")
+        assert h.wait_task(witness, h.task(witness, b"{}").id).state == SUCCEED  # the scheduler ran
+        assert h.state.get_task(sid, str(first.id)).state == PENDING  # no partial start
+        assert [e for e in h.manager.executors() if e.session == sid] == []
+
+        second = h.task(sid, b'{"duration":200}')
+        counts: set[int] = set()
+
+        def finished() -> bool:
+            counts.add(len([e for e in h.manager.executors() if e.session == sid]))
+            states = {h.state.get_task(sid, str(t.id)).state for t in (first, second)}
+            return states == {SUCCEED}
+
+        wait_for(finished, 60, "both tasks of the gang")
+        gang = [e for e in h.manager.executors() if e.session == sid]
+        h.remember_pids()
+    assert counts <= {0, 2} and 2 in counts, counts  # a whole gang, never part of one
+    assert {e.backend for e in gang} == {backend}
+
+
+def test_with_drf_a_lone_task_gets_a_whole_gang(tmp_path: Path) -> None:
+    # v0.6.0 with drf enabled (its built-in default [priority, drf, gang], Helm's [drf, gang]).
+    with harness(tmp_path, backend="thread", policies=("priority", "drf", "gang")) as h:
+        sid = h.session("batch", "flmping", batch_size=2)
+        assert h.wait_task(sid, h.task(sid, b"{}").id).state == SUCCEED
+        assert len([e for e in h.manager.executors() if e.session == sid]) == 2
+
+
 def test_min_instances_are_kept_warm(tmp_path: Path, probe: dict[str, Any]) -> None:
     with harness(tmp_path) as h:
         h.register("probe", **probe_spec(probe))
