@@ -790,7 +790,10 @@ def test_flmping_replies_with_the_node_the_time_and_the_memory(frontend: Any, na
     ):
         task = create_task(frontend, sid, data)
         assert watch(frontend, sid, task.metadata.id)[-1].status.state == pb.Succeed
-    outputs = [t.spec.output for t in frontend.ListTask(pb.ListTaskRequest(session_id=sid), timeout=CALL)]
+    listed = frontend.ListTask(pb.ListTaskRequest(session_id=sid), timeout=CALL)
+    outputs = [
+        t.spec.output for t in sorted(listed, key=lambda t: int(t.metadata.id))
+    ]  # ListTask is unordered
     assert len(outputs) == 6
     for output in outputs[:5]:
         assert PING_REPLY.fullmatch(output), output
