@@ -20,6 +20,7 @@ __all__ = [
     "parse_full_key",
     "parse_path",
     "parse_ticket",
+    "utf8_error",
 ]
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -28,7 +29,7 @@ INTERNAL = "INTERNAL"
 
 WILDCARD = "*"
 
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]+", re.ASCII)
 
 
 class StoreError(Exception):
@@ -92,13 +93,14 @@ class ObjectPath:
         return self.object_id is None or key == self.key
 
 
-def _component_problem(part: str) -> str | None:
-    if not part:
-        return "empty component"
-    if ".." in part:
-        return "'..' is not allowed"
-    if "\\" in part:
-        return "'\\' is not allowed"
+_PATH_SHAPE = "expected '<app>/<ssn>' or '<app>/<ssn>/<uuid>'"
+_KEY_SHAPE = "expected '<app>/<ssn>/<uuid>'"
+
+
+def _component_error(part: str) -> str | None:
+    """v0.6.0's component rule: non-empty, no ``..`` anywhere, no ``\\``."""
+    if not part or ".." in part or "\\" in part:
+        return f"Invalid key component: '{part}'"
     return None
 
 
@@ -112,42 +114,65 @@ def parse_path(text: str) -> ObjectPath:
         The parsed path.
 
     Raises:
-        ValueError: the text is malformed; the message says why.
+        ValueError: the text is malformed; the message is v0.6.0's text, e.g.
+            ``Invalid key component: '..'``.
     """
     parts = text.split("/")
     if len(parts) not in (2, 3):
-        raise ValueError(f"expected '<app>/<ssn>' or '<app>/<ssn>/<id>', got {len(parts)} components")
+        raise ValueError(f"Invalid path '{text}': {_PATH_SHAPE}")
     for part in parts:
-        problem = _component_problem(part)
+        problem = _component_error(part)
         if problem:
             raise ValueError(problem)
     if parts[0] == WILDCARD:
-        raise ValueError("'*' is not allowed as the application")
-    if len(parts) == 3 and WILDCARD in (parts[1], parts[2]):
-        raise ValueError("'*' is only allowed as the session of '<app>/*'")
+        raise ValueError("Wildcard '*' only allowed for session_id")
+    if len(parts) == 3 and parts[1] == WILDCARD:
+        raise ValueError("Wildcard session '*' cannot have object_id")
+    if len(parts) == 3 and parts[2] == WILDCARD:
+        raise ValueError("Wildcard '*' not allowed for object_id")
     return ObjectPath(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 
 def parse_full_key(text: str) -> ObjectPath:
-    """Parse a full key ``app/session/id`` (as DoGet and GetFlightInfo do).
+    """Parse a full key ``app/session/id`` (as DoGet, PATCH and GetFlightInfo do).
 
     Args:
         text: the key text.
 
     Returns:
-        The parsed key.
+        The parsed key (``*`` is not rejected here, as upstream).
 
     Raises:
-        StoreError: INVALID_ARGUMENT when the key is malformed.
+        StoreError: INVALID_ARGUMENT with v0.6.0's text when the key is malformed.
     """
     parts = text.split("/")
     if len(parts) != 3:
-        raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': expected '<app>/<ssn>/<uuid>'")
+        raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': {_KEY_SHAPE}")
     for part in parts:
-        problem = _component_problem(part)
+        problem = _component_error(part)
         if problem:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{text}': {problem}")
+            raise StoreError(INVALID_ARGUMENT, problem)
     return ObjectPath(parts[0], parts[1], parts[2])
+
+
+def utf8_error(exc: UnicodeDecodeError) -> str:
+    """Rust's ``Utf8Error`` text for the first bad byte sequence Python found."""
+    if exc.reason == "unexpected end of data":
+        return f"incomplete utf-8 byte sequence from index {exc.start}"
+    return f"invalid utf-8 sequence of {exc.end - exc.start} bytes from index {exc.start}"
+
+
+def _parse_u64(text: str) -> int:
+    """Rust's ``u64::from_str``: an optional ``+``, ASCII digits, in range; ValueError with its text."""
+    if not text:
+        raise ValueError("cannot parse integer from empty string")
+    digits = text[1:] if text[0] == "+" else text
+    if not digits or not _DIGITS.fullmatch(digits):
+        raise ValueError("invalid digit found in string")
+    value = int(digits)
+    if value >= 2**64:
+        raise ValueError("number too large to fit in target type")
+    return value
 
 
 def parse_ticket(raw: bytes) -> tuple[str, int]:
@@ -160,15 +185,16 @@ def parse_ticket(raw: bytes) -> tuple[str, int]:
         The key text and the client's version (0 when absent).
 
     Raises:
-        StoreError: INVALID_ARGUMENT for non-UTF-8 tickets and non-integer versions.
+        StoreError: INVALID_ARGUMENT for non-UTF-8 tickets and bad versions, with v0.6.0's text.
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StoreError(INVALID_ARGUMENT, f"Invalid ticket: {exc}") from exc
+        raise StoreError(INVALID_ARGUMENT, f"Invalid ticket: {utf8_error(exc)}") from None
     key, sep, version = text.partition(":")
     if not sep:
         return key, 0
-    if not _DIGITS.fullmatch(version) or int(version) >= 2**64:
-        raise StoreError(INVALID_ARGUMENT, f"Invalid version: '{version}' is not an unsigned integer")
-    return key, int(version)
+    try:
+        return key, _parse_u64(version)
+    except ValueError as exc:
+        raise StoreError(INVALID_ARGUMENT, f"Invalid version: {exc}") from None

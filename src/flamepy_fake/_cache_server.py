@@ -5,7 +5,9 @@
 :class:`~flamepy_fake._cache_keys.StoreError` into Flight statuses in one place
 (:func:`_status`): INVALID_ARGUMENT as ``ValueError``, NOT_FOUND as ``KeyError``, INTERNAL as
 ``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``, ``ArrowKeyError`` and
-``FlightInternalError``, as with the real cache.
+``FlightInternalError``, as with the real cache. Each status message starts with v0.6.0's exact
+text; pyarrow's server then appends ``. Detail: Python exception: ...`` (the server's traceback)
+to INVALID_ARGUMENT and NOT_FOUND, which no pyarrow server can avoid (README: differences).
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ from bson.int64 import Int64
 
 from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
-from ._cache_keys import INTERNAL, INVALID_ARGUMENT, NOT_FOUND, StoreError, parse_full_key, parse_ticket
+from ._cache_keys import (
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    StoreError,
+    parse_full_key,
+    parse_path,
+    parse_ticket,
+    utf8_error,
+)
 from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
 from ._cache_store import ObjectStore, Row
 
@@ -138,23 +149,25 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         reader: flight.MetadataRecordBatchReader,
         writer: flight.FlightMetadataWriter,
     ) -> None:
+        # v0.6.0's check order (v0.6.0.md section 7): a bad PATCH path while reading, then
+        # "No data received", then the missing key, then rows and columns, then the key shape.
         with _status():
             key_text, is_patch = self._put_target(descriptor)
             schema = reader.schema
             native = (schema.metadata or {}).get(b"flame.cache.format") == b"arrow-table-v1" and not is_patch
-            if not native:
-                self._check_opaque_schema(schema)
+            problem = None if native else self._opaque_problem(schema)
             batches: list[pa.RecordBatch] = []
             builder = PayloadBuilder()
-            received = 0
+            received = rows = 0
             for chunk in data_chunks(reader):
                 batch = chunk.data
                 received += 1
-                if received == 1 and not native:
-                    builder.reserve(_size_hint(chunk.app_metadata))
+                rows += batch.num_rows
                 if native:
                     batches.append(batch)
-                else:
+                elif problem is None:
+                    if received == 1:
+                        builder.reserve(_size_hint(chunk.app_metadata))
                     for cell in binary_cells(batch.column(1)):
                         builder.add(cell)
             if context.is_cancelled() or self.stopping.is_set():
@@ -162,11 +175,15 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
                 raise flight.FlightCancelledError("upload cancelled before it completed")
             if received == 0:
                 raise StoreError(INVALID_ARGUMENT, "No data received")
+            if key_text is None:
+                raise StoreError(INVALID_ARGUMENT, "key must be provided in descriptor path or command")
             if native:
                 key, version = self.store.put(key_text, NativeTable(schema=schema, batches=tuple(batches)))
             else:
-                if builder.rows == 0:
+                if rows == 0:
                     raise StoreError(INVALID_ARGUMENT, "Expected at least one row")
+                if problem is not None:
+                    raise problem
                 data = builder.finish()
                 if is_patch:
                     key, version = self.store.patch(key_text, data)
@@ -176,8 +193,13 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         writer.write(pa.py_buffer(answer))
 
     @staticmethod
-    def _put_target(descriptor: flight.FlightDescriptor) -> tuple[str, bool]:
-        """The key text and whether this is a PATCH, from the upload's descriptor."""
+    def _put_target(descriptor: flight.FlightDescriptor) -> tuple[str | None, bool]:
+        """The key text (None when the descriptor names none) and whether this is a PATCH.
+
+        Raises:
+            StoreError: a PATCH command whose key fails the path parser (checked first, as
+                v0.6.0 does while it reads the stream).
+        """
         if descriptor.descriptor_type == flight.DescriptorType.PATH and descriptor.path:
             raw, is_patch = descriptor.path[0], False
         elif descriptor.descriptor_type == flight.DescriptorType.CMD and descriptor.command.startswith(
@@ -185,24 +207,32 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         ):
             raw, is_patch = descriptor.command[len(_PATCH_PREFIX) :], True
         else:
-            raise StoreError(INVALID_ARGUMENT, "key must be provided in descriptor path or command")
+            return None, False
         try:
-            return raw.decode("utf-8"), is_patch
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid key: {exc}") from exc
+            raise StoreError(INVALID_ARGUMENT, f"Invalid key: {utf8_error(exc)}") from None
+        if is_patch:
+            try:
+                parse_path(text)
+            except ValueError as exc:
+                raise StoreError(INVALID_ARGUMENT, f"Invalid PATCH key '{text}': {exc}") from None
+        return text, is_patch
 
     @staticmethod
-    def _check_opaque_schema(schema: pa.Schema) -> None:
+    def _opaque_problem(schema: pa.Schema) -> StoreError | None:
+        """Why an opaque upload's columns are wrong (reported after the row check), or None."""
         if len(schema) < 2:
             # The real cache panics here; a clear refusal is kinder and keeps the server up.
-            raise StoreError(
+            return StoreError(
                 INVALID_ARGUMENT,
                 f"Expected at least 2 columns (version: uint64, data: binary), got {len(schema)}",
             )
         if schema.field(0).type != pa.uint64():
-            raise StoreError(INTERNAL, "Invalid version column")
+            return StoreError(INTERNAL, "Invalid version column")
         if schema.field(1).type not in (pa.binary(), pa.large_binary()):
-            raise StoreError(INTERNAL, "Invalid data column")
+            return StoreError(INTERNAL, "Invalid data column")
+        return None
 
     # ----------------------------------------------------------------- DoGet
 
@@ -243,7 +273,7 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"Invalid key: {exc}") from exc
+            raise ValueError(f"Invalid key: {utf8_error(exc)}") from None
         with _status():
             self.store.delete(text)
         return iter([b"OK"])
@@ -261,7 +291,7 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         try:
             key = "/".join(part.decode("utf-8") for part in descriptor.path)
         except UnicodeDecodeError as exc:
-            raise ValueError(f"Invalid key: {exc}") from exc
+            raise ValueError(f"Invalid key: {utf8_error(exc)}") from None
         schema = None
         with contextlib.suppress(StoreError):
             parse_full_key(key)

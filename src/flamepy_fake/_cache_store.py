@@ -239,10 +239,10 @@ class ObjectStore:
         """
         try:
             path = parse_path(path_text)
+            if path.is_wildcard:  # v0.6.0 resolves 'a/*' to the bare app, which is no path
+                parse_path(path.app)
         except ValueError as exc:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid path '{path_text}': {exc}") from exc
-        if path.is_wildcard:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid path '{path_text}': '*' cannot be written to")
+            raise StoreError(INVALID_ARGUMENT, str(exc)) from None
         if path.object_id is None:
             path = dataclasses.replace(path, object_id=str(uuid.uuid4()))
         self._check_storable(path)
@@ -271,24 +271,23 @@ class ObjectStore:
             The key and the patch's version.
 
         Raises:
-            StoreError: INVALID_ARGUMENT for a malformed key or too many patches on disk;
+            StoreError: INVALID_ARGUMENT for a malformed key (the full-key parser; the server
+                checks the PATCH command's path syntax first) or too many patches on disk;
                 NOT_FOUND when the object does not exist (or was evicted without storage).
         """
-        try:
-            path = parse_path(key_text)
-        except ValueError as exc:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid PATCH key '{key_text}': {exc}") from exc
-        if path.object_id is None:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{key_text}': expected '<app>/<ssn>/<uuid>'")
+        path = parse_full_key(key_text)
         key = path.key
         with self._lock:
             payload = self._payload(path)
             meta = self._meta.get(key)
+            if payload is None and meta is not None and self._root is not None:
+                raise StoreError(NOT_FOUND, f"object <{key}> not found, must put first")
             if payload is None or meta is None:
-                raise StoreError(NOT_FOUND, f"object {key} not found for patch")
+                raise StoreError(NOT_FOUND, f"object <{key}> not found for patch")
             if self._root is not None and len(payload.patches) >= MAX_PATCHES_ON_DISK:
                 raise StoreError(
-                    INVALID_ARGUMENT, f"object {key} has reached maximum delta count ({MAX_PATCHES_ON_DISK})"
+                    INVALID_ARGUMENT,
+                    f"object <{key}> has reached maximum delta count ({MAX_PATCHES_ON_DISK})",
                 )
             version = meta.version + 1
             if self._root is not None:
@@ -315,7 +314,7 @@ class ObjectStore:
         try:
             path = parse_path(path_text)
         except ValueError as exc:
-            raise StoreError(INVALID_ARGUMENT, f"Invalid key '{path_text}': {exc}") from exc
+            raise StoreError(INVALID_ARGUMENT, str(exc)) from None
         with self._lock:
             gone = [key for key in self._meta if path.covers(key)]
             for key in gone:
@@ -348,7 +347,7 @@ class ObjectStore:
             payload = self._payload(path)
             meta = self._meta.get(key)
             if payload is None or meta is None:
-                raise StoreError(NOT_FOUND, f"object {key} not found")
+                raise StoreError(NOT_FOUND, f"object <{key}> not found")
             self._resident.move_to_end(key)
             current, base_version = meta.version, payload.base_version
             if client_version != 0 and client_version == current:

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ._cluster import BACKENDS, FLMRUN_MODES, ClusterStartError, FakeCluster
+from ._policies import DEFAULT_POLICIES, check_policies
 
 __all__ = ["main"]
 
@@ -66,6 +67,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
     return value
+
+
+def _policy_list(text: str) -> tuple[str, ...]:
+    """argparse type for ``--policies``: comma-separated names, checked as the cluster checks them."""
+    try:
+        return check_policies([name.strip() for name in text.split(",")])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_size(text: str) -> int:
@@ -134,9 +143,18 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
     group.add_argument(
         "--max-executors",
         type=positive_int,
-        default=10,
+        default=None,
         metavar="N",
-        help="cluster-wide cap on concurrent instances (default: 10)",
+        help="the fake's own cap on concurrent instances (default: none; Flame v0.6.0 has no cap, "
+        "the priority policy's share of the node's capacity sets the count)",
+    )
+    group.add_argument(
+        "--policies",
+        type=_policy_list,
+        default=DEFAULT_POLICIES,
+        metavar="LIST",
+        help="scheduling policies, comma-separated, from priority, drf, gang (default: priority,gang, "
+        "as upstream's images); a list without gang never runs a task on v0.6.0 and is refused",
     )
     group.add_argument(
         "--retry-limit",
@@ -224,6 +242,7 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             backend=args.backend,
             flmrun=args.flmrun,
             max_executors=args.max_executors,
+            policies=args.policies,
             retry_limit=args.retry_limit,
             work_dir=args.work_dir,
             cache_storage_dir=args.cache_storage,

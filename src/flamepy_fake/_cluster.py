@@ -23,12 +23,14 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from flamepy_runner._exceptions import UsageError
+
+from ._policies import DEFAULT_POLICIES, check_policies
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -110,7 +112,14 @@ class FakeCluster:
             ``"thread"`` or ``"process"``.
         flmrun: ``"builtin"`` runs ``flmrun`` sessions with flamepy_runner's worker,
             ``"flamepy"`` with the stock ``python -m flamepy.runner.runpy``.
-        max_executors: cluster-wide cap on concurrent instances.
+        max_executors: the fake's own cap on concurrent instances, for small machines; ``None``
+            (the default) means no cap, as Flame v0.6.0, which never reads
+            ``limits.max_executors``: there the priority policy's share of the node's capacity
+            sets how many executors a session gets. A fake-only option.
+        policies: the scheduling policies, v0.6.0's ``cluster.policies``: a list of
+            ``priority``, ``drf`` and ``gang``; the default ``("priority", "gang")`` is what
+            upstream's images and CI use. A list without ``gang`` (with which v0.6.0 never runs
+            a task) is refused.
         retry_limit: failed bindings of a session before event 1002 stops retries.
         default_resreq: resource requirement given to sessions that name none, as
             ``(cpu, memory, gpu)``; the state model's default when ``None``.
@@ -136,7 +145,8 @@ class FakeCluster:
         cache_port: int = 0,
         backend: str = "auto",
         flmrun: str = "builtin",
-        max_executors: int = 10,
+        max_executors: int | None = None,
+        policies: Sequence[str] = DEFAULT_POLICIES,
         retry_limit: int = 5,
         default_resreq: tuple[int, int, int] | None = None,
         work_dir: str | Path | None = None,
@@ -155,8 +165,11 @@ class FakeCluster:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if flmrun not in FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
-        if isinstance(max_executors, bool) or not isinstance(max_executors, int) or max_executors < 1:
-            raise ValueError(f"max_executors must be a positive integer; got {max_executors!r}")
+        if max_executors is not None and (
+            isinstance(max_executors, bool) or not isinstance(max_executors, int) or max_executors < 1
+        ):
+            raise ValueError(f"max_executors must be a positive integer or None; got {max_executors!r}")
+        self._policies = check_policies(policies)
         if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 1:
             raise ValueError(f"retry_limit must be a positive integer; got {retry_limit!r}")
         if default_resreq is not None and (
@@ -342,6 +355,7 @@ class FakeCluster:
             backend=self._backend,
             flmrun=self._flmrun,
             max_executors=self._max_executors,
+            policies=self._policies,
             work_dir=self._work_dir,
             home=self._home,
         )
@@ -505,6 +519,7 @@ class FakeCluster:
             "backend": self._backend,
             "flmrun": self._flmrun,
             "max_executors": self._max_executors,
+            "policies": self._policies,
             "retry_limit": self._retry_limit,
             "default_resreq": self._default_resreq,
             "work_dir": self._work_parent,

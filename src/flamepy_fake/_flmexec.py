@@ -1,19 +1,20 @@
 """The fake's ``flmexec``: the script-runner application every cluster registers.
 
-A task's input is JSON ``{"language": str, "code": str, "input": [int, ...]?, "runtime": str?}``.
-``python`` (also ``python3``, ``py``) runs the code with the cluster's Python; shell languages
-(``sh``, ``bash``, ``zsh``, ``dash``, ``ksh``; ``shell`` means ``sh``) run it with that shell's
-``-c``. ``input`` (bytes as integers) is the script's stdin. ``runtime``, when given, names the
-interpreter program to use instead of the language's default. The output is JSON
-``{"data": [stdout bytes as integers]}``, also when the script exits non-zero (the exit status
-does not fail the task; a bad request or a missing interpreter does).
+A task's input is JSON ``{"language": str, "runtime": str?, "code": str, "input": [int, ...]?}``,
+as v0.6.0's ``flmexec-service`` reads it. ``language`` is ``python`` (run with the cluster's
+Python) or ``shell`` (``sh -c``), case-insensitive; anything else fails the task with
+``Unsupported language: <language>``. ``input`` (bytes as integers) is the script's stdin.
+``runtime``, when given, names the interpreter program to use instead of the default. The
+output is compact JSON ``{"data":[stdout bytes as integers]}``, also when the script exits
+non-zero (the exit status does not fail the task). No input fails with ``missing task input``,
+a missing field with serde_json's ``missing field `language` at line L column C``; other
+malformed requests fail with the fake's own text (the reference gives none for them).
 
 Upstream runs a Rust program; the fake serves the same contract from Python, in-process (thread
 backend) or as ``python -m flamepy_fake._flmexec`` (process backend).
 
-The other default application, ``flmping``, is served by :class:`PingService`
-(``python -m flamepy_fake._flmexec --ping``): each task's output is its input, so a ping
-session answers what it is sent.
+The other default application, ``flmping``, is served by
+:class:`flamepy_fake._flmping.PingService` (``python -m flamepy_fake._flmexec --ping``).
 """
 
 from __future__ import annotations
@@ -28,23 +29,32 @@ from typing import Any
 
 from flamepy_runner._proto import pb
 
-__all__ = ["FlmexecService", "PingService", "main", "run_script"]
+from ._flmping import PingService
 
-_PYTHON = ("python", "python3", "py")
-_SHELLS = ("sh", "bash", "zsh", "dash", "ksh")
+__all__ = ["FlmexecService", "main", "run_script"]
+
+_REQUIRED = ("language", "code")  # in the order of upstream's struct fields
 
 
 def _argv(language: str, code: str, runtime: str | None) -> list[str]:
-    lang = language.strip().lower()
-    if lang in _PYTHON:
+    lang = language.lower()
+    if lang == "python":
         program = runtime or sys.executable
-    elif lang in _SHELLS or lang == "shell":
-        program = runtime or (shutil.which("sh" if lang == "shell" else lang) or "")
+    elif lang == "shell":
+        program = runtime or (shutil.which("sh") or "")
         if not program:
-            raise ValueError(f"shell {lang!r} is not installed on the executor")
+            raise ValueError("sh is not installed on the executor")
     else:
-        raise ValueError(f"unsupported language {language!r}; use python or a shell ({', '.join(_SHELLS)})")
+        raise ValueError(f"Unsupported language: {language}")
     return [program, "-c", code]
+
+
+def _end_position(data: bytes) -> str:
+    """serde_json's position once a whole object is read: the closing brace's line and column."""
+    end = data.rstrip(b" \t\r\n")
+    line = end.count(b"\n") + 1
+    column = len(end) - (end.rfind(b"\n") + 1)
+    return f"line {line} column {column}"
 
 
 def _parse(data: bytes) -> tuple[str, str, bytes, str | None]:
@@ -54,6 +64,9 @@ def _parse(data: bytes) -> tuple[str, str, bytes, str | None]:
         raise ValueError(f"flmexec input is not JSON: {exc}") from exc
     if not isinstance(request, dict):
         raise ValueError("flmexec input must be a JSON object with 'language' and 'code'")
+    for name in _REQUIRED:
+        if name not in request:
+            raise ValueError(f"missing field `{name}` at {_end_position(data)}")
     language, code = request.get("language"), request.get("code")
     if not isinstance(language, str) or not isinstance(code, str):
         raise ValueError("flmexec input needs string fields 'language' and 'code'")
@@ -96,7 +109,7 @@ def run_script(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return json.dumps({"data": list(out)}).encode()
+    return json.dumps({"data": list(out)}, separators=(",", ":")).encode()
 
 
 class FlmexecService:
@@ -121,7 +134,7 @@ class FlmexecService:
             ValueError: no input, malformed input, unsupported language.
         """
         if not context.HasField("input"):
-            raise ValueError("Task input is None")
+            raise ValueError("missing task input")
         return run_script(context.input, cwd=self._cwd, procs=self._procs)
 
     def on_session_leave(self) -> None:
@@ -135,20 +148,6 @@ class FlmexecService:
                 proc.kill()
 
 
-class PingService:
-    """The flmping instance hooks: every task answers its own input."""
-
-    def on_session_enter(self, context: pb.SessionContext) -> None:
-        """Nothing to prepare."""
-
-    def on_task_invoke(self, context: pb.TaskContext) -> bytes | None:
-        """Return the task's input (None without input)."""
-        return context.input if context.HasField("input") else None
-
-    def on_session_leave(self) -> None:
-        """Nothing to release."""
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m flamepy_fake._flmexec [--ping]``, serving ``$FLAME_INSTANCE_ENDPOINT``."""
     from flamepy_runner._worker import serve
@@ -159,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         print("FLAME_INSTANCE_ENDPOINT is not set", file=sys.stderr)
         return 2
     if args == ["--ping"]:
-        serve(PingService(), endpoint)
+        ping = PingService()
+        try:
+            serve(ping, endpoint)
+        finally:
+            ping.kill()
         return 0
     service = FlmexecService()
     try:

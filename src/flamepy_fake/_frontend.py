@@ -257,7 +257,7 @@ class FrontendServicer:
     # -- sessions -------------------------------------------------------------------------------
 
     def CreateSession(self, request: Any, context: grpc.ServicerContext) -> Any:
-        """Create a session (resreq resolved, batch_size 1)."""
+        """Create a session (batch alignment checked first; resreq resolved, batch_size max(B, 1))."""
         spec = _session_spec(request)
         return session_to_pb(_call(context, lambda: self._state.create_session(request.session_id, spec)))
 

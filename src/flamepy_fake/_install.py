@@ -263,24 +263,29 @@ class Installer:
                 try:
                     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
                 except OSError as exc:
-                    raise InstallError(f"Python installation failed for app {app}: {exc}") from exc
+                    out.write(f"cannot run pip: {exc}\n".encode())
+                    raise InstallError(_python_install_failed(app, log)) from exc
                 self._procs.add(proc)
             try:
                 proc.wait(timeout=_PIP_TIMEOUT)
             except subprocess.TimeoutExpired as exc:
                 proc.kill()
                 proc.wait()
-                raise InstallError(f"Python installation failed for app {app}: pip timed out") from exc
+                out.write(f"pip timed out after {_PIP_TIMEOUT} s\n".encode())
+                raise InstallError(_python_install_failed(app, log)) from exc
             finally:
                 with self._lock:
                     self._procs.discard(proc)
         if proc.returncode != 0:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise InstallError(
-                f"Python installation failed for app {app} (pip exited with {proc.returncode}): "
-                + " | ".join(tail)
-            )
+            with log.open("ab") as out:
+                out.write(f"pip exited with {proc.returncode}\n".encode())
+            raise InstallError(_python_install_failed(app, log))
         (deps / ".installed").write_text(" ".join(missing))
+
+
+def _python_install_failed(app: str, log: Path) -> str:
+    """v0.6.0's text for a failed Python installation (the app in literal angle brackets)."""
+    return f"Python installation failed for app <{app}>. See log: {log}"
 
 
 def _first_line(exc: BaseException) -> str:

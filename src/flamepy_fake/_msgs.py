@@ -1,7 +1,9 @@
 """Every text the fake session manager sends to a client, in one place.
 
-The texts reproduce what the upstream Flame session manager (filesystem storage engine) sends,
-as catalogued in ``shared/reference/session-manager.md``, typos included: clients match on
+The texts reproduce what the released Flame v0.6.0 session manager (filesystem storage engine)
+sends, as catalogued in ``shared/reference/session-manager.md`` and corrected by
+``shared/reference/v0.6.0.md`` (section 4), typos included. Angle brackets in a text are literal,
+as upstream writes them (``session <{id}>``); placeholders are ``{name}`` only: clients match on
 substrings such as "not open", "spec mismatch" or "failed to bind session", so a reworded
 message is a behaviour change. Format placeholders are named after what they hold.
 """
@@ -33,10 +35,13 @@ APP_NOT_ENABLED = "Application {name} is not enabled"
 # -- sessions --------------------------------------------------------------------------------------
 SESSION_SPEC_MISSING = "session spec"  # CreateSession without a spec, and CreateTask without a task
 SESSION_EXISTS = "Session '{id}' already exists"
-SESSION_SPEC_MISMATCH = "session {id} spec mismatch: {field} differs (expected {expected}, got {got})"
+# batch_size alignment (v0.6.0), checked before anything but the missing spec.
+BATCH_MIN_MISALIGNED = "min_instances ({min}) must be 0 or a multiple of batch_size ({batch})"
+BATCH_MAX_MISALIGNED = "max_instances ({max}) must be a multiple of batch_size ({batch})"
+SESSION_SPEC_MISMATCH = "session <{id}> spec mismatch: {field} differs (expected {expected}, got {got})"
 SESSION_NOT_OPEN = "Session {id} is not open"
 SESSION_OPEN_NOT_FOUND = "Session {id} not found"
-SESSION_CACHE_NOT_FOUND = "session {id}"  # CloseSession and DeleteSession
+SESSION_CACHE_NOT_FOUND = "session <{id}>"  # CloseSession and DeleteSession
 SESSION_RUNNING_TASKS = "Cannot close session with running tasks"
 SESSION_DELETE_OPEN = "Cannot delete open session"
 SESSION_DELETE_NON_TERMINAL = "Cannot delete session with non-terminal tasks"
@@ -62,7 +67,7 @@ EVENT_TASK_FAILED = "Task failed with state <Failed>"  # only when the executor 
 EVENT_BIND_FAILED_CODE = 1001
 EVENT_RETRY_LIMIT_CODE = 1002
 EVENT_BIND_FAILED = (
-    "Executor {executor} on node {node} failed to bind session with return_code {rc}: {message}"
+    "Executor <{executor}> on node <{node}> failed to bind session with return_code <{rc}>: {message}"
 )
 EVENT_RETRY_LIMIT = (
     "Session retry limit reached after {count}/{limit} failed attempts; new executor assignment is "
@@ -73,7 +78,7 @@ EVENT_RETRY_LIMIT = (
 SERVER_STOPPING = "the fake session manager is shutting down"  # UNAVAILABLE, ends open WatchTask streams
 
 # -- nodes and executors ---------------------------------------------------------------------------
-NODE_NOT_FOUND = "node {name} not found"
+NODE_NOT_FOUND = "node <{name}> not found"
 EXECUTOR_NOT_FOUND = "{id}"
 EXECUTOR_BAD_STATE = "Executor is {state}"
 EXECUTOR_NO_SESSION = "no session in executor"

@@ -249,3 +249,6 @@ class SessionDemand:
     min_instances: int
     max_instances: int | None
     executors: int
+    priority: int = 0
+    batch_size: int = 1
+    resreq: ResReq = FALLBACK_RESREQ

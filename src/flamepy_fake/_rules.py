@@ -13,10 +13,12 @@ import re
 from typing import Any
 
 from . import _msgs as msgs
-from ._records import AppRecord, AppSpec, ResReq, ResultError, StateError
+from ._records import AppRecord, AppSpec, ResReq, ResultError, SessionSpec, StateError
 
 __all__ = [
+    "batch_of",
     "check_app_spec",
+    "check_batch_alignment",
     "default_apps",
     "parse_task_id",
     "resreq_debug",
@@ -106,6 +108,32 @@ def validate_app_name(name: str) -> None:
         raise ResultError("INVALID_ARGUMENT", msgs.APP_NAME_BAD_CHARS.format(name=name))
 
 
+def batch_of(batch_size: int) -> int:
+    """The batch size v0.6.0 stores and compares: ``max(batch_size, 1)`` (unset is 0)."""
+    return max(batch_size, 1)
+
+
+def check_batch_alignment(spec: SessionSpec) -> None:
+    """v0.6.0's batch check of a session spec (CreateSession, OpenSession with a spec).
+
+    With B = ``max(batch_size, 1)`` > 1, ``min_instances`` must be 0 or a multiple of B and
+    ``max_instances``, when set, a multiple of B (``Some(0)`` passes). ``min > max`` is not
+    checked, as upstream.
+
+    Raises:
+        StateError: INVALID_ARGUMENT naming the first misaligned field.
+    """
+    batch = batch_of(spec.batch_size)
+    if batch == 1:
+        return
+    if spec.min_instances != 0 and spec.min_instances % batch:
+        message = msgs.BATCH_MIN_MISALIGNED.format(min=spec.min_instances, batch=batch)
+        raise StateError("INVALID_ARGUMENT", message)
+    if spec.max_instances is not None and spec.max_instances % batch:
+        message = msgs.BATCH_MAX_MISALIGNED.format(max=spec.max_instances, batch=batch)
+        raise StateError("INVALID_ARGUMENT", message)
+
+
 def parse_task_id(text: str) -> int:
     """Parse a task id like Rust's ``i64::from_str``: optional sign, ASCII digits, in range.
 
@@ -120,11 +148,14 @@ def parse_task_id(text: str) -> int:
     return value
 
 
-# Upstream's literal default applications (common/src/lib.rs `default_applications`).
+# Upstream's literal default applications (common/src/lib.rs `default_applications` at v0.6.0),
+# byte for byte: compact JSON, keys in upstream's order, the descriptions included.
 _FLMEXEC_INPUT_SCHEMA = (
     '{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":'
-    '{"language":{"type":"string"},"code":{"type":"string"},'
-    '"input":{"type":"array","items":{"type":"integer"}}},"required":["language","code"]}'
+    '{"language":{"type":"string","description":"The language of the script, e.g. python"},'
+    '"code":{"type":"string","description":"The code of the script to run, e.g. print(\'Hello, world!\')"},'
+    '"input":{"type":"array","items":{"type":"integer",'
+    '"description":"The input to the script in bytes, e.g. [0x1, 0x2]"}}},"required":["language","code"]}'
 )
 _FLMEXEC_OUTPUT_SCHEMA = (
     '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'

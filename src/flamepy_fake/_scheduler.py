@@ -1,15 +1,24 @@
-"""The fake cluster's scheduler: decides when a session gets another executor.
+"""The fake cluster's scheduler: decides when a session gets executors, as Flame v0.6.0 does.
 
-For each Open session (in ``ClusterState.demand()`` order: priority desc, creation asc) the
-wanted number of instances is ``pending + running``, at least ``min_instances`` (kept warm with
-no tasks), at most ``max_instances``. New executors are created at once up to the cluster-wide
-cap ``max_executors`` (not one per cycle as upstream), so a task that submits tasks to its own
-session and waits for them gets the extra instances it needs. Beyond the cap, sessions wait in
-demand order; idle bound executors of sessions with nothing pending are then unbound early so
-waiting sessions are not stuck behind their ``delay_release``.
+Each cycle asks :func:`flamepy_fake._policies.plan_cycle` which sessions are underused under the
+cluster's ``policies`` (default ``[priority, gang]``, upstream's CI setting) and creates their
+grants: whole gangs of ``batch_size`` executors, created at once and bound to their session. So
+with ``batch_size=2`` a lone task stays Pending until a second one arrives (or
+``min_instances >= 2``), as on a real v0.6.0 cluster. Where v0.6.0 adds at most one gang per
+session per 100 ms cycle, the fake repeats cycles back to back until nothing changes, so a burst
+of tasks gets its executors at once (a task that submits tasks to its own session and waits for
+them gets the extra instances it needs). Tasks are still pulled one at a time by each executor,
+and each executor leaves on its own after ``delay_release``.
 
-Sessions of ``Wasm`` apps are never scheduled (their tasks stay Pending). After a bind failure a
-session gets one probe executor at a time, after an exponential back-off; the state stops
+v0.6.0 has no executor cap (``limits.max_executors`` is never read): the count follows the
+priority policy's share of the node's capacity. ``max_executors`` is the fake's own optional
+safety cap on live instances (``None``, the default, means none): beyond it sessions wait in
+demand order, a gang that does not fit waits whole, and idle bound executors of sessions with
+nothing pending are unbound early so waiting sessions are not stuck behind their
+``delay_release``.
+
+Sessions of ``Wasm`` apps are never given executors (their tasks stay Pending). After a bind
+failure a session gets one probe gang at a time, after an exponential back-off; the state stops
 offering the session once its retry limit is reached (event 1002).
 """
 
@@ -23,6 +32,7 @@ from collections.abc import Callable
 
 from flamepy_runner._proto import pb
 
+from ._policies import DEFAULT_POLICIES, check_policies, plan_cycle
 from ._state import ClusterState, SessionDemand, StateError
 
 __all__ = ["Scheduler"]
@@ -32,20 +42,13 @@ logger = logging.getLogger(__name__)
 _IDLE_POLL = 1.0  # seconds between cycles when nothing changes (back-off timers, reclaiming)
 _BACKOFF_MAX = 10.0
 _COALESCE = 0.002  # seconds a cycle waits for further changes before running
+_MAX_ROUNDS = 10_000  # planning rounds per cycle; each creates at least one executor
 
 
 @dataclasses.dataclass
 class _Failures:
     count: int = 0
     next_try: float = 0.0
-
-
-def wanted(demand: SessionDemand) -> int:
-    """How many instances ``demand``'s session should have right now."""
-    want = max(demand.pending + demand.running, demand.min_instances)
-    if demand.max_instances is not None:
-        want = min(want, demand.max_instances)
-    return max(want, 0)
 
 
 class Scheduler:
@@ -57,7 +60,8 @@ class Scheduler:
             record exists; it must start the executor and return at once.
         live: returns how many instances are alive (including ones tearing down).
         backend_for: the backend (``"thread"``/``"process"``) to record for a session's app.
-        max_executors: the cluster-wide cap on instances.
+        max_executors: the fake's optional cap on live instances (``None``: no cap, as v0.6.0).
+        policies: v0.6.0's scheduling policies (see :func:`~flamepy_fake._policies.check_policies`).
         retry_backoff: seconds before the first retry after a bind failure (doubles each time).
         clock: monotonic seconds for the back-off timers (tests pass a controllable one).
     """
@@ -69,12 +73,14 @@ class Scheduler:
         spawn: Callable[[SessionDemand, str], None],
         live: Callable[[], int],
         backend_for: Callable[[SessionDemand], str],
-        max_executors: int = 10,
+        max_executors: int | None = None,
+        policies: tuple[str, ...] = DEFAULT_POLICIES,
         retry_backoff: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_executors < 1:
+        if max_executors is not None and max_executors < 1:
             raise ValueError(f"max_executors must be at least 1, got {max_executors}")
+        self.policies = check_policies(policies)
         self._state = state
         self._spawn = spawn
         self._live = live
@@ -149,27 +155,41 @@ class Scheduler:
             self._stop.wait(_COALESCE)
 
     def schedule_once(self) -> float:
-        """Run one scheduling cycle.
+        """Run planning rounds until no session gets another gang.
 
         Returns:
             Seconds until a cycle is needed even if nothing changes.
         """
+        next_wake = _IDLE_POLL
+        for _ in range(_MAX_ROUNDS):
+            created, starved, wake = self._round()
+            next_wake = min(next_wake, wake)
+            if not created:
+                break
+        if starved:
+            self._reclaim_idle(self._state.demand())
+        return max(next_wake, 0.01)
+
+    def _round(self) -> tuple[bool, bool, float]:
+        """One v0.6.0 cycle: grant gangs. Returns (created any, starved by the cap, next wake)."""
         demands = self._state.demand()
         live = self._live()
         next_wake = _IDLE_POLL
         now = self._clock()
-        starved = False
+        created = starved = False
         known = {d.session_id for d in demands}
         with self._lock:
             for gone in [s for s in self._failures if s not in known]:
                 del self._failures[gone]
             for gone in [s for s in self._probing if s not in known]:
                 del self._probing[gone]
-        for demand in demands:
+        node = self._state.nodes()[0]
+        grants = plan_cycle(
+            demands, capacity=node.capacity, allocatable=node.allocatable, policies=self.policies
+        )
+        for grant in grants:
+            demand = grant.demand
             if demand.app.shim == pb.Wasm:
-                continue
-            need = wanted(demand) - demand.executors
-            if need <= 0:
                 continue
             with self._lock:
                 fail = self._failures.get(demand.session_id)
@@ -179,28 +199,25 @@ class Scheduler:
                         continue
                     if self._probing.get(demand.session_id, 0) > 0:
                         continue
-                    need = 1
-            while need > 0:
-                if live >= self.max_executors:
-                    starved = starved or demand.pending > 0
-                    break
-                if not self._create(demand, probing=fail is not None):
-                    break
-                live += 1
-                need -= 1
-        if starved:
-            self._reclaim_idle(demands)
-        return max(next_wake, 0.01)
+            if self.max_executors is not None and live + grant.count > self.max_executors:
+                starved = starved or demand.pending > 0
+                continue  # a gang is created whole or not at all
+            if self._create(demand, grant.count, probing=fail is not None):
+                live += grant.count
+                created = True
+        return created, starved, next_wake
 
-    def _create(self, demand: SessionDemand, *, probing: bool) -> bool:
+    def _create(self, demand: SessionDemand, count: int, *, probing: bool) -> bool:
+        """Create one gang of ``count`` executors for the session and start them."""
         try:
-            rec = self._state.create_executor(demand.session_id, backend=self._backend_for(demand))
+            gang = self._state.create_executors(demand.session_id, count, backend=self._backend_for(demand))
         except StateError:
             return False  # closed meanwhile
         if probing:
             with self._lock:
-                self._probing[demand.session_id] = self._probing.get(demand.session_id, 0) + 1
-        self._spawn(demand, rec.id)
+                self._probing[demand.session_id] = self._probing.get(demand.session_id, 0) + count
+        for rec in gang:
+            self._spawn(demand, rec.id)
         return True
 
     def _reclaim_idle(self, demands: list[SessionDemand]) -> None:

@@ -53,7 +53,16 @@ from ._records import (
     TaskRecord,
     now_ms,
 )
-from ._rules import check_app_spec, default_apps, parse_task_id, resreq_debug, rust_option, validate_app_name
+from ._rules import (
+    batch_of,
+    check_app_spec,
+    check_batch_alignment,
+    default_apps,
+    parse_task_id,
+    resreq_debug,
+    rust_option,
+    validate_app_name,
+)
 
 __all__ = [
     "DEFAULT_DELAY_RELEASE",
@@ -126,10 +135,16 @@ class ClusterState:
             session spec gives none; ``None`` means upstream's fallback (1 cpu, 1 GiB, 0 gpu).
         retry_limit: bind failures after which a session gets no new executors (event 1002).
         node_name: name of the fake's single node.
+        capacity: the node's capacity ``(cpu, memory, gpu)``; the host's when ``None``.
     """
 
     def __init__(
-        self, *, default_resreq: ResReq | None = None, retry_limit: int = 5, node_name: str = "fake-node-0"
+        self,
+        *,
+        default_resreq: ResReq | None = None,
+        retry_limit: int = 5,
+        node_name: str = "fake-node-0",
+        capacity: ResReq | None = None,
     ) -> None:
         self.default_resreq = default_resreq
         self.retry_limit = retry_limit
@@ -145,7 +160,7 @@ class ClusterState:
         # Session of the task each executor holds: an unbind may clear the executor's session
         # while it still holds a task, and releasing it must still find that task.
         self._held_in: dict[str, str] = {}
-        self._capacity = _host_capacity()
+        self._capacity = capacity if capacity is not None else _host_capacity()
 
     # -- lifecycle and change notification -----------------------------------------------------
 
@@ -245,6 +260,9 @@ class ClusterState:
                         min_instances=s.rec.min_instances,
                         max_instances=s.rec.max_instances,
                         executors=self._holding(s.rec.id),
+                        priority=s.rec.priority,
+                        batch_size=s.rec.batch_size,
+                        resreq=s.rec.resreq,
                     )
                 )
             return result
@@ -255,21 +273,35 @@ class ClusterState:
         Raises:
             StateError: NOT_FOUND if the session is unknown, INVALID_ARGUMENT if it is closed.
         """
+        return self.create_executors(session_id, 1, backend=backend)[0]
+
+    def create_executors(self, session_id: str, count: int, *, backend: str) -> list[ExecutorRecord]:
+        """Create a gang of ``count`` executors for ``session_id`` in one change, all Binding.
+
+        Nobody (ListExecutor included) ever sees part of the gang, as v0.6.0 binds a gang in one
+        scheduling cycle.
+
+        Raises:
+            StateError: NOT_FOUND if the session is unknown, INVALID_ARGUMENT if it is closed.
+        """
         with self._lock:
             ssn = self._open_session_or_raise(session_id)
-            rec = ExecutorRecord(
-                id=str(uuid.uuid4()),
-                node=self.node_name,
-                state=EXECUTOR_BINDING,
-                session_id=session_id,
-                task_id=None,
-                application=ssn.rec.application,
-                backend=backend,
-                resreq=ssn.rec.resreq,
-            )
-            self._executors[rec.id] = rec
+            made = []
+            for _ in range(count):
+                rec = ExecutorRecord(
+                    id=str(uuid.uuid4()),
+                    node=self.node_name,
+                    state=EXECUTOR_BINDING,
+                    session_id=session_id,
+                    task_id=None,
+                    application=ssn.rec.application,
+                    backend=backend,
+                    resreq=ssn.rec.resreq,
+                )
+                self._executors[rec.id] = rec
+                made.append(replace(rec))
             self._bump()
-            return replace(rec)
+            return made
 
     def _open_session_or_raise(self, session_id: str) -> _Session:
         ssn = self._sessions.get(session_id)
@@ -585,7 +617,7 @@ class ClusterState:
             common_data=spec.common_data,
             min_instances=spec.min_instances,
             max_instances=spec.max_instances,
-            batch_size=1,  # gang scheduling is gone upstream: always 1
+            batch_size=batch_of(spec.batch_size),
             priority=spec.priority,
             resreq=self._resolve_resreq(spec),
             creation_time=now_ms(),
@@ -605,6 +637,7 @@ class ClusterState:
         """
         if spec is None:
             raise StateError("INVALID_ARGUMENT", msgs.SESSION_SPEC_MISSING)
+        check_batch_alignment(spec)  # v0.6.0: before the application lookup
         with self._lock:
             return self._create_session(session_id, spec)
 
@@ -613,8 +646,11 @@ class ClusterState:
 
         Raises:
             StateError: INVALID_ARGUMENT on a spec mismatch or a closed session, NOT_FOUND for an
-                unknown id without a spec, and CreateSession's errors when creating.
+                unknown id without a spec, and CreateSession's errors when creating. A given
+                spec's batch alignment is checked before any session lookup (v0.6.0).
         """
+        if spec is not None:
+            check_batch_alignment(spec)
         with self._lock:
             ssn = self._sessions.get(session_id)
             if ssn is None:
@@ -628,7 +664,7 @@ class ClusterState:
             return _copy_session(ssn, events=False)
 
     def _check_spec(self, rec: SessionRecord, spec: SessionSpec) -> None:
-        # Upstream's comparison order; common_data and batch_size are not compared.
+        # v0.6.0's comparison order; common_data is not compared, batch_size normalised to max(B, 1).
         resreq = self._resolve_resreq(spec)
         # Rendered forms are compared: each rendering is one-to-one with the value it shows.
         rows = (
@@ -636,6 +672,7 @@ class ClusterState:
             ("resreq", resreq_debug(rec.resreq), resreq_debug(resreq)),
             ("min_instances", str(rec.min_instances), str(spec.min_instances)),
             ("max_instances", rust_option(rec.max_instances), rust_option(spec.max_instances)),
+            ("batch_size", str(batch_of(rec.batch_size)), str(batch_of(spec.batch_size))),
             ("priority", str(rec.priority), str(spec.priority)),
         )
         for name, expected, got in rows:
@@ -820,6 +857,11 @@ class ClusterState:
             arch=platform.machine() or "unknown",
             os=platform.system().lower() or "unknown",
         )
+
+    @property
+    def capacity(self) -> ResReq:
+        """The fake node's capacity (cpu, memory bytes, gpu): the whole cluster's."""
+        return self._capacity
 
     def nodes(self) -> list[NodeRecord]:
         """ListNodes: the fake's single node."""

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._cli import parse_size, positive_int
+from ._policies import DEFAULT_POLICIES, check_policies
 
 if TYPE_CHECKING:
     from ._cluster import FakeCluster
@@ -53,7 +54,8 @@ class FlameOptions:
     Args:
         backend: ``auto``, ``thread`` or ``process`` (see ``FakeCluster``).
         flmrun: ``builtin`` or ``flamepy``.
-        max_executors: cluster-wide cap on concurrent instances.
+        max_executors: the fake's own cap on concurrent instances (``None``: none, as v0.6.0).
+        policies: the scheduling policies (default ``("priority", "gang")``, as upstream's images).
         retry_limit: failed bindings of a session before event 1002.
         default_resreq: ``(cpu, memory, gpu)`` for sessions that name none.
         cache_max_memory: object cache memory limit: bytes, or a size as the CLI takes it
@@ -71,7 +73,8 @@ class FlameOptions:
         *,
         backend: str = "auto",
         flmrun: str = "builtin",
-        max_executors: int = 10,
+        max_executors: int | None = None,
+        policies: Sequence[str] = DEFAULT_POLICIES,
         retry_limit: int = 5,
         default_resreq: tuple[int, int, int] | None = None,
         cache_max_memory: int | str | None = None,
@@ -83,6 +86,8 @@ class FlameOptions:
         if flmrun not in _FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(_FLMRUN_MODES)}; got {flmrun!r}")
         for name, value in (("max_executors", max_executors), ("retry_limit", retry_limit)):
+            if name == "max_executors" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         for name, flag in (
@@ -94,6 +99,7 @@ class FlameOptions:
         self.backend = backend
         self.flmrun = flmrun
         self.max_executors = max_executors
+        self.policies = check_policies(policies)
         self.retry_limit = retry_limit
         self.default_resreq = default_resreq
         self.cache_max_memory = _size(cache_max_memory)
@@ -106,6 +112,7 @@ class FlameOptions:
             "backend": self.backend,
             "flmrun": self.flmrun,
             "max_executors": self.max_executors,
+            "policies": self.policies,
             "retry_limit": self.retry_limit,
             "default_resreq": self.default_resreq,
             "cache_max_memory": self.cache_max_memory,
@@ -132,6 +139,7 @@ _OPTION_NAMES = (
     "backend",
     "flmrun",
     "max_executors",
+    "policies",
     "retry_limit",
     "default_resreq",
     "cache_max_memory",
@@ -159,7 +167,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="default cluster-wide cap on instances of flame_cluster (default: 10)",
+        help="default cap on instances of flame_cluster, a fake-only limit (default: none, as Flame v0.6.0)",
     )
     group.addoption(
         "--flame-retry-limit",
@@ -236,7 +244,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm_handler(config)
     config.addinivalue_line(
         "markers",
-        "flame(*, backend='auto', flmrun='builtin', max_executors=10, retry_limit=5, default_resreq=None, "
+        "flame(*, backend='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
+        "retry_limit=5, default_resreq=None, "
         "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False): "
         "options of the flame_cluster fixture (the closest marker wins)",
     )

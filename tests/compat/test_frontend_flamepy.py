@@ -167,12 +167,12 @@ def test_unregister_application(address: str) -> None:
 
 def test_create_session(address: str, state: ClusterState) -> None:
     session = flamepy.create_session(
-        "flmping", common_data=b"cd", session_id="s1", max_instances=3, batch_size=4
+        "flmping", common_data=b"cd", session_id="s1", max_instances=8, batch_size=4
     )
     assert (session.id, session.application, session.state) == ("s1", "flmping", SessionState.OPEN)
     assert session.common_data() == b"cd" and session.completion_time is None and session.events == []
     record = state.get_session("s1")
-    assert (record.batch_size, record.resreq, record.max_instances) == (1, (1, 1073741824, 0), 3)
+    assert (record.batch_size, record.resreq, record.max_instances) == (4, (1, 1073741824, 0), 8)
     generated = flamepy.create_session("flmping")
     assert generated.id.startswith("flmping-")  # flamepy names it; the server takes any id
     with pytest.raises(FlameError) as exc:
@@ -181,6 +181,13 @@ def test_create_session(address: str, state: ClusterState) -> None:
     with pytest.raises(FlameError) as exc:
         flamepy.create_session("nope", session_id="s1")
     _error(exc, FlameErrorCode.INTERNAL, f"failed to create session: Application nope not found: {ENOENT}")
+    with pytest.raises(FlameError) as exc:  # batch alignment comes before the application lookup
+        flamepy.create_session("nope", session_id="s1", max_instances=3, batch_size=4)
+    _error(
+        exc,
+        FlameErrorCode.INTERNAL,
+        "failed to create session: max_instances (3) must be a multiple of batch_size (4)",
+    )
 
 
 def test_create_session_with_resreq(address: str, state: ClusterState) -> None:
@@ -207,7 +214,7 @@ def test_open_session_matrix(address: str) -> None:
     _error(
         exc,
         FlameErrorCode.INVALID_ARGUMENT,
-        "failed to open session: session s1 spec mismatch: "
+        "failed to open session: session <s1> spec mismatch: "
         "max_instances differs (expected Some(2), got None)",
     )
     with pytest.raises(FlameError) as exc:
@@ -217,7 +224,7 @@ def test_open_session_matrix(address: str) -> None:
     _error(
         exc,
         FlameErrorCode.INVALID_ARGUMENT,
-        "failed to open session: session s1 spec mismatch: resreq differs (expected "
+        "failed to open session: session <s1> spec mismatch: resreq differs (expected "
         "Some(ResourceRequirement { cpu: 1, memory: 1073741824, gpu: 0 }), got "
         "Some(ResourceRequirement { cpu: 4, memory: 0, gpu: 0 }))",
     )
@@ -247,7 +254,7 @@ def test_get_and_list_sessions(address: str, state: ClusterState) -> None:
     events = flamepy.get_session("a").events
     assert [e.code for e in events] == [1001]
     assert (
-        "failed to bind session with return_code 12: OnSessionEnter raised RuntimeError: nope"
+        "failed to bind session with return_code <12>: OnSessionEnter raised RuntimeError: nope"
         in events[0].message
     )
     assert [e.code for s in flamepy.list_sessions() if s.id == "a" for e in s.events] == [1001]
@@ -284,7 +291,7 @@ def test_close_session(address: str, state: ClusterState) -> None:
     _error(exc, FlameErrorCode.INTERNAL, "failed to create task: Cannot create task in closed session")
     with pytest.raises(FlameError) as exc:
         flamepy.close_session("nope")
-    _error(exc, FlameErrorCode.INTERNAL, "failed to close session: session nope")
+    _error(exc, FlameErrorCode.INTERNAL, "failed to close session: session <nope>")
 
 
 # -- tasks ---------------------------------------------------------------------------------------
@@ -434,9 +441,9 @@ def test_result_wrapped_and_status_errors_on_the_wire(address: str) -> None:
                 stub.DeleteSession,
                 pb.DeleteSessionRequest(session_id="x"),
                 grpc.StatusCode.NOT_FOUND,
-                "session x",
+                "session <x>",
             ),
-            (stub.GetNode, pb.GetNodeRequest(name="x"), grpc.StatusCode.NOT_FOUND, "node x not found"),
+            (stub.GetNode, pb.GetNodeRequest(name="x"), grpc.StatusCode.NOT_FOUND, "node <x> not found"),
         ]
         for method, request, code, details in cases:
             with pytest.raises(grpc.RpcError) as exc:

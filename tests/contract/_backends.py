@@ -1,5 +1,9 @@
 """The clusters the contract suite runs against: the in-process fake and a real Flame v0.6.0.
 
+The target is the **released v0.6.0** (tag ``v0.6.0``, the pinned images and flamepy 0.6.0), not
+upstream's unreleased HEAD: every contract test asserts v0.6.0's status codes and texts
+(``shared/reference/v0.6.0.md``), so a test green on the fake is green on a real v0.6.0 cluster.
+
 ``tests/contract/conftest.py`` turns these into the ``flame_backend`` fixture. This module holds
 the plain parts so the tests can import the :class:`FlameBackend` type:
 
@@ -36,7 +40,7 @@ from flamepy_runner._proto import pb, rpc
 if TYPE_CHECKING:
     from flamepy_fake import FakeCluster
 
-#: Upstream release the real backend runs; pinned because ``latest`` moves.
+#: Upstream release the real backend runs, and the one the fake follows; pinned because ``latest`` moves.
 FLAME_VERSION = "v0.6.0"
 SESSION_MANAGER_IMAGE = f"xflops/flame-session-manager:{FLAME_VERSION}"
 OBJECT_CACHE_IMAGE = f"xflops/flame-object-cache:{FLAME_VERSION}"
@@ -69,13 +73,15 @@ cluster:
   name: flame-contract
   endpoint: "http://{_SM_HOST}:{_SM_PORT}"
   resreq: "cpu=1,mem=1g"
-  policies: [priority]
+  # Upstream's own CI and compose setting. v0.6.0 never creates an executor with a list that
+  # lacks gang (every task stays Pending; v0.6.0.md section 2.1), so [priority] would run nothing.
+  policies: [priority, gang]
   storage: "fs://data/"
   schedule_interval: 100
   executors:
     shim: host
   limits:
-    max_executors: 10
+    max_executors: 10  # parsed but never read by v0.6.0; kept as upstream's config has it
 cache:
   endpoint: "grpc://{_CACHE_HOST}:{_CACHE_PORT}"
   network_interface: "eth0"

@@ -187,6 +187,8 @@ def test_docker_cluster_wiring(recording_testcontainers: None, monkeypatch: pyte
             assert config["cluster"]["endpoint"] == "http://flame-session-manager:8080"
             assert config["cache"]["endpoint"] == "grpc://flame-object-cache:9090"
             assert config["cluster"]["storage"].startswith("fs://")  # the reference semantics
+            # v0.6.0 never creates an executor without 'gang'; upstream's CI runs [priority, gang].
+            assert config["cluster"]["policies"] == ["priority", "gang"]
             assert part.running and not part.stopped
     assert all(part.stopped for part in _Container.made) and _Network.instances[0].removed
 

@@ -24,6 +24,7 @@ must hold on a real cluster too.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -137,7 +138,17 @@ FLMRUN_ARGUMENTS = [
     "-m",
     "flamepy.runner.runpy",
 ]
-DRAFT7 = "http://json-schema.org/draft-07/schema#"
+FLMEXEC_INPUT_SCHEMA = (
+    '{"$schema":"http://json-schema.org/draft-07/schema#","type":"object","properties":'
+    '{"language":{"type":"string","description":"The language of the script, e.g. python"},'
+    '"code":{"type":"string","description":"The code of the script to run, e.g. print(\'Hello, world!\')"},'
+    '"input":{"type":"array","items":{"type":"integer",'
+    '"description":"The input to the script in bytes, e.g. [0x1, 0x2]"}}},"required":["language","code"]}'
+)
+FLMEXEC_OUTPUT_SCHEMA = (
+    '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'
+    '"description":"The output of the script in UTF-8."}'
+)
 
 
 def test_default_applications_have_upstreams_specs(flamepy_client: Any, frontend: Any) -> None:
@@ -163,20 +174,10 @@ def test_default_applications_have_upstreams_specs(flamepy_client: Any, frontend
     flmexec = apps["flmexec"].spec
     assert flmexec.command == "${FLAME_HOME}/bin/flmexec-service"
     assert flmexec.description == "The Flame Executor application, which is used to run scripts."
-    schema_in, schema_out = json.loads(flmexec.schema.input), json.loads(flmexec.schema.output)
-    assert (schema_in["$schema"], schema_in["type"], schema_in["required"]) == (
-        DRAFT7,
-        "object",
-        ["language", "code"],
-    )
-    assert set(schema_in["properties"]) == {"language", "code", "input"}
-    assert schema_out == {
-        "$schema": DRAFT7,
-        "type": "string",
-        "description": "The output of the script in UTF-8.",
-    }
-    assert flmexec.schema.output == json.dumps(schema_out, separators=(",", ":"))  # compact, in order
-    assert ", " not in flmexec.schema.input and '": ' not in flmexec.schema.input
+    # Byte-exact (v0.6.0.md section 6): compact JSON, keys in upstream's order, with descriptions.
+    assert flmexec.schema.input == FLMEXEC_INPUT_SCHEMA
+    assert flmexec.schema.output == FLMEXEC_OUTPUT_SCHEMA
+    assert not flmexec.schema.HasField("common_data")
 
     for name in defaults:
         app = apps[name]
@@ -284,6 +285,7 @@ def test_application_prechecks_are_invalid_argument(frontend: Any, names: Names)
             name=name, application=pb.ApplicationSpec(schema=pb.ApplicationSchema(input="{not json"))
         ),
     )
+    # Prefix only: the reference gives no text for the parser's error that follows it.
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("invalid input schema: ")
     assert status(
         frontend.RegisterApplication,
@@ -297,7 +299,7 @@ def test_application_prechecks_are_invalid_argument(frontend: Any, names: Names)
 # --------------------------------------------------------------------------- sessions
 
 
-def test_create_session_resolves_resreq_and_forces_batch_size_one(
+def test_create_session_resolves_resreq_and_echoes_batch_size(
     flame_backend: FlameBackend, frontend: Any, names: Names
 ) -> None:
     app = parked_app(frontend, names)
@@ -308,7 +310,7 @@ def test_create_session_resolves_resreq_and_forces_batch_size_one(
         common_data=b"cd",
         min_instances=1,
         max_instances=3,
-        batch_size=5,
+        batch_size=1,
         priority=7,
     )
     assert ssn.metadata.id == ssn.metadata.name == names.session("a")
@@ -333,6 +335,132 @@ def test_create_session_resolves_resreq_and_forces_batch_size_one(
     )
     assert explicit.spec.HasField("resreq") and resreq(explicit.spec.resreq) == (0, 0, 0)  # verbatim
     assert not explicit.spec.HasField("max_instances") and explicit.spec.batch_size == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "stored"),
+    [
+        ({}, 1),  # unset (0) is stored as 1
+        ({"batch_size": 2, "min_instances": 2, "max_instances": 4}, 2),
+        ({"batch_size": 2, "max_instances": 0}, 2),  # Some(0) is a multiple
+    ],
+    ids=["unset", "aligned", "max-zero"],
+)
+def test_batch_size_is_stored_and_echoed(
+    frontend: Any, names: Names, spec: dict[str, int], stored: int
+) -> None:
+    app = parked_app(frontend, names)
+    sid = names.session()
+    assert create_session(frontend, sid, app, **spec).spec.batch_size == stored
+    assert frontend.GetSession(pb.GetSessionRequest(session_id=sid), timeout=CALL).spec.batch_size == stored
+    listed = frontend.ListSession(pb.ListSessionRequest(), timeout=CALL).sessions
+    assert [s.spec.batch_size for s in listed if s.metadata.id == sid] == [stored]
+    opened = frontend.OpenSession(pb.OpenSessionRequest(session_id=sid), timeout=CALL)
+    assert opened.spec.batch_size == stored
+    closed = frontend.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=CALL)
+    assert closed.spec.batch_size == stored
+    deleted = frontend.DeleteSession(pb.DeleteSessionRequest(session_id=sid), timeout=CALL)
+    assert deleted.spec.batch_size == stored
+
+
+BATCH_MIN_TEXT = "min_instances (1) must be 0 or a multiple of batch_size (2)"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"batch_size": 2, "min_instances": 1}, BATCH_MIN_TEXT),
+        ({"batch_size": 2, "min_instances": 3, "max_instances": 4}, BATCH_MIN_TEXT.replace("(1)", "(3)")),
+        ({"batch_size": 2, "max_instances": 3}, "max_instances (3) must be a multiple of batch_size (2)"),
+        (  # min_instances first
+            {"batch_size": 3, "min_instances": 2, "max_instances": 2},
+            "min_instances (2) must be 0 or a multiple of batch_size (3)",
+        ),
+    ],
+    ids=["min-below", "min-above", "max", "min-first"],
+)
+def test_batch_size_alignment_is_checked_before_anything_else(
+    frontend: Any, names: Names, spec: dict[str, int], message: str
+) -> None:
+    app = parked_app(frontend, names)
+    invalid = (grpc.StatusCode.INVALID_ARGUMENT, message)
+    sid = names.session()
+    assert (
+        status(
+            frontend.CreateSession,
+            pb.CreateSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+    missing = names.app("missing")  # before the application lookup
+    assert (
+        status(
+            frontend.CreateSession,
+            pb.CreateSessionRequest(session_id=sid, session=pb.SessionSpec(application=missing, **spec)),
+        )
+        == invalid
+    )
+    # OpenSession: before every session lookup (unknown, open with another spec, closed).
+    assert (
+        status(
+            frontend.OpenSession,
+            pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+    create_session(frontend, sid, app)
+    assert (
+        status(
+            frontend.OpenSession,
+            pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+    frontend.CloseSession(pb.CloseSessionRequest(session_id=sid), timeout=CALL)
+    assert (
+        status(
+            frontend.OpenSession,
+            pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec)),
+        )
+        == invalid
+    )
+
+
+def test_batch_size_alignment_through_flamepy(flamepy_client: Any, frontend: Any, names: Names) -> None:
+    from flamepy import FlameError, FlameErrorCode
+
+    app = parked_app(frontend, names)
+    with pytest.raises(FlameError) as exc:
+        flamepy_client.create_session(app, session_id=names.session(), min_instances=1, batch_size=2)
+    assert (exc.value.code, exc.value.message) == (
+        FlameErrorCode.INTERNAL,
+        f"failed to create session: {BATCH_MIN_TEXT}",
+    )
+
+
+def test_open_session_compares_batch_size(frontend: Any, names: Names) -> None:
+    app = parked_app(frontend, names)
+    one, two = names.session("one"), names.session("two")
+    create_session(frontend, one, app)
+    create_session(frontend, two, app, batch_size=2)
+
+    def open_(sid: str, **spec: Any) -> Any:
+        request = pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec))
+        return frontend.OpenSession(request, timeout=CALL)
+
+    assert open_(one, batch_size=0).spec.batch_size == 1  # both sides normalised by max(B, 1)
+    assert open_(one, batch_size=1).spec.batch_size == 1
+    assert open_(two, batch_size=2).spec.batch_size == 2
+    for sid, spec, expected, got in (
+        (two, {}, 2, 1),
+        (two, {"batch_size": 4, "priority": 1}, 2, 4),
+        (one, {"batch_size": 2}, 1, 2),
+    ):
+        request = pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(application=app, **spec))
+        assert status(frontend.OpenSession, request) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"session <{sid}> spec mismatch: batch_size differs (expected {expected}, got {got})",
+        )
 
 
 def test_create_session_errors(frontend: Any, names: Names) -> None:
@@ -454,7 +582,7 @@ def test_open_session_spec_mismatch_names_the_field(
         frontend.OpenSession, pb.OpenSessionRequest(session_id=sid, session=pb.SessionSpec(**spec))
     ) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"session {sid} spec mismatch: {field} differs (expected {expected}, got {got})",
+        f"session <{sid}> spec mismatch: {field} differs (expected {expected}, got {got})",
     )
 
 
@@ -505,7 +633,7 @@ def test_close_session_cancels_pending_tasks_and_is_idempotent(frontend: Any, na
     unknown = names.session("unknown")
     assert status(frontend.CloseSession, pb.CloseSessionRequest(session_id=unknown)) == (
         grpc.StatusCode.NOT_FOUND,
-        f"session {unknown}",
+        f"session <{unknown}>",
     )
 
 
@@ -552,7 +680,7 @@ def test_delete_session_guards(frontend: Any, names: Names) -> None:
         grpc.StatusCode.NOT_FOUND,
         sid,
     )
-    assert status(frontend.DeleteSession, delete) == (grpc.StatusCode.NOT_FOUND, f"session {sid}")
+    assert status(frontend.DeleteSession, delete) == (grpc.StatusCode.NOT_FOUND, f"session <{sid}>")
     create_session(frontend, sid, app)  # the id can be reused
 
 
@@ -622,7 +750,7 @@ def test_task_lookup_errors(frontend: Any, names: Names) -> None:
 def test_task_runs_to_succeed_with_events(flamepy_client: Any, frontend: Any, names: Names) -> None:
     sid = names.session()
     session = flamepy_client.create_session("flmping", session_id=sid)
-    task = session.create_task(b"ping")
+    task = session.create_task(b"{}")
     assert task.id == "1"
     seen = watch(frontend, sid, "1")
     # Pending is never sent; Running may be missed if the task finished first.
@@ -630,6 +758,7 @@ def test_task_runs_to_succeed_with_events(flamepy_client: Any, frontend: Any, na
     final = get_task(frontend, sid, "1")
     assert final.status.state == pb.Succeed and final.status.HasField("completion_time")
     assert seen[-1].spec.output == final.spec.output  # the terminal message carries the output
+    assert PING_REPLY.fullmatch(final.spec.output), final.spec.output
     assert events(final) == [
         (0, "Task was created with state <Pending>"),
         (1, "Task state was updated to <Running>"),
@@ -644,18 +773,96 @@ def test_task_runs_to_succeed_with_events(flamepy_client: Any, frontend: Any, na
     assert flamepy_client.close_session(sid).succeed == 1
 
 
-def test_failed_task_keeps_the_executors_message(frontend: Any, names: Names) -> None:
+# flmping-service's reply (v0.6.0.md section 5): compact JSON, literal angle brackets.
+PING_REPLY = re.compile(rb'\{"message":"Completed on <[^<>"]+> in <\d+> milliseconds with <0> memory"\}')
+
+
+def test_flmping_replies_with_the_node_the_time_and_the_memory(frontend: Any, names: Names) -> None:
     sid = names.session()
-    create_session(frontend, sid, "flmexec")
-    create_task(frontend, sid, b"this is not a JSON request")
+    create_session(frontend, sid, "flmping")
+    for data in (
+        None,
+        b"",
+        b'{"duration":null}',
+        b'{"foo":1}',
+        b"[1,0]",
+        b'{"memory":1048576,"duration":20}',
+    ):
+        task = create_task(frontend, sid, data)
+        assert watch(frontend, sid, task.metadata.id)[-1].status.state == pb.Succeed
+    listed = frontend.ListTask(pb.ListTaskRequest(session_id=sid), timeout=CALL)
+    outputs = [
+        t.spec.output for t in sorted(listed, key=lambda t: int(t.metadata.id))
+    ]  # ListTask is unordered
+    assert len(outputs) == 6
+    for output in outputs[:5]:
+        assert PING_REPLY.fullmatch(output), output
+    last = re.fullmatch(
+        rb'\{"message":"Completed on <[^<>"]+> in <(\d+)> milliseconds with <1048576> memory"\}', outputs[5]
+    )
+    assert last is not None and int(last.group(1)) >= 20, outputs[5]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"ping", "expected value at line 1 column 1"),
+        (b'{"duration":-1}', "invalid value: integer `-1`, expected u64 at line 1 column 14"),
+        (b"[5]", "invalid length 1, expected struct PingRequest with 2 elements at line 1 column 3"),
+    ],
+    ids=["not-json", "negative", "short-array"],
+)
+def test_failed_task_keeps_the_executors_message(
+    frontend: Any, names: Names, data: bytes, message: str
+) -> None:
+    sid = names.session()
+    create_session(frontend, sid, "flmping")
+    create_task(frontend, sid, data)
     assert watch(frontend, sid, "1")[-1].status.state == pb.Failed
     failed = get_task(frontend, sid, "1")
-    codes = [code for code, _ in events(failed)]
-    assert codes == [0, 1, 3]
-    assert events(failed)[-1][1]  # the executor's message, verbatim (its text is the executor's)
+    assert events(failed) == [
+        (0, "Task was created with state <Pending>"),
+        (1, "Task state was updated to <Running>"),
+        (3, message),  # serde_json's text, verbatim from the executor
+    ]
+    assert not failed.spec.HasField("output")
     assert failed.status.HasField("completion_time")
     counters = frontend.GetSession(pb.GetSessionRequest(session_id=sid), timeout=CALL).status
     assert (counters.succeed, counters.failed) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("data", "state", "output", "message"),
+    [
+        (b'{"language":"shell","code":"echo hi"}', pb.Succeed, b'{"data":[104,105,10]}', None),
+        (b'{"language":"SHELL","code":"exit 3"}', pb.Succeed, b'{"data":[]}', None),  # exit status ignored
+        (
+            b'{"language":"python","code":"import sys; print(sys.stdin.read()[::-1])","input":[97,98]}',
+            pb.Succeed,
+            b'{"data":[98,97,10]}',
+            None,
+        ),
+        (None, pb.Failed, None, "missing task input"),
+        (b'{"language":"ruby","code":"puts 1"}', pb.Failed, None, "Unsupported language: ruby"),
+        (b'{"code":"x"}', pb.Failed, None, "missing field `language` at line 1 column 12"),
+    ],
+    ids=["shell", "exit-status", "python-stdin", "no-input", "ruby", "no-language"],
+)
+def test_flmexec_runs_scripts_like_the_real_service(
+    frontend: Any, names: Names, data: bytes | None, state: int, output: bytes | None, message: str | None
+) -> None:
+    sid = names.session()
+    create_session(frontend, sid, "flmexec")
+    create_task(frontend, sid, data)
+    assert watch(frontend, sid, "1")[-1].status.state == state
+    task = get_task(frontend, sid, "1")
+    assert (task.spec.output if task.spec.HasField("output") else None) == output
+    final = (2, "Task was completed with state <Succeed>") if message is None else (3, message)
+    assert events(task) == [
+        (0, "Task was created with state <Pending>"),
+        (1, "Task state was updated to <Running>"),
+        final,
+    ]
 
 
 def test_close_session_is_refused_while_a_task_runs(frontend: Any, names: Names, tmp_path: Path) -> None:
@@ -753,10 +960,16 @@ def test_bind_failures_are_session_events(frontend: Any, names: Names) -> None:
 
     session = eventually(bind_failed, "a bind failure event")
     failure = next(e for e in session.status.events if e.code == 1001)
-    assert (
-        failure.message.startswith("Executor ")
-        and "failed to bind session with return_code " in failure.message
+    # v0.6.0's text, ids in literal angle brackets; only the executor id and node name vary.
+    match = re.fullmatch(
+        r"Executor <([0-9a-f-]{36})> on node <([^<>]+)> failed to bind session with return_code <11>: "
+        r"shim creation failed: failed to start service by command </nonexistent/ct-never-starts>: "
+        r"No such file or directory \(os error 2\)",
+        failure.message,
     )
+    assert match is not None, failure.message
+    nodes = {n.metadata.name for n in frontend.ListNodes(pb.ListNodesRequest(), timeout=CALL).nodes}
+    assert match.group(2) in nodes
     assert_epoch_ms(failure.creation_time)
     # The session stays Open and its task Pending; the events show in ListSession too.
     assert session.status.state == pb.Open
@@ -782,5 +995,5 @@ def test_nodes(flamepy_client: Any, frontend: Any) -> None:
     assert node.status.capacity.cpu >= 1
     assert status(frontend.GetNode, pb.GetNodeRequest(name="ct-no-such-node")) == (
         grpc.StatusCode.NOT_FOUND,
-        "node ct-no-such-node not found",
+        "node <ct-no-such-node> not found",
     )

@@ -234,6 +234,21 @@ def test_a_bad_option_is_one_line_and_exit_2(
     assert err.startswith(f"flamepy-fake: error: {message}")
 
 
+def test_policies_without_gang_are_refused_with_the_reason(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--policies", "priority", "--", "true"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "flamepy-fake: error: argument --policies: "
+        "policies ['priority'] lack 'gang': with them Flame v0.6.0 never creates an executor and "
+        "every task stays Pending forever (an upstream defect, xflops/flame#500), so the fake "
+        "refuses them; use ['priority', 'gang'] (upstream's images and CI) or "
+        "['priority', 'drf', 'gang'] (its built-in default)"
+    ), err
+    assert err.count("\n") == 1, err
+
+
 def test_run_needs_a_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--"]) == 2
     assert capsys.readouterr().err == (

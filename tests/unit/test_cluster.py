@@ -209,6 +209,23 @@ def test_bad_options_are_refused_when_built(kwargs: dict[str, object], message: 
         FakeCluster(**kwargs)  # type: ignore[arg-type]
 
 
+def test_policies_default_to_upstreams_images_and_refuse_a_list_without_gang() -> None:
+    assert FakeCluster().options["policies"] == ("priority", "gang")
+    assert FakeCluster().options["max_executors"] is None  # v0.6.0 has no executor cap
+    assert FakeCluster(policies=["gang", "drf"]).options["policies"] == ("drf", "gang")
+    with pytest.raises(ValueError) as exc:
+        FakeCluster(policies=["priority"])
+    assert str(exc.value) == (
+        "policies ['priority'] lack 'gang': with them Flame v0.6.0 never creates an executor and "
+        "every task stays Pending forever (an upstream defect, xflops/flame#500), so the fake "
+        "refuses them; use ['priority', 'gang'] (upstream's images and CI) or "
+        "['priority', 'drf', 'gang'] (its built-in default)"
+    )
+    with pytest.raises(ValueError) as exc:
+        FakeCluster(policies=["priority", "shim", "gang"])
+    assert str(exc.value) == 'unknown policy: shim. available: ["priority", "drf", "gang"]'
+
+
 def test_positional_arguments_are_refused() -> None:
     with pytest.raises(TypeError):
         FakeCluster("127.0.0.1")  # type: ignore[misc]

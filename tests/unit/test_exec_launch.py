@@ -149,8 +149,12 @@ def test_stop_before_start_never_spawns(tmp_path: Path) -> None:
 
 
 def test_bad_command(tmp_path: Path) -> None:
-    with pytest.raises(ShimError, match="failed to start service by command /no/such/program"):
-        _instance(tmp_path, ["/no/such/program"]).start()
+    with pytest.raises(ShimError) as exc:
+        _instance(tmp_path, ["/no/such/program", "--flag"]).start()
+    # v0.6.0's host shim text: the command in literal angle brackets, then Rust's io::Error text.
+    assert str(exc.value) == (
+        "failed to start service by command </no/such/program>: No such file or directory (os error 2)"
+    )
 
 
 def test_exit_before_socket(tmp_path: Path) -> None:

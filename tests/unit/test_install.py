@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import re
 import subprocess
 import sys
 import tarfile
@@ -198,8 +199,15 @@ def test_missing_dependencies_go_through_pip(tmp_path: Path, monkeypatch: pytest
         "pyproject.toml": b'[project]\nname = "d"\ndependencies = ["ffx-surely-absent-pkg"]\n',
     }
     archive = _tar(tmp_path / "demo.tar.gz", files)
-    with pytest.raises(InstallError, match="Python installation failed for app demo"):
+    with pytest.raises(InstallError) as exc:
         Installer(tmp_path / "apps").install(app(f"file://{archive}"))
+    # v0.6.0's text, the app in literal angle brackets; pip's output is in the named log.
+    match = re.fullmatch(
+        r"Python installation failed for app <demo>\. See log: (/.+/pip\.log)", str(exc.value)
+    )
+    assert match is not None, str(exc.value)
+    log = Path(match.group(1)).read_text()
+    assert "ffx-surely-absent-pkg" in log and "pip exited with 1" in log
     # In-process instances skip dependency installation altogether.
     got = Installer(tmp_path / "apps").install(app(f"file://{archive}"), dependencies=False)
     assert _import(got.pythonpath, "demo_mod") == "42"
@@ -271,6 +279,11 @@ def test_cancel_kills_a_running_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     installer.cancel()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert errors and "pip exited with -9" in str(errors[0])
+    assert errors, "the cancelled install must fail"
+    match = re.fullmatch(
+        r"Python installation failed for app <demo>\. See log: (/.+/pip\.log)", str(errors[0])
+    )
+    assert match is not None, str(errors[0])
+    assert "pip exited with -9" in Path(match.group(1)).read_text()
     with pytest.raises(InstallError, match="stopping"):
         installer.install(app(f"file://{archive}"))

@@ -158,7 +158,7 @@ def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(
         [
             "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: backend, flmrun, "
-            "max_executors, retry_limit, default_resreq, cache_max_memory, allow_open_sessions, "
+            "max_executors, policies, retry_limit, default_resreq, cache_max_memory, allow_open_sessions, "
             "allow_unfinished_tasks",
         ]
     )
@@ -397,6 +397,11 @@ def test_flame_options_validate_keywords() -> None:
     with pytest.raises(TypeError, match="allow_open_sessions must be True or False; got 1"):
         FlameOptions(allow_open_sessions=1)  # type: ignore[arg-type]
     assert FlameOptions(max_executors=2).cluster_kwargs()["max_executors"] == 2
+    assert FlameOptions().cluster_kwargs()["max_executors"] is None
+    assert FlameOptions().cluster_kwargs()["policies"] == ("priority", "gang")
+    assert FlameOptions(policies=["drf", "gang"]).cluster_kwargs()["policies"] == ("drf", "gang")
+    with pytest.raises(ValueError, match=r"^policies \['drf'\] lack 'gang': "):
+        FlameOptions(policies=["drf"])
 
 
 # ---------------------------------------------------------------------------- teardown is bounded

@@ -18,7 +18,13 @@ class Recorder:
     depends on how fast the machine is.
     """
 
-    def __init__(self, state: ClusterState, max_executors: int = 10, backoff: float = 0.2) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        max_executors: int | None = 10,
+        backoff: float = 0.2,
+        policies: tuple[str, ...] = ("priority", "gang"),
+    ) -> None:
         self.state = state
         self.spawned: list[tuple[str, str]] = []
         self.now = 1000.0
@@ -28,6 +34,7 @@ class Recorder:
             live=lambda: len(self.state.executors()),
             backend_for=lambda d: "thread",
             max_executors=max_executors,
+            policies=policies,
             retry_backoff=backoff,
             clock=lambda: self.now,
         )
@@ -45,7 +52,7 @@ class Recorder:
 
 @pytest.fixture
 def state() -> ClusterState:
-    st = ClusterState(retry_limit=3)
+    st = ClusterState(retry_limit=3, capacity=(6, 70 << 30, 0))
     st.register_application("app", AppSpec(command="x"))
     st.register_application("wasm", AppSpec(shim=pb.Wasm, command="x"))
     return st
@@ -76,7 +83,8 @@ def test_cluster_cap_serves_sessions_in_order(state: ClusterState) -> None:
         state.create_session(sid, SessionSpec(application="app"))
         state.create_task(sid, b"x")
         state.create_task(sid, b"x")
-    assert r.cycle() == ["first", "first"]
+    # One gang per session per planning round, as v0.6.0's cycle: the cap is shared in turn.
+    assert r.cycle() == ["first", "second"]
     assert r.cycle() == []
 
 
@@ -184,3 +192,59 @@ def test_abandoned_probe_frees_the_slot(state: ClusterState) -> None:
     state.release_executor(probe)  # it ended before binding (say, the cluster was stopping)
     r.scheduler.bind_finished("s", ok=None)
     assert r.cycle() == ["s"]  # not blocked forever by the lost probe
+
+
+# -- v0.6.0 gangs ----------------------------------------------------------------------------------
+
+
+def test_a_batch_session_waits_for_a_whole_gang(state: ClusterState) -> None:
+    r = Recorder(state)
+    state.create_session("b", SessionSpec(application="app", batch_size=2))
+    state.create_task("b", b"x")
+    assert r.cycle() == []  # one task never fills a batch of 2: it stays Pending
+    assert r.cycle() == []
+    assert state.get_task("b", "1").state == pb.Pending
+    state.create_task("b", b"x")
+    assert r.cycle() == ["b", "b"]  # the whole gang at once
+    state.create_task("b", b"x")
+    assert r.cycle() == []  # 3 tasks round down to one batch: the third waits for a free executor
+
+
+def test_a_gang_member_leaving_alone_is_topped_up(state: ClusterState) -> None:
+    r = Recorder(state)
+    state.create_session("b", SessionSpec(application="app", batch_size=2, min_instances=2))
+    assert r.cycle() == ["b", "b"]  # min_instances >= B keeps a gang warm without tasks
+    r.bind_all()
+    gone = r.spawned[0][1]
+    state.unbind_executor(gone)
+    state.unbind_executor(gone)  # its session cleared: it no longer holds the session
+    assert r.cycle() == ["b"]  # top-up to the next multiple of B
+
+
+def test_the_cap_never_splits_a_gang(state: ClusterState) -> None:
+    r = Recorder(state, max_executors=3)
+    state.create_session("b", SessionSpec(application="app", batch_size=2))
+    for _ in range(4):
+        state.create_task("b", b"x")
+    assert r.cycle() == ["b", "b"]  # a second gang of 2 would pass the cap of 3
+    assert r.cycle() == []
+
+
+def test_no_cap_by_default(state: ClusterState) -> None:
+    r = Recorder(state, max_executors=None)
+    state.create_session("s", SessionSpec(application="app"))
+    for _ in range(12):
+        state.create_task("s", b"x")
+    assert r.cycle() == ["s"] * 12  # v0.6.0 never reads limits.max_executors
+
+
+def test_policies_with_drf_start_a_lone_task(state: ClusterState) -> None:
+    r = Recorder(state, policies=("priority", "drf", "gang"))
+    state.create_session("b", SessionSpec(application="app", batch_size=2))
+    state.create_task("b", b"x")
+    assert r.cycle() == ["b", "b"]
+
+
+def test_policies_without_gang_are_refused(state: ClusterState) -> None:
+    with pytest.raises(ValueError, match=r"^policies \['priority'\] lack 'gang': "):
+        Recorder(state, policies=("priority",))

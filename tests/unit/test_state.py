@@ -60,8 +60,19 @@ def test_default_applications_are_upstreams_three(state: ClusterState) -> None:
     assert list(schema_in) == ["$schema", "type", "properties", "required"]  # insertion order kept
     assert schema_in["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert schema_in["required"] == ["language", "code"]
-    assert schema_in["properties"]["input"] == {"type": "array", "items": {"type": "integer"}}
-    assert " " not in flmexec.schema_input.replace("in UTF-8", "")  # compact JSON
+    assert schema_in["properties"] == {
+        "language": {"type": "string", "description": "The language of the script, e.g. python"},
+        "code": {
+            "type": "string",
+            "description": "The code of the script to run, e.g. print('Hello, world!')",
+        },
+        # the third description sits on the items, not on the array
+        "input": {
+            "type": "array",
+            "items": {"type": "integer", "description": "The input to the script in bytes, e.g. [0x1, 0x2]"},
+        },
+    }
+    assert flmexec.schema_input == json.dumps(schema_in, separators=(",", ":"))  # compact JSON
     assert flmexec.schema_output == (
         '{"$schema":"http://json-schema.org/draft-07/schema#","type":"string",'
         '"description":"The output of the script in UTF-8."}'
@@ -240,10 +251,92 @@ def test_records_are_snapshots(state: ClusterState) -> None:
 def test_create_session_defaults(state: ClusterState) -> None:
     ssn = state.create_session("s1", SessionSpec(application="flmping", batch_size=7, common_data=b"cd"))
     assert ssn.resreq == (1, GIB, 0)
-    assert ssn.batch_size == 1
+    assert ssn.batch_size == 7  # v0.6.0 stores and echoes it
     assert (ssn.state, ssn.completion_time, ssn.events, ssn.common_data) == (0, None, [], b"cd")
     assert (ssn.pending, ssn.running, ssn.succeed, ssn.failed, ssn.cancelled) == (0, 0, 0, 0, 0)
     assert ssn.creation_time > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "stored"),
+    [
+        ({"batch_size": 0}, 1),  # stored as max(B, 1)
+        ({"batch_size": 1, "min_instances": 3, "max_instances": 5}, 1),  # B = 1: nothing checked
+        ({"batch_size": 2, "min_instances": 2, "max_instances": 4}, 2),
+        ({"batch_size": 2, "max_instances": 0}, 2),  # Some(0) passes
+        ({"batch_size": 3, "min_instances": 6}, 3),
+    ],
+)
+def test_batch_size_is_stored_and_echoed(state: ClusterState, spec: dict[str, int], stored: int) -> None:
+    assert _open(state, **spec).batch_size == stored
+    assert state.get_session("s1").batch_size == stored
+    assert [s.batch_size for s in state.list_sessions()] == [stored]
+    assert state.open_session("s1", None).batch_size == stored
+    assert state.close_session("s1").batch_size == stored
+    assert state.delete_session("s1").batch_size == stored
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"batch_size": 2, "min_instances": 1},
+            "min_instances (1) must be 0 or a multiple of batch_size (2)",
+        ),
+        (
+            {"batch_size": 2, "min_instances": 3},
+            "min_instances (3) must be 0 or a multiple of batch_size (2)",
+        ),
+        ({"batch_size": 2, "max_instances": 3}, "max_instances (3) must be a multiple of batch_size (2)"),
+        ({"batch_size": 2, "max_instances": 1}, "max_instances (1) must be a multiple of batch_size (2)"),
+        (  # min_instances is checked first
+            {"batch_size": 4, "min_instances": 2, "max_instances": 2},
+            "min_instances (2) must be 0 or a multiple of batch_size (4)",
+        ),
+    ],
+)
+def test_batch_size_alignment_is_checked_first(
+    state: ClusterState, spec: dict[str, int], message: str
+) -> None:
+    with pytest.raises(StateError) as exc:
+        _open(state, **spec)
+    _check(exc, "INVALID_ARGUMENT", message)
+    # Before the application lookup, and before every session lookup in OpenSession.
+    with pytest.raises(StateError) as exc:
+        state.create_session("s1", SessionSpec(application="nope", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    with pytest.raises(StateError) as exc:
+        state.open_session("unknown", SessionSpec(application="nope", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    _open(state, sid="open")
+    with pytest.raises(StateError) as exc:
+        state.open_session("open", SessionSpec(application="flmping", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    state.close_session("open")
+    with pytest.raises(StateError) as exc:
+        state.open_session("open", SessionSpec(application="flmping", **spec))  # type: ignore[arg-type]
+    _check(exc, "INVALID_ARGUMENT", message)
+    assert [s.id for s in state.list_sessions()] == ["open"]
+
+
+def test_open_session_compares_normalised_batch_size(state: ClusterState) -> None:
+    _open(state)  # batch_size 1
+    assert state.open_session("s1", SessionSpec(application="flmping", batch_size=0)).batch_size == 1
+    _open(state, sid="b2", batch_size=2)
+    with pytest.raises(StateError) as exc:
+        state.open_session("b2", SessionSpec(application="flmping"))
+    _check(exc, "INVALID_ARGUMENT", "session <b2> spec mismatch: batch_size differs (expected 2, got 1)")
+    with pytest.raises(StateError) as exc:  # batch_size is compared before priority
+        state.open_session("b2", SessionSpec(application="flmping", batch_size=4, priority=3))
+    _check(exc, "INVALID_ARGUMENT", "session <b2> spec mismatch: batch_size differs (expected 2, got 4)")
+    with pytest.raises(StateError) as exc:  # and after max_instances
+        state.open_session("b2", SessionSpec(application="flmping", batch_size=4, max_instances=4))
+    _check(
+        exc,
+        "INVALID_ARGUMENT",
+        "session <b2> spec mismatch: max_instances differs (expected None, got Some(4))",
+    )
+    assert state.open_session("b2", SessionSpec(application="flmping", batch_size=2)).id == "b2"
 
 
 def test_resreq_resolution() -> None:
@@ -282,7 +375,7 @@ def test_open_session_get_or_create(state: ClusterState) -> None:
     state.create_task("s1", b"x")
     again = state.open_session("s1", None)
     assert (again.id, again.pending, again.events) == ("s1", 1, [])
-    # common_data and batch_size are not compared
+    # common_data is not compared
     same = state.open_session("s1", SessionSpec(application="flmping", max_instances=4, common_data=b"z"))
     assert same.common_data is None
 
@@ -292,33 +385,33 @@ def test_open_session_get_or_create(state: ClusterState) -> None:
     [
         (
             SessionSpec(application="flmrun", max_instances=4),
-            "session s1 spec mismatch: application differs (expected 'flmping', got 'flmrun')",
+            "session <s1> spec mismatch: application differs (expected 'flmping', got 'flmrun')",
         ),
         (
             SessionSpec(application="flmping", max_instances=4, resreq=(2, 5, 1)),
-            "session s1 spec mismatch: resreq differs (expected "
+            "session <s1> spec mismatch: resreq differs (expected "
             "Some(ResourceRequirement { cpu: 1, memory: 1073741824, gpu: 0 }), got "
             "Some(ResourceRequirement { cpu: 2, memory: 5, gpu: 1 }))",
         ),
         (
             SessionSpec(application="flmping", max_instances=4, min_instances=2),
-            "session s1 spec mismatch: min_instances differs (expected 0, got 2)",
+            "session <s1> spec mismatch: min_instances differs (expected 0, got 2)",
         ),
         (
             SessionSpec(application="flmping"),
-            "session s1 spec mismatch: max_instances differs (expected Some(4), got None)",
+            "session <s1> spec mismatch: max_instances differs (expected Some(4), got None)",
         ),
         (
             SessionSpec(application="flmping", max_instances=5),
-            "session s1 spec mismatch: max_instances differs (expected Some(4), got Some(5))",
+            "session <s1> spec mismatch: max_instances differs (expected Some(4), got Some(5))",
         ),
         (
             SessionSpec(application="flmping", max_instances=4, priority=3),
-            "session s1 spec mismatch: priority differs (expected 0, got 3)",
+            "session <s1> spec mismatch: priority differs (expected 0, got 3)",
         ),
         (  # the first mismatching field wins
             SessionSpec(application="flmrun", priority=3),
-            "session s1 spec mismatch: application differs (expected 'flmping', got 'flmrun')",
+            "session <s1> spec mismatch: application differs (expected 'flmping', got 'flmrun')",
         ),
     ],
 )
@@ -372,13 +465,13 @@ def test_close_session(state: ClusterState) -> None:
     assert again.completion_time is not None and again.completion_time >= closed.completion_time
     with pytest.raises(StateError) as exc:
         state.close_session("nope")
-    _check(exc, "NOT_FOUND", "session nope")
+    _check(exc, "NOT_FOUND", "session <nope>")
 
 
 def test_delete_session(state: ClusterState) -> None:
     with pytest.raises(StateError) as exc:
         state.delete_session("nope")
-    _check(exc, "NOT_FOUND", "session nope")
+    _check(exc, "NOT_FOUND", "session <nope>")
     _open(state)
     state.create_task("s1", b"x")
     with pytest.raises(StateError) as exc:
@@ -654,9 +747,9 @@ def test_bind_failures_and_retry_limit() -> None:
         assert ssn.state == 0 and ssn.pending == 1 and ssn.retry_count == 3
         assert [e.code for e in ssn.events] == [1001, 1001, 1002, 1001]  # 1002 once, at the limit
         assert ssn.events[0].message == (
-            f"Executor {ids[0]} on node n0 failed to bind session with return_code 10: install failed"
+            f"Executor <{ids[0]}> on node <n0> failed to bind session with return_code <10>: install failed"
         )
-        assert ssn.events[1].message.endswith("with return_code 12: ")
+        assert ssn.events[1].message.endswith("with return_code <12>: ")
         assert ssn.events[2].message == (
             "Session retry limit reached after 2/2 failed attempts; new executor assignment is "
             "paused for this session; existing executors are unchanged."
@@ -778,7 +871,7 @@ def test_nodes(state: ClusterState) -> None:
     assert state.get_node("fake-node-0") == node
     with pytest.raises(StateError) as exc:
         state.get_node("other")
-    _check(exc, "NOT_FOUND", "node other not found")
+    _check(exc, "NOT_FOUND", "node <other> not found")
 
 
 def test_two_states_are_independent() -> None:
@@ -876,3 +969,18 @@ def test_release_after_double_unbind_still_requeues_the_held_task(state: Cluster
     state.release_executor(eid)
     assert state.get_task("s1", "1").state == 0  # not stuck Running: the session can close
     assert state.close_session("s1").cancelled == 1
+
+
+def test_a_gang_of_executors_is_created_in_one_change(state: ClusterState) -> None:
+    _open(state, batch_size=3)
+    before = state.generation
+    gang = state.create_executors("s1", 3, backend="thread")
+    assert state.generation == before + 1  # one change: no observer sees part of the gang
+    assert [(e.state, e.session_id) for e in gang] == [(3, "s1")] * 3
+    assert len({e.id for e in gang}) == 3
+    assert [e.id for e in state.executors()] == [e.id for e in gang]
+    state.close_session("s1")
+    with pytest.raises(StateError) as exc:
+        state.create_executors("s1", 3, backend="thread")
+    _check(exc, "INVALID_ARGUMENT", "Session s1 is not open")
+    assert len(state.executors()) == 3

@@ -245,7 +245,9 @@ class ProcessInstance(Instance):
                     start_new_session=True,
                 )
         except OSError as exc:
-            raise ShimError(f"failed to start service by command {self.display}: {exc}") from exc
+            # v0.6.0's host shim: the command in literal angle brackets, Rust's io::Error text.
+            reason = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
+            raise ShimError(f"failed to start service by command <{self.argv[0]}>: {reason}") from exc
         self.pid = self._proc.pid
         self._wait_listening(time.monotonic() + self.ready_timeout)
         # Under the stop lock, like the spawn: a stop() that already ran would never close a
@@ -277,9 +279,7 @@ class ProcessInstance(Instance):
                 except (FileNotFoundError, ConnectionRefusedError, BlockingIOError, TimeoutError):
                     pass  # not created or not listening yet
                 except OSError as exc:
-                    raise ShimError(
-                        f"cannot connect to the instance socket {self.socket_path}: {exc}"
-                    ) from exc
+                    raise ShimError(self._connect_failed(str(exc))) from exc
             if self._stopping.is_set():  # first: stop() also kills the child and removes the socket
                 raise ShimError("the executor manager is stopping")
             created = self.socket_path.exists()
@@ -287,19 +287,29 @@ class ProcessInstance(Instance):
             if code is not None:
                 when = "before accepting connections on" if created else "before creating"
                 raise ShimError(
-                    f"instance {self.display} {describe_exit(code)} {when} its socket {self.socket_path}"
+                    self._connect_failed(
+                        f"instance {self.display} {describe_exit(code)} {when} its socket {self.socket_path}"
+                    )
                 )
             if time.monotonic() > deadline:
                 if created:
                     raise ShimError(
-                        f"instance {self.display} does not accept connections on {self.socket_path} "
-                        f"within {self.ready_timeout:g} s"
+                        self._connect_failed(
+                            f"instance {self.display} does not accept connections on {self.socket_path} "
+                            f"within {self.ready_timeout:g} s"
+                        )
                     )
                 raise ShimError(
-                    f"instance {self.display} did not create its socket {self.socket_path} "
-                    f"within {self.ready_timeout:g} s"
+                    self._connect_failed(
+                        f"instance {self.display} did not create its socket {self.socket_path} "
+                        f"within {self.ready_timeout:g} s"
+                    )
                 )
             time.sleep(_POLL)
+
+    def _connect_failed(self, reason: str) -> str:
+        """v0.6.0's grpc shim text (socket in literal angle brackets), with the fake's reason."""
+        return f"failed to connect to service at <{self.socket_path}>: {reason}"
 
     def enter(self, request: pb.SessionContext) -> pb.Result:
         """OnSessionEnter with a deadline."""

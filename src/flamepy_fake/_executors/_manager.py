@@ -45,6 +45,7 @@ from flamepy_runner._proto import pb
 
 from .._home import FOREIGN_VARIABLES
 from .._install import Installation, Installer, InstallError
+from .._policies import DEFAULT_POLICIES
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
@@ -121,7 +122,8 @@ class ExecutorManager:
             worker, flmexec, flmping; any other command always runs as a process) or ``process``.
         flmrun: ``builtin`` (our worker) or ``flamepy`` (stock ``python -m flamepy.runner.runpy``,
             always in a process).
-        max_executors: cluster-wide cap on instances.
+        max_executors: the fake's optional cap on live instances (``None``: none, as v0.6.0).
+        policies: v0.6.0's scheduling policies (default ``("priority", "gang")``).
         work_dir: directory for instance directories, logs and installed packages; the
             manager removes what it creates there.
         retry_backoff: seconds before retrying a session after a bind failure (doubling).
@@ -145,7 +147,8 @@ class ExecutorManager:
         cache_endpoint: str,
         backend: str = "auto",
         flmrun: str = "builtin",
-        max_executors: int = 10,
+        max_executors: int | None = None,
+        policies: tuple[str, ...] = DEFAULT_POLICIES,
         work_dir: Path,
         retry_backoff: float = 0.5,
         bind_timeout: float = 30.0,
@@ -159,7 +162,7 @@ class ExecutorManager:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if flmrun not in FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
-        if max_executors < 1:
+        if max_executors is not None and max_executors < 1:
             raise ValueError(f"max_executors must be at least 1; got {max_executors!r}")
         self.state = state
         self.frontend_endpoint = frontend_endpoint
@@ -195,6 +198,7 @@ class ExecutorManager:
             live=self._live,
             backend_for=lambda d: self.backend_for(d.app),
             max_executors=max_executors,
+            policies=policies,
             retry_backoff=retry_backoff,
         )
 
@@ -511,7 +515,8 @@ class ExecutorManager:
     def _make_instance(self, eid: str, app: AppRecord, backend: str, installation: Installation) -> Instance:
         if backend == "thread":
             if is_flmexec(app) or is_flmping(app):
-                from .._flmexec import FlmexecService, PingService
+                from .._flmexec import FlmexecService
+                from .._flmping import PingService
 
                 factory = FlmexecService if is_flmexec(app) else PingService
                 return ThreadInstance(factory, self.client_config)
@@ -547,7 +552,7 @@ class ExecutorManager:
         if not argv[0]:
             raise ShimError("the application has no command")
         if "${" in argv[0] or argv[0].startswith("$"):
-            raise ShimError(f"failed to start service by command {argv[0]}: unexpanded variable")
+            raise ShimError(f"failed to start service by command <{argv[0]}>: unexpanded variable")
         logs = self.work_dir / "logs"
         return ProcessInstance(
             argv,
