@@ -3,11 +3,12 @@
 :class:`FakeObjectCache` owns a :class:`~flamepy_fake._cache_store.ObjectStore` and a
 ``pyarrow.flight`` server in front of it. The server translates the store's neutral
 :class:`~flamepy_fake._cache_keys.StoreError` into Flight statuses in one place
-(:func:`_status`): INVALID_ARGUMENT as ``ValueError``, NOT_FOUND as ``KeyError``, INTERNAL as
-``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``, ``ArrowKeyError`` and
-``FlightInternalError``, as with the real cache. Each status message starts with v0.6.0's exact
-text; pyarrow's server then appends ``. Detail: Python exception: ...`` (the server's traceback)
-to INVALID_ARGUMENT and NOT_FOUND, which no pyarrow server can avoid (README: differences).
+(:func:`_status`): INVALID_ARGUMENT as ``InvalidRequest``, NOT_FOUND as ``ObjectNotFound``,
+INTERNAL as ``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``,
+``ArrowKeyError`` and ``FlightInternalError``, as with the real cache. Each status message is
+v0.6.0's exact text; pyarrow's server then appends ``. Detail: Python exception: <class name>``
+to INVALID_ARGUMENT and NOT_FOUND, which no pyarrow server can avoid (README: differences), but
+never the server's traceback (see :class:`ObjectNotFound`).
 """
 
 from __future__ import annotations
@@ -65,12 +66,21 @@ class ObjectNotFound(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-ObjectNotFound.__module__ = "flamepy_fake\udcff"  # see the class docstring
+class InvalidRequest(ValueError):
+    """INVALID_ARGUMENT for a Flight client, with the message alone (see :class:`ObjectNotFound`)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# See ObjectNotFound's docstring: an unencodable module name keeps the traceback off the wire.
+ObjectNotFound.__module__ = "flamepy_fake\udcff"
+InvalidRequest.__module__ = "flamepy_fake\udcff"
 
 
 def _raise_status(code: str, message: str) -> Any:
     if code == INVALID_ARGUMENT:
-        raise ValueError(message)
+        raise InvalidRequest(message) from None
     if code == NOT_FOUND:
         raise ObjectNotFound(message) from None
     raise flight.FlightInternalError(message)
@@ -268,12 +278,12 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
 
     def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> Iterator[bytes]:
         if action.type != _DELETE:
-            raise ValueError(f"Unknown action type: {action.type}. Only DELETE is supported.")
+            raise InvalidRequest(f"Unknown action type: {action.type}. Only DELETE is supported.")
         body = action.body.to_pybytes() if action.body is not None else b""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"Invalid key: {utf8_error(exc)}") from None
+            raise InvalidRequest(f"Invalid key: {utf8_error(exc)}") from None
         with _status():
             self.store.delete(text)
         return iter([b"OK"])
@@ -287,11 +297,11 @@ class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
         self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor
     ) -> flight.FlightInfo:
         if descriptor.descriptor_type != flight.DescriptorType.PATH or not descriptor.path:
-            raise ValueError("Empty descriptor path")
+            raise InvalidRequest("Empty descriptor path")
         try:
             key = "/".join(part.decode("utf-8") for part in descriptor.path)
         except UnicodeDecodeError as exc:
-            raise ValueError(f"Invalid key: {utf8_error(exc)}") from None
+            raise InvalidRequest(f"Invalid key: {utf8_error(exc)}") from None
         schema = None
         with contextlib.suppress(StoreError):
             parse_full_key(key)

@@ -735,7 +735,7 @@ def test_retry_limit_fails_futures_with_the_bind_failure(runner: Runner) -> None
             "Session retry limit reached after 2/2 failed attempts; new executor assignment is paused "
             "for this session; existing executors are unchanged. Last bind failure (event 1001): Executor "
         )
-        + r"\S+ on node \S+ failed to bind session with return_code 12: "
+        + r"<\S+> on node <\S+> failed to bind session with return_code <12>: "
         + re.escape(f"{BIND_DETAIL}cannot start")
     )
     assert re.fullmatch(pattern, str(err.value)), str(err.value)

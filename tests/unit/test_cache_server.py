@@ -147,8 +147,21 @@ def test_a_cache_miss_is_not_found_without_the_fakes_python_traceback() -> None:
         client.do_get(flight.Ticket(b"app/ssn/0123")).read_all()
     # NOT_FOUND (ArrowKeyError) with the message; pyarrow's server adds only a class name.
     assert str(info.value) == (
-        "object app/ssn/0123 not found. Detail: Python exception: ObjectNotFound. "
-        "gRPC client debug context: NOT_FOUND:object app/ssn/0123 not found. "
+        "object <app/ssn/0123> not found. Detail: Python exception: ObjectNotFound. "
+        "gRPC client debug context: NOT_FOUND:object <app/ssn/0123> not found. "
         "Detail: Python exception: ObjectNotFound. "
         "Client context: IOError: Server never sent a data message. Detail: Internal"
+    )
+
+
+def test_a_refused_request_is_invalid_argument_without_the_fakes_python_traceback() -> None:
+    with (
+        FakeObjectCache() as cache,
+        flight.FlightClient(cache.endpoint) as client,
+        pytest.raises(pa.ArrowInvalid) as info,
+    ):
+        list(client.do_action(flight.Action("BOGUS", b"")))
+    # INVALID_ARGUMENT (ArrowInvalid) with the message; pyarrow's server adds only a class name.
+    assert str(info.value) == (
+        "Unknown action type: BOGUS. Only DELETE is supported.. Detail: Python exception: InvalidRequest"
     )

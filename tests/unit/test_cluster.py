@@ -440,8 +440,9 @@ def test_an_instance_that_dies_binding_is_diagnosable_after_it_is_gone(tmp_path:
         events = cluster.session_events("ssn-broken")
         for eid, event in zip(executor_ids, events, strict=False):
             assert event.message == (
-                f"Executor {eid} on node {node} failed to bind session with return_code 11: "
-                f"shim creation failed: instance {sys.executable} {script} exited with code 1 "
+                f"Executor <{eid}> on node <{node}> failed to bind session with return_code <11>: "
+                f"shim creation failed: failed to connect to service at <{socket_dir}/{eid}.sock>: "
+                f"instance {sys.executable} {script} exited with code 1 "
                 f"before creating its socket {socket_dir}/{eid}.sock"
             )
         assert events[2].message == (

@@ -696,8 +696,9 @@ def test_a_failed_or_timed_out_test_shows_bind_failures_and_the_instance_stderr(
             [
                 f"*_ {name} _*",
                 "*- flame_cluster: session ssn-broken could not start an instance -*",
-                "event 1001: Executor * on node * failed to bind session with return_code 11: shim creation "
-                "failed: instance * exited with code 1 before creating its socket /tmp/ffx-*.sock",
+                "event 1001: Executor <*> on node <*> failed to bind session with return_code <11>: shim "
+                "creation failed: failed to connect to service at </tmp/ffx-*.sock>: instance * exited with "
+                "code 1 before creating its socket /tmp/ffx-*.sock",
                 "event 1002: Session retry limit reached after 1/1 failed attempts; new executor assignment "
                 "is paused for this session; existing executors are unchanged.",
                 "stderr of the last instance, executor * (last 20 lines):",
