@@ -303,7 +303,7 @@ class FrontendServicer:
             context, lambda: self._state.watch_task(session_id, request.task_id, active=context.is_active)
         )
         # A client that goes away must not keep a server thread: wake the watcher to notice it.
-        context.add_callback(lambda: self._state.wake(session_id))
+        context.add_callback(lambda: self._state.wake_watchers(session_id, request.task_id))
         last = None
         for last in updates:
             yield task_to_pb(last)

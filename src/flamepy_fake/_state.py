@@ -91,17 +91,40 @@ _COUNTER = {
 }
 
 
+class _Watch:
+    """The condition a task's watchers wait on, and how many are waiting (it goes at zero)."""
+
+    __slots__ = ("cond", "users")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self.cond = threading.Condition(lock)
+        self.users = 0
+
+
 class _Session:
     """Live session: its record (counters maintained on every transition) plus its tasks."""
 
-    __slots__ = ("changed", "pending_ids", "rec", "seq", "tasks")
+    __slots__ = ("changed", "pending_ids", "rec", "seq", "tasks", "watches")
 
     def __init__(self, rec: SessionRecord, seq: int, lock: threading.Lock) -> None:
         self.rec = rec
         self.seq = seq  # creation order, the tie-break when creation times are equal
         self.tasks: dict[int, TaskRecord] = {}
         self.pending_ids: collections.deque[int] = collections.deque()  # ascending: ids only grow
-        self.changed = threading.Condition(lock)  # task watchers and LaunchTask long-polls
+        self.changed = threading.Condition(lock)  # LaunchTask long-polls
+        # Task watchers wait on their task's own condition, so a change to one task wakes only
+        # its watchers (with 64 watches open, a session-wide condition woke all 64 every time).
+        self.watches: dict[int, _Watch] = {}
+
+    def notify_watchers(self, task_id: int | None = None) -> None:
+        """Wake the watchers of ``task_id``, or of every task when None (lock held)."""
+        if task_id is None:
+            for watch in self.watches.values():
+                watch.cond.notify_all()
+        else:
+            one = self.watches.get(task_id)
+            if one is not None:
+                one.cond.notify_all()
 
     def move(self, task: TaskRecord, new_state: int) -> None:
         rec = self.rec
@@ -176,12 +199,22 @@ class ClusterState:
         with self._lock:
             return self._stopped
 
-    def _bump(self, ssn: _Session | None = None) -> None:
-        """Record a change (lock held): wake the scheduler and, if given, the session's waiters."""
+    def _bump(self, ssn: _Session | None = None, *, task: int | None = None, watchers: bool = True) -> None:
+        """Record a change (lock held): wake the scheduler and, if given, the session's waiters.
+
+        Args:
+            ssn: the session that changed; its LaunchTask long-polls are woken.
+            task: the one task whose state changed: only its watchers are woken.
+            watchers: False when no task's state changed (no watcher needs to look).
+        """
         self._generation += 1
         self._changed.notify_all()
         if ssn is not None:
             ssn.changed.notify_all()
+            if task is not None:
+                ssn.notify_watchers(task)
+            elif watchers:
+                ssn.notify_watchers()
 
     def wait_for_change(self, generation: int, timeout: float) -> int:
         """Block until the generation differs from ``generation``, ``timeout`` passes or the state stops.
@@ -205,6 +238,18 @@ class ClusterState:
             self._changed.notify_all()
             for ssn in self._sessions.values():
                 ssn.changed.notify_all()
+                ssn.notify_watchers()
+
+    def wake_watchers(self, session_id: str, task_id: str) -> None:
+        """Make the watchers of one task re-check their exit conditions (its client went away)."""
+        try:
+            tid = parse_task_id(task_id)
+        except StateError:
+            return
+        with self._lock:
+            ssn = self._sessions.get(session_id)
+            if ssn is not None:
+                ssn.notify_watchers(tid)
 
     def wake(self, session_id: str | None = None) -> None:
         """Make waiters re-check their exit conditions (e.g. a client went away, a loop must stop).
@@ -225,6 +270,7 @@ class ClusterState:
             self._changed.notify_all()
             for ssn in targets:
                 ssn.changed.notify_all()
+                ssn.notify_watchers()
 
     # -- executor-facing (scheduler and executors) ---------------------------------------------
 
@@ -364,7 +410,7 @@ class ClusterState:
                 if ssn is None:
                     raise StateError("NOT_FOUND", msgs.SESSION_OPEN_NOT_FOUND.format(id=rec.session_id))
                 rec.state = EXECUTOR_BOUND
-                self._bump(ssn)
+                self._bump(ssn, watchers=False)
                 return
             if ssn is not None:
                 t = now_ms()
@@ -378,7 +424,7 @@ class ClusterState:
                     ssn.rec.events.append(EventRecord(msgs.EVENT_RETRY_LIMIT_CODE, text, t))
             rec.state = EXECUTOR_UNBINDING
             rec.session_id = None
-            self._bump(ssn)
+            self._bump(ssn, watchers=False)
 
     def launch_task(self, executor_id: str, timeout: float) -> TaskRecord | None:
         """Long-poll for the lowest-id Pending task of the executor's session and mark it Running.
@@ -410,7 +456,7 @@ class ClusterState:
                     task.events.append(EventRecord(TASK_RUNNING, msgs.EVENT_TASK_RUNNING, now_ms()))
                     rec.task_id = task.id
                     self._held_in[rec.id] = ssn.rec.id
-                    self._bump(ssn)
+                    self._bump(ssn, task=task.id)
                     return _copy_task(task, events=True)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -449,7 +495,7 @@ class ClusterState:
             task.events.append(event)
             rec.task_id = None
             self._held_in.pop(rec.id, None)
-            self._bump(ssn)
+            self._bump(ssn, task=task.id)
 
     def unbind_executor(self, executor_id: str) -> None:
         """Bound or Binding → Unbinding; a second call clears the executor's session.
@@ -467,7 +513,7 @@ class ClusterState:
             else:
                 raise self._bad_state(rec)
             # Wake the session's waiters: this executor's LaunchTask long-poll must return now.
-            self._bump(self._sessions.get(sid) if sid is not None else None)
+            self._bump(self._sessions.get(sid) if sid is not None else None, watchers=False)
 
     def release_executor(self, executor_id: str) -> None:
         """Delete the executor record. Idempotent.
@@ -575,7 +621,8 @@ class ClusterState:
                 raise ResultError("NOT_FOUND", msgs.APP_UNREGISTER_UNKNOWN.format(name=name))
             for sid in [sid for sid, s in self._sessions.items() if s.rec.application == name]:
                 gone = self._sessions.pop(sid)
-                gone.changed.notify_all()  # their watchers end silently
+                gone.changed.notify_all()
+                gone.notify_watchers()  # their watchers end silently
             self._bump()
 
     def get_application(self, name: str) -> AppRecord:
@@ -764,7 +811,7 @@ class ClusterState:
             ssn.tasks[task.id] = task
             ssn.pending_ids.append(task.id)
             ssn.rec.pending += 1
-            self._bump(ssn)
+            self._bump(ssn, watchers=False)  # a new task has no watchers yet
             return _copy_task(task, events=False)
 
     def get_task(self, session_id: str, task_id: str) -> TaskRecord:
@@ -828,21 +875,32 @@ class ClusterState:
         if first is not None:
             yield first
             return
-        while True:
+        with self._lock:
+            watch = ssn.watches.get(tid)
+            if watch is None:
+                watch = ssn.watches[tid] = _Watch(self._lock)
+            watch.users += 1
+        try:
+            while True:
+                with self._lock:
+                    while True:
+                        if self._stopped or self._sessions.get(session_id) is not ssn or not active():
+                            return
+                        if task.state == TASK_PENDING:
+                            seen = TASK_PENDING  # a retried task: upstream never streams Pending
+                        elif task.state != seen:
+                            break
+                        watch.cond.wait(poll)
+                    seen = task.state
+                    snapshot = _copy_task(task, events=True)
+                yield snapshot
+                if seen in TERMINAL_TASK_STATES:
+                    return
+        finally:
             with self._lock:
-                while True:
-                    if self._stopped or self._sessions.get(session_id) is not ssn or not active():
-                        return
-                    if task.state == TASK_PENDING:
-                        seen = TASK_PENDING  # a retried task: upstream never streams Pending
-                    elif task.state != seen:
-                        break
-                    ssn.changed.wait(poll)
-                seen = task.state
-                snapshot = _copy_task(task, events=True)
-            yield snapshot
-            if seen in TERMINAL_TASK_STATES:
-                return
+                watch.users -= 1
+                if watch.users == 0 and ssn.watches.get(tid) is watch:
+                    del ssn.watches[tid]
 
     # -- nodes ----------------------------------------------------------------------------------
 

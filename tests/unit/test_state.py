@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -651,6 +651,37 @@ def test_watch_ends_on_stop_and_inactive_client(state: ClusterState) -> None:
     state.stop()
     thread.join(10)
     assert not thread.is_alive() and seen == []
+
+
+def test_a_change_to_one_task_wakes_only_its_own_watchers(state: ClusterState) -> None:
+    _open(state)
+    state.create_task("s1", b"a")
+    state.create_task("s1", b"b")
+    eid = _bound_executor(state)
+    checks = {"1": 0, "2": 0}
+    started = {"1": threading.Event(), "2": threading.Event()}
+
+    def counting(tid: str) -> Callable[[], bool]:
+        def active() -> bool:
+            checks[tid] += 1
+            started[tid].set()
+            return True
+
+        return active
+
+    seen: list[st.TaskRecord] = []
+    watch_2 = _collect(state.watch_task("s1", "2", active=counting("2"), poll=60), seen)
+    watch_1 = _collect(state.watch_task("s1", "1", active=counting("1"), poll=60), seen)
+    assert started["1"].wait(10) and started["2"].wait(10)
+    before = checks["2"]
+    assert state.launch_task(eid, 0) is not None  # task 1 runs ...
+    state.complete_task(eid, 0, b"o", None)  # ... and succeeds
+    watch_1.join(10)
+    assert not watch_1.is_alive() and [t.id for t in seen] in ([1, 1], [1])
+    assert checks["2"] == before  # task 2's watcher slept through task 1's changes
+    state.stop()
+    watch_2.join(10)
+    assert not watch_2.is_alive()
 
 
 def test_watch_ends_when_session_deleted(state: ClusterState) -> None:
