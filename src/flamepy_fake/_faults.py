@@ -104,6 +104,7 @@ class Fault:
         message: the error text it answers with, if any.
         seconds: the delay, for ``delay`` faults.
         times: how many calls it fires on (None: every matching call until removed).
+        after: for ``cut_watch`` faults, the messages a stream sends before it is cut.
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class Fault:
         self.seconds = seconds
         self.times = times
         self.when = when
+        self.after = 0
         self.hits = 0
 
     @property
@@ -217,22 +219,27 @@ class Faults:
         status: str | None = "UNAVAILABLE",
         message: str = "injected fault: WatchTask stream cut",
         *,
+        after: int = 0,
         times: int | None = 1,
         when: Callable[[CallTarget], bool] | None = None,
     ) -> Fault:
-        """Cut the next ``times`` ``WatchTask`` streams after their first message.
+        """Cut the next ``times`` ``WatchTask`` streams after ``after`` messages (0: at once).
 
         With a ``status``, the stream ends with that error (a connection lost); with
-        ``status=None`` it ends cleanly although the task is not finished.
+        ``status=None`` it ends cleanly although the task is not finished. A watch sends a
+        message per state change only, so a stream with ``after=1`` on a task that stays
+        Running is never cut.
 
         Raises:
-            FaultError: unknown status.
+            FaultError: unknown status, or a negative ``after``.
         """
         if status is not None and status not in GRPC_STATUSES:
             raise FaultError(f"unknown status {status!r}; known: {', '.join(GRPC_STATUSES)}")
-        return self._add(
-            Fault(self, CUT_WATCH, "WatchTask", status=status, message=message, times=times, when=when)
-        )
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise FaultError(f"after must be a non-negative integer; got {after!r}")
+        fault = Fault(self, CUT_WATCH, "WatchTask", status=status, message=message, times=times, when=when)
+        fault.after = after
+        return self._add(fault)
 
     def kill_instance(
         self,

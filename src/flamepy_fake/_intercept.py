@@ -7,6 +7,7 @@ call, asks :class:`~._faults.Faults` (one attribute read when none is set), and 
 
 from __future__ import annotations
 
+import itertools
 import time
 import types
 from collections.abc import Callable, Collection, Generator, Iterator
@@ -114,13 +115,12 @@ def _streaming(
             if cut is None:
                 yield from impl(request, context)
             else:
-                updates = impl(request, context)
-                try:
-                    first = next(updates, None)
-                finally:
-                    updates.close()
-                if first is not None:
-                    yield first
+                if cut.after:
+                    updates = impl(request, context)
+                    try:
+                        yield from itertools.islice(updates, cut.after)
+                    finally:
+                        updates.close()
                 if cut.status is not None:
                     context.abort(grpc.StatusCode[cut.status], cut.message or "")
             failed = False
