@@ -250,10 +250,11 @@ class Faults:
     ) -> Fault:
         """Kill the instance of the next ``times`` matching executors.
 
-        ``during="task"``: as a task is handed to it (the task is Running); ``during="idle"``:
-        between tasks, as it asks for its next one. A process instance gets SIGKILL; a thread
-        instance's worker dies (its executor ends as if its process had died). The predicate
-        sees ``OnTaskInvoke`` (with the task) or ``LaunchTask`` (without).
+        ``during="task"``: as a task is handed to it, so the task fails with the crash;
+        ``during="idle"``: between tasks, when its next task is assigned and before it sees it,
+        so the task goes back to Pending and runs on a fresh instance. A process instance gets
+        SIGKILL; a thread instance's worker dies (its executor ends as if its process had
+        died). The predicate sees ``OnTaskInvoke`` (with the task) or ``LaunchTask`` (without).
 
         Raises:
             FaultError: ``during`` is neither ``task`` nor ``idle``.

@@ -470,12 +470,13 @@ class ExecutorManager:
         bound.set()
         crashed = False
         while not self._stopping.is_set() and inst.alive():
-            if self.hooks is not None and self.hooks.kill_between_tasks(inst, app.name, ssn.id):
-                logger.info("instance of executor %s killed between tasks (injected fault)", eid)
-                crashed = True
-                break
             task = self.state.launch_task(eid, timeout=float(app.delay_release))
             if task is None:
+                break
+            if self.hooks is not None and self.hooks.kill_between_tasks(inst, app.name, ssn.id):
+                # Killed before it saw the task: as an idle death, the task goes back to Pending.
+                logger.info("instance of executor %s killed between tasks (injected fault)", eid)
+                crashed = True
                 break
             if not inst.alive():
                 # It died while idle: the task is not its victim. Releasing the executor puts
