@@ -602,7 +602,8 @@ class FakeCluster:
         self._require_running("tasks()")
         assert self._state is not None
         try:
-            return sorted((task_info(t) for t in self._state.list_tasks(session_id)), key=lambda t: t.id)
+            ids = sorted(t.id for t in self._state.list_tasks(session_id))  # ListTask's copies lack events
+            return [task_info(self._state.get_task(session_id, str(tid))) for tid in ids]
         except StateError:
             raise UsageError(f"no session {session_id!r} on this FakeCluster") from None
 
