@@ -115,7 +115,10 @@ def test_statuses_a_transport_cannot_send_are_refused(faults: Faults) -> None:
 @pytest.mark.parametrize(
     ("make", "text"),
     [
-        (lambda f: f.fail("CreateTask", times=0), "times must be a positive integer or None (every call); got 0"),
+        (
+            lambda f: f.fail("CreateTask", times=0),
+            "times must be a positive integer or None (every call); got 0",
+        ),
         (lambda f: f.delay("CreateTask", -1), "seconds must be >= 0; got -1"),
         (lambda f: f.cut_watch(after=-1), "after must be a non-negative integer; got -1"),
         (lambda f: f.kill_instance("later"), "during must be 'task' or 'idle'; got 'later'"),

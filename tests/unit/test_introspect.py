@@ -65,7 +65,8 @@ def test_sessions_tasks_and_executors(cluster: FakeCluster, stub: rpc.Stub) -> N
     stub.CreateTask(
         pb.CreateTaskRequest(task=pb.TaskSpec(session_id="p1", input=b'{"memory": 1e30}')), timeout=10
     )
-    _wait_for(lambda: all(t.state in (TaskState.SUCCEED, TaskState.FAILED) for t in cluster.tasks("p1")), "tasks")
+    finished = (TaskState.SUCCEED, TaskState.FAILED)
+    _wait_for(lambda: all(t.state in finished for t in cluster.tasks("p1")), "both tasks to finish")
     (ssn,) = cluster.sessions()
     assert (ssn.id, ssn.application, ssn.state) == ("p1", "flmping", SessionState.OPEN)
     assert (ssn.pending, ssn.running, ssn.succeeded, ssn.failed, ssn.cancelled) == (0, 0, 1, 1, 0)
