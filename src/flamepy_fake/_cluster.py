@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from flamepy_runner._exceptions import UsageError
 
-from ._calls import CallLog
 from ._policies import DEFAULT_POLICIES, check_policies
 
 if TYPE_CHECKING:
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from flamepy_runner._config import FlameConfig
 
     from ._cache_server import FakeObjectCache
+    from ._calls import CallLog
     from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
     from ._faults import Faults
     from ._introspect import AppInfo, ObjectInfo, SessionInfo, TaskInfo
@@ -212,6 +212,8 @@ class FakeCluster:
         self._bound_port = 0
         self._cache_endpoint: str | None = None
         self._abandoned: tuple[AbandonedInstance, ...] = ()
+        from ._calls import CallLog  # here, not at module level: `import flamepy_fake` stays cheap
+
         self._calls = CallLog()
         self._faults: Faults | None = None
         self._home: Path | None = None

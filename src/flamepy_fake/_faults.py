@@ -6,6 +6,9 @@ for every one) for which the optional ``when`` predicate is true, and is removed
 fired ``times`` times, by :meth:`Fault.remove`, on leaving its ``with`` block, or by
 :meth:`Faults.clear` (the pytest plugin clears them after each test).
 
+A ``when`` predicate runs on the serving thread under the registry's lock: keep it quick and do
+not call ``faults`` from it; an exception it raises fails the call it was asked about.
+
 The transports call :meth:`Faults.take` at one place each: the Frontend servicer wrapper
 (``_intercept.py``), the Flight server's handlers (``_cache_server.py``) and the executor
 manager. With no fault set, :meth:`Faults.take` returns at its first line (one attribute read).
