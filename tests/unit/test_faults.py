@@ -1,6 +1,6 @@
 """Fault triggers (``_faults.Faults``) alone, and their effect on the wire of a FakeCluster.
 
-What the Runner does under each fault is in ``tests/runner/test_faults.py``.
+What the Runner does under each fault is in ``tests/runner/test_runner_faults.py``.
 """
 
 from __future__ import annotations
