@@ -14,14 +14,24 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["BACKEND_SERVICE", "CACHE_SERVICE", "FRONTEND_SERVICE", "MAX_CALLS", "CallLog", "CallRecord"]
+__all__ = [
+    "BACKEND_SERVICE",
+    "CACHE_SERVICE",
+    "FRONTEND_SERVICE",
+    "INSTANCE_SERVICE",
+    "MAX_CALLS",
+    "CallLog",
+    "CallRecord",
+]
 
 #: How many calls a cluster remembers (older ones are dropped first).
 MAX_CALLS = 10_000
 #: The ``service`` of session manager calls.
 FRONTEND_SERVICE = "flame.v1.Frontend"
-#: The ``service`` of executor-side calls into an instance (OnSessionEnter, OnTaskInvoke, ...).
-BACKEND_SERVICE = "flame.v1.Instance"
+#: The ``service`` of the executor manager's calls to the session manager (LaunchTask, ...).
+BACKEND_SERVICE = "flame.v1.Backend"
+#: The ``service`` of the executor manager's calls into an instance (OnSessionEnter, OnTaskInvoke).
+INSTANCE_SERVICE = "flame.v1.Instance"
 #: The ``service`` of object cache calls.
 CACHE_SERVICE = "arrow.flight.protocol.FlightService"
 
@@ -32,9 +42,10 @@ class CallRecord:
 
     Attributes:
         seq: its position in the cluster's record (0 for the first call; grows by one per call).
-        service: ``flame.v1.Frontend``, ``flame.v1.Instance`` or
-            ``arrow.flight.protocol.FlightService``.
-        method: the RPC name, e.g. ``CreateTask``, ``DoPut``, ``OnTaskInvoke``.
+        service: ``flame.v1.Frontend``, ``flame.v1.Backend`` (the executor manager's
+            BindExecutorCompleted, LaunchTask, CompleteTask), ``flame.v1.Instance`` (its calls
+            into instances) or ``arrow.flight.protocol.FlightService`` (the object cache).
+        method: the RPC name, e.g. ``CreateTask``, ``LaunchTask``, ``OnTaskInvoke``, ``DoPut``.
         status: the gRPC status code name the caller got, e.g. ``OK``, ``NOT_FOUND``.
         duration: seconds the handler took (for streams: until the stream ended).
         app: the application named by the request, if any.
@@ -94,7 +105,7 @@ class CallLog:
 
         Args:
             service: keep calls of this service (``"flame.v1.Frontend"``; the short names
-                ``"Frontend"``, ``"Instance"`` and ``"FlightService"`` work too).
+                ``"Frontend"``, ``"Backend"``, ``"Instance"``, ``"FlightService"`` work too).
             method: keep calls of this RPC (``"CreateTask"``).
             status: keep calls that ended with this status code name (``"UNAVAILABLE"``).
             where: keep calls for which this predicate is true.

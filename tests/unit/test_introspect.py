@@ -85,6 +85,11 @@ def test_sessions_tasks_and_executors(cluster: FakeCluster, stub: rpc.Stub) -> N
         ("p1", "1", "OK", "flmping"),
         ("p1", "2", "OK", "flmping"),  # the instance answered; its result says the task failed
     ]
+    backend = cluster.calls(service="flame.v1.Backend", where=lambda c: c.method != "LaunchTask")
+    assert sorted((c.method, c.status, c.session_id, c.task_id) for c in backend) == sorted(
+        [("BindExecutorCompleted", "OK", "p1", None)] * len(cluster.executors_of("p1"))
+        + [("CompleteTask", "OK", "p1", "1"), ("CompleteTask", "OK", "p1", "2")]
+    )
     enters = cluster.calls(method="OnSessionEnter")
     assert {(c.service, c.status, c.session_id) for c in enters} == {("flame.v1.Instance", "OK", "p1")}
     assert len(enters) == len(cluster.executors_of("p1"))

@@ -1,8 +1,10 @@
-"""The executor manager's one interception point: injected faults and Backend call records.
+"""The executor manager's one interception point: injected faults and call records.
 
 ``ExecutorHooks`` is handed to :class:`~._manager.ExecutorManager` by ``FakeCluster``; the
 manager calls it at four steps of an executor's life (install, OnSessionEnter, each task,
-between tasks) and records each call into the instance (``flame.v1.Instance``). Killing uses
+between tasks), records each call into the instance (``flame.v1.Instance``) and each state
+call that stands for a ``flame.v1.Backend`` RPC (the fake's manager is in-process, so
+BindExecutorCompleted, LaunchTask and CompleteTask are method calls, recorded as those RPCs). Killing uses
 the instance's own process (SIGKILL to its process group) or, for a thread instance, makes its
 executor end as if the instance had died.
 """
@@ -12,14 +14,18 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from .._calls import BACKEND_SERVICE, CallLog
+from .._calls import BACKEND_SERVICE, INSTANCE_SERVICE, CallLog
 from .._faults import DOWNLOAD, INSTALL, KILL_IDLE, KILL_TASK, SESSION_ENTER, CallTarget, Faults
 from .._install import InstallError
+from .._records import StateError
 from ._instance import Instance, InstanceCrashed
 
 __all__ = ["ExecutorHooks"]
 
+_T = TypeVar("_T")
 _REAP_WAIT = 10.0  # seconds a SIGKILLed child gets to be reaped
 
 
@@ -40,8 +46,29 @@ class ExecutorHooks:
     ) -> None:
         """Record one call into an instance that began at ``started`` (``time.perf_counter``)."""
         self.calls.record(
-            BACKEND_SERVICE, method, status, time.perf_counter() - started, app, session_id, task_id
+            INSTANCE_SERVICE, method, status, time.perf_counter() - started, app, session_id, task_id
         )
+
+    def backend_call(
+        self, method: str, session_id: str, task_id: str | None, fn: Callable[..., _T], *args: Any
+    ) -> _T:
+        """Run ``fn(*args)``, a state call standing for a ``flame.v1.Backend`` RPC, and record it.
+
+        The status is ``OK``, or the code of the :class:`StateError` it raised.
+        """
+        started = time.perf_counter()
+        status = "UNKNOWN"
+        try:
+            result = fn(*args)
+            status = "OK"
+            return result
+        except StateError as exc:
+            status = exc.code
+            raise
+        finally:
+            self.calls.record(
+                BACKEND_SERVICE, method, status, time.perf_counter() - started, None, session_id, task_id
+            )
 
     def before_install(self, app: str, session_id: str) -> None:
         """Raise :class:`InstallError` when a download or install fault matches."""

@@ -37,7 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import flamepy_runner
 from flamepy_runner._config import FlameConfig
@@ -56,6 +58,7 @@ from ._launch import build_env, instance_argv, is_flmexec, is_flmping, is_flmrun
 __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BACKENDS = ("auto", "thread", "process")
 FLMRUN_MODES = ("builtin", "flamepy")
@@ -403,7 +406,17 @@ class ExecutorManager:
         self._report_bind(eid, False)
         logger.info("executor %s failed to bind session %s: %s", eid, session_id, message)
         with contextlib.suppress(StateError):
-            self.state.bind_completed(eid, code, message)
+            self._backend(
+                "BindExecutorCompleted", session_id, None, self.state.bind_completed, eid, code, message
+            )
+
+    def _backend(
+        self, method: str, session_id: str, task_id: str | None, fn: Callable[..., _T], *args: Any
+    ) -> _T:
+        """``fn(*args)``: a state call that stands for a ``flame.v1.Backend`` RPC, recorded as one."""
+        if self.hooks is None:
+            return fn(*args)
+        return self.hooks.backend_call(method, session_id, task_id, fn, *args)
 
     def _serve(self, eid: str, app: AppRecord, ssn: SessionRecord) -> None:
         backend = self.backend_for(app)
@@ -460,7 +473,7 @@ class ExecutorManager:
             return
         self._report_bind(eid, True)
         try:
-            self.state.bind_completed(eid, 0, None)
+            self._backend("BindExecutorCompleted", ssn.id, None, self.state.bind_completed, eid, 0, None)
         except StateError:
             inst.leave()
             return
@@ -470,7 +483,9 @@ class ExecutorManager:
         bound.set()
         crashed = False
         while not self._stopping.is_set() and inst.alive():
-            task = self.state.launch_task(eid, timeout=float(app.delay_release))
+            task = self._backend(
+                "LaunchTask", ssn.id, None, self.state.launch_task, eid, float(app.delay_release)
+            )
             if task is None:
                 break
             if self.hooks is not None and self.hooks.kill_between_tasks(inst, app.name, ssn.id):
@@ -527,7 +542,16 @@ class ExecutorManager:
         if self.hooks is not None:
             self.hooks.record("OnTaskInvoke", status, started, app, task.session_id, str(task.id))
         with contextlib.suppress(StateError):
-            self.state.complete_task(eid, rc, output, message)
+            self._backend(
+                "CompleteTask",
+                task.session_id,
+                str(task.id),
+                self.state.complete_task,
+                eid,
+                rc,
+                output,
+                message,
+            )
         return crashed
 
     # -- instance construction ------------------------------------------------------------------
