@@ -511,7 +511,11 @@ class FakeCluster:
 
     @property
     def state(self) -> ClusterState:
-        """The cluster's state model (for white-box tests and introspection)."""
+        """The cluster's state model, for white-box tests (raw protobuf values).
+
+        Tests should prefer the typed records of :meth:`applications`, :meth:`sessions`,
+        :meth:`tasks`, :meth:`executors` and :meth:`objects`.
+        """
         self._require_running("state")
         assert self._state is not None
         return self._state
@@ -549,8 +553,10 @@ class FakeCluster:
     def calls(self) -> CallLog:
         """Every call the cluster served, oldest first: the last 10,000 (``MAX_CALLS``).
 
-        Frontend RPCs, calls into instances (``flame.v1.Instance``: ``OnSessionEnter``,
-        ``OnTaskInvoke``) and object cache (Flight) calls, each a :class:`CallRecord` (seq,
+        Frontend RPCs, the executor manager's Backend calls (``BindExecutorCompleted``,
+        ``LaunchTask``, ``CompleteTask``), its calls into instances (``flame.v1.Instance``:
+        ``OnSessionEnter``, ``OnTaskInvoke``) and object cache (Flight) calls, each a
+        :class:`CallRecord` (seq,
         service, method, status, duration, app, session_id, task_id, key).
         ``cluster.calls(method=..., service=..., status=..., where=...)`` filters;
         ``cluster.calls.clear()`` forgets them. Readable after :meth:`stop`.
