@@ -137,9 +137,10 @@ def test_watch_ended_without_a_terminal_state_is_watched_again(
 ) -> None:
     gate = tmp_path / "gate"
     svc = runner.service(wait_for_gate)
-    cluster.faults.cut_watch(status=None, times=5)
+    fault = cluster.faults.cut_watch(status=None, times=None)  # every watch ends at once
     future = svc(str(gate))
-    _wait_for(lambda: len(cluster.calls(method="WatchTask", status="OK")) >= 5, "5 clean cuts")
+    _wait_for(lambda: fault.hits >= 5, "5 clean cuts")
+    fault.remove()
     gate.touch()
     assert future.get(timeout=WAIT) == "open"
     assert len(cluster.calls(method="GetTask", where=lambda c: c.session_id == svc.session_id)) >= 5
