@@ -64,7 +64,7 @@ def intercepted(servicer: object, service: ServiceDescriptor, calls: CallLog, fa
     return wrapper
 
 
-def _before(name: str, target: CallTarget, faults: Faults, context: grpc.ServicerContext) -> None:
+def _before(target: CallTarget, faults: Faults, context: grpc.ServicerContext) -> None:
     delay = faults.take(DELAY, target)
     if delay is not None:
         time.sleep(delay.seconds)
@@ -83,7 +83,7 @@ def _unary(
         app, sid, tid = keys(request)
         try:
             if faults.armed:
-                _before(name, CallTarget(name, app, sid, tid), faults, context)
+                _before(CallTarget(name, app, sid, tid), faults, context)
             response = impl(request, context)
             failed = False
             return response
@@ -110,7 +110,7 @@ def _streaming(
             cut = None
             if faults.armed:
                 target = CallTarget(name, app, sid, tid)
-                _before(name, target, faults, context)
+                _before(target, faults, context)
                 cut = faults.take(CUT_WATCH, target) if name == "WatchTask" else None
             if cut is None:
                 yield from impl(request, context)
