@@ -2,9 +2,14 @@
 
 ``FakeCluster`` serves a fake session manager, object cache and executors on local ports;
 the ``flamepy-fake`` command line and the pytest plugin (``flame_cluster`` fixture) wrap it.
-``FakeObjectCache`` is the object cache alone; ``ExecutorInfo`` is what
-``FakeCluster.executors()`` returns, ``EventRecord`` what ``FakeCluster.session_events()``
-returns and ``AbandonedInstance`` what ``FakeCluster.abandoned_instances`` lists. Importing
+``FakeObjectCache`` is the object cache alone. Introspection records: ``ExecutorInfo``
+(``FakeCluster.executors()``), ``AppInfo``, ``SessionInfo``, ``TaskInfo``, ``ObjectInfo``
+(``applications()``, ``sessions()``, ``tasks()``, ``objects()``) with the enums ``AppState``,
+``SessionState``, ``TaskState``, ``ExecutorState``; ``EventRecord`` (``session_events()``);
+``CallRecord`` in a ``CallLog`` (``FakeCluster.calls``); ``AbandonedInstance``
+(``FakeCluster.abandoned_instances``). Fault injection: ``Faults`` (``FakeCluster.faults``)
+hands out ``Fault`` objects, whose predicates see a ``CallTarget``; ``FaultError`` is a fault
+the fake cannot apply. Importing
 this package is cheap: grpc and pyarrow load when a cluster starts (or when a lazily exported
 name is first used).
 """
@@ -18,16 +23,42 @@ from ._cluster import ClusterStartError, FakeCluster
 
 if _typing.TYPE_CHECKING:
     from ._cache_server import FakeObjectCache
+    from ._calls import CallLog, CallRecord
     from ._executors import AbandonedInstance, ExecutorInfo
+    from ._faults import CallTarget, Fault, FaultError, Faults
+    from ._introspect import (
+        AppInfo,
+        AppState,
+        ExecutorState,
+        ObjectInfo,
+        SessionInfo,
+        SessionState,
+        TaskInfo,
+        TaskState,
+    )
     from ._records import EventRecord
 
 __all__ = [
     "AbandonedInstance",
+    "AppInfo",
+    "AppState",
+    "CallLog",
+    "CallRecord",
+    "CallTarget",
     "ClusterStartError",
     "EventRecord",
     "ExecutorInfo",
+    "ExecutorState",
     "FakeCluster",
     "FakeObjectCache",
+    "Fault",
+    "FaultError",
+    "Faults",
+    "ObjectInfo",
+    "SessionInfo",
+    "SessionState",
+    "TaskInfo",
+    "TaskState",
 ]
 
 # Tracebacks and reprs show the public path, not the private module.
@@ -38,9 +69,23 @@ del _name
 # Names whose modules import grpc or pyarrow: loaded on first access.
 _LAZY = {
     "AbandonedInstance": "._executors",
+    "AppInfo": "._introspect",
+    "AppState": "._introspect",
+    "CallLog": "._calls",
+    "CallRecord": "._calls",
+    "CallTarget": "._faults",
     "EventRecord": "._records",
     "ExecutorInfo": "._executors",
+    "ExecutorState": "._introspect",
     "FakeObjectCache": "._cache_server",
+    "Fault": "._faults",
+    "FaultError": "._faults",
+    "Faults": "._faults",
+    "ObjectInfo": "._introspect",
+    "SessionInfo": "._introspect",
+    "SessionState": "._introspect",
+    "TaskInfo": "._introspect",
+    "TaskState": "._introspect",
 }
 
 

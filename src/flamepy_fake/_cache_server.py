@@ -19,7 +19,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import bson
@@ -41,6 +42,8 @@ from ._cache_keys import (
 )
 from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
 from ._cache_store import ObjectStore, Row
+from ._calls import CACHE_SERVICE, CallLog
+from ._faults import DELAY, FAIL, CallTarget, Faults
 
 __all__ = ["FakeObjectCache"]
 
@@ -126,16 +129,98 @@ def _dialable_host() -> str:
     return "127.0.0.1"
 
 
-class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
-    """The Flight methods; all state lives in ``store``."""
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
 
-    def __init__(self, location: str, store: ObjectStore, **kwargs: Any) -> None:
+
+def _descriptor_key(descriptor: flight.FlightDescriptor) -> str | None:
+    if descriptor.descriptor_type == flight.DescriptorType.PATH:
+        return "/".join(_text(part) for part in descriptor.path) or None
+    command = descriptor.command or b""
+    return _text(command[len(_PATCH_PREFIX) :] if command.startswith(_PATCH_PREFIX) else command) or None
+
+
+# How each handler's arguments name the key (for the call record and fault predicates).
+_KEY_OF: dict[str, Callable[..., str | None]] = {
+    "do_put": lambda descriptor, *_: _descriptor_key(descriptor),
+    "do_get": lambda ticket: _text(ticket.ticket).split(":", 1)[0] or None,
+    "do_action": lambda action: _text(action.body.to_pybytes()) if action.body is not None else None,
+    "get_flight_info": _descriptor_key,
+    "get_schema": _descriptor_key,
+    "list_flights": lambda criteria: None,
+    "list_actions": lambda: None,
+}
+# Exceptions a fault raises so that pyarrow sends its status (see _calllog._FLIGHT_STATUS).
+_FAULT_ERRORS: dict[str, Callable[[str], BaseException]] = {
+    "CANCELLED": flight.FlightCancelledError,
+    "DEADLINE_EXCEEDED": flight.FlightTimedOutError,
+    "INTERNAL": flight.FlightInternalError,
+    "INVALID_ARGUMENT": InvalidRequest,
+    "NOT_FOUND": ObjectNotFound,
+    "PERMISSION_DENIED": flight.FlightUnauthorizedError,
+    "UNAUTHENTICATED": flight.FlightUnauthenticatedError,
+    "UNAVAILABLE": flight.FlightUnavailableError,
+    "UNIMPLEMENTED": NotImplementedError,
+}
+
+
+def _watched(handler: str, impl: Callable[..., Any], calls: CallLog, faults: Faults) -> Callable[..., Any]:
+    """``impl`` recorded in ``calls`` and subject to ``faults`` (the cache's one interception point)."""
+    from ._calllog import _FLIGHT_METHODS, _FLIGHT_STATUS
+
+    method = _FLIGHT_METHODS[handler.upper()]
+    key_of = _KEY_OF[handler]
+
+    def call(context: flight.ServerCallContext, *args: Any) -> Any:
+        start = time.perf_counter()
+        status = "UNKNOWN"
+        key = key_of(*args)
+        try:
+            if faults.armed:
+                target = CallTarget(method, key=key)
+                delay = faults.take(DELAY, target)
+                if delay is not None:
+                    time.sleep(delay.seconds)
+                fail = faults.take(FAIL, target)
+                if fail is not None and fail.status is not None:
+                    raise _FAULT_ERRORS[fail.status](fail.message or "")
+            result = impl(context, *args)
+            status = "OK"
+            return result
+        except BaseException as exc:
+            status = next((code for kind, code in _FLIGHT_STATUS if isinstance(exc, kind)), "UNKNOWN")
+            raise
+        finally:
+            calls.record(CACHE_SERVICE, method, status, time.perf_counter() - start, key=key)
+
+    return call
+
+
+class _FlightService(flight.FlightServerBase):  # type: ignore[misc]
+    """The Flight methods; all state lives in ``store``.
+
+    With ``calls`` and ``faults``, every handler is wrapped once (:func:`_watched`): each call is
+    recorded and injected faults act before the handler runs.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        store: ObjectStore,
+        *,
+        calls: CallLog | None = None,
+        faults: Faults | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(location, **kwargs)
         self.store = store
         self.advertised = ""
         self.stopping = threading.Event()
         self._counts_lock = threading.Lock()
         self.finished_puts = 0
+        if calls is not None and faults is not None:
+            for handler in _KEY_OF:
+                setattr(self, handler, _watched(handler, getattr(self, handler), calls, faults))
 
     # ----------------------------------------------------------------- DoPut
 
@@ -341,6 +426,8 @@ class FakeObjectCache:
         max_objects: resident object limit with LRU eviction (None: unlimited).
         tls_certificates: ``(cert_chain_pem, private_key_pem)`` to serve ``grpc+tls``.
         log_calls: log each call as it ends (see :mod:`flamepy_fake._calllog`).
+        calls: record every call here (a FakeCluster's call record); needs ``faults``.
+        faults: apply these injected faults to the Flight calls; needs ``calls``.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
@@ -356,6 +443,8 @@ class FakeObjectCache:
         max_objects: int | None = None,
         tls_certificates: tuple[bytes, bytes] | None = None,
         log_calls: bool = False,
+        calls: CallLog | None = None,
+        faults: Faults | None = None,
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -365,6 +454,8 @@ class FakeObjectCache:
         self._max_objects = max_objects
         self._tls = tls_certificates
         self._log_calls = log_calls
+        self._calls = calls
+        self._faults = faults
         self._lock = threading.Lock()
         self._server: _FlightService | None = None
         self._store: ObjectStore | None = None
@@ -437,7 +528,7 @@ class FakeObjectCache:
 
                 kwargs["middleware"] = {"flamepy-fake-calls": FlightCallLog()}
             try:
-                server = _FlightService(location, store, **kwargs)
+                server = _FlightService(location, store, calls=self._calls, faults=self._faults, **kwargs)
             except (pa.ArrowException, flight.FlightError) as exc:
                 raise OSError(f"cannot start the fake object cache on {location}: {exc}") from exc
             host = self._advertise_host

@@ -125,6 +125,7 @@ class _Payload:
 class _Meta:
     version: int
     size: int
+    patches: int = 0
 
 
 # --------------------------------------------------------------------------- the store
@@ -207,6 +208,11 @@ class ObjectStore:
         with self._lock:
             return [(key, meta.size) for key, meta in self._meta.items()]
 
+    def objects(self) -> list[tuple[str, int, int, int]]:
+        """``(key, version, size, patches)`` for every key with metadata, sorted by key."""
+        with self._lock:
+            return [(key, m.version, m.size, m.patches) for key, m in sorted(self._meta.items())]
+
     def native_schema(self, key: str) -> pa.Schema | None:
         """The stored schema of a native object, or None (GetFlightInfo; no existence check).
 
@@ -255,7 +261,7 @@ class ObjectStore:
             payload = _Payload(base_version=version, base=data, patches=[])
             if self._root is not None:
                 self._write_base(path, payload)
-            self._meta[key] = _Meta(version=version, size=payload.nbytes)
+            self._meta[key] = _Meta(version=version, size=payload.nbytes, patches=len(payload.patches))
             self._make_resident(key, payload)
             self._evict(keep=key)
         return key, version
@@ -294,7 +300,7 @@ class ObjectStore:
                 self._write_patch(path, len(payload.patches), version, data)
             payload.patches.append((version, data))
             self._bytes += data.size
-            meta.version, meta.size = version, payload.nbytes
+            meta.version, meta.size, meta.patches = version, payload.nbytes, len(payload.patches)
             self._make_resident(key, payload)
             self._evict(keep=key)
         return key, version
@@ -405,7 +411,7 @@ class ObjectStore:
         meta = self._meta.get(key)
         version = max([payload.base_version] + [v for v, _ in payload.patches])
         if meta is None:
-            self._meta[key] = _Meta(version=version, size=payload.nbytes)
+            self._meta[key] = _Meta(version=version, size=payload.nbytes, patches=len(payload.patches))
         self._make_resident(key, payload)
         self._evict(keep=key)
         return payload
@@ -498,6 +504,8 @@ class ObjectStore:
                 continue
             version = max([payload.base_version] + [v for v, _ in payload.patches])
             with self._lock:
-                self._meta[path.key] = _Meta(version=version, size=payload.nbytes)
+                self._meta[path.key] = _Meta(
+                    version=version, size=payload.nbytes, patches=len(payload.patches)
+                )
                 self._make_resident(path.key, payload)
                 self._evict(keep=path.key)

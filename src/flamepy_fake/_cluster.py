@@ -40,7 +40,10 @@ if TYPE_CHECKING:
     from flamepy_runner._config import FlameConfig
 
     from ._cache_server import FakeObjectCache
+    from ._calls import CallLog
     from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
+    from ._faults import Faults
+    from ._introspect import AppInfo, ObjectInfo, SessionInfo, TaskInfo
     from ._records import EventRecord
     from ._state import ClusterState
 
@@ -209,6 +212,10 @@ class FakeCluster:
         self._bound_port = 0
         self._cache_endpoint: str | None = None
         self._abandoned: tuple[AbandonedInstance, ...] = ()
+        from ._calls import CallLog  # here, not at module level: `import flamepy_fake` stays cheap
+
+        self._calls = CallLog()
+        self._faults: Faults | None = None
         self._home: Path | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -272,8 +279,10 @@ class FakeCluster:
 
         from flamepy_runner._proto import pb, rpc
 
+        from ._faults import Faults
         from ._frontend import FrontendServicer
         from ._home import make_home
+        from ._intercept import intercepted
         from ._limits import FRONTEND_MAX_REQUEST, refuse_oversized
         from ._state import ClusterState
 
@@ -296,6 +305,7 @@ class FakeCluster:
         if self._default_resreq is not None:
             state_kwargs["default_resreq"] = self._default_resreq
         self._state = ClusterState(**state_kwargs)
+        self._faults = Faults([m.name for m in pb.FRONTEND_SERVICE.methods])
 
         self._pool = ThreadPoolExecutor(max_workers=_SERVER_THREADS, thread_name_prefix="flamepy-fake-rpc")
         interceptors = []
@@ -304,7 +314,7 @@ class FakeCluster:
 
             interceptors.append(GrpcCallLog())
         self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS), interceptors=interceptors)
-        servicer = FrontendServicer(self._state)
+        servicer = intercepted(FrontendServicer(self._state), pb.FRONTEND_SERVICE, self._calls, self._faults)
         handler = rpc.generic_handler(
             pb.FRONTEND_SERVICE,
             servicer,
@@ -335,6 +345,8 @@ class FakeCluster:
             storage_dir=self._cache_storage_dir,
             max_memory=self._cache_max_memory,
             log_calls=self._log_calls,
+            calls=self._calls,
+            faults=self._faults,
         )
         try:
             cache.start()
@@ -346,8 +358,9 @@ class FakeCluster:
 
     def _start_executors(self) -> None:
         from ._executors import ExecutorManager
+        from ._executors._hooks import ExecutorHooks
 
-        assert self._state is not None and self._work_dir is not None
+        assert self._state is not None and self._work_dir is not None and self._faults is not None
         manager = ExecutorManager(
             self._state,
             frontend_endpoint=self.endpoint,
@@ -358,6 +371,7 @@ class FakeCluster:
             policies=self._policies,
             work_dir=self._work_dir,
             home=self._home,
+            hooks=ExecutorHooks(self._faults, self._calls),
         )
         self._manager = manager  # before start(): a half-started manager is stopped too
         manager.start()
@@ -497,7 +511,11 @@ class FakeCluster:
 
     @property
     def state(self) -> ClusterState:
-        """The cluster's state model (for white-box tests and introspection)."""
+        """The cluster's state model, for white-box tests (raw protobuf values).
+
+        Tests should prefer the typed records of :meth:`applications`, :meth:`sessions`,
+        :meth:`tasks`, :meth:`executors` and :meth:`objects`.
+        """
         self._require_running("state")
         assert self._state is not None
         return self._state
@@ -531,8 +549,86 @@ class FakeCluster:
 
     # ------------------------------------------------------------------ introspection
 
+    @property
+    def calls(self) -> CallLog:
+        """Every call the cluster served, oldest first: the last 10,000 (``MAX_CALLS``).
+
+        Frontend RPCs, the executor manager's Backend calls (``BindExecutorCompleted``,
+        ``LaunchTask``, ``CompleteTask``), its calls into instances (``flame.v1.Instance``:
+        ``OnSessionEnter``, ``OnTaskInvoke``) and object cache (Flight) calls, each a
+        :class:`CallRecord` (seq,
+        service, method, status, duration, app, session_id, task_id, key).
+        ``cluster.calls(method=..., service=..., status=..., where=...)`` filters;
+        ``cluster.calls.clear()`` forgets them. Readable after :meth:`stop`.
+        """
+        return self._calls
+
+    @property
+    def faults(self) -> Faults:
+        """The cluster's fault injection (see :class:`flamepy_fake.Faults`).
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        self._require_running("faults")
+        assert self._faults is not None
+        return self._faults
+
+    def applications(self) -> list[AppInfo]:
+        """Every registered application, by name.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        from ._introspect import app_info
+
+        self._require_running("applications()")
+        assert self._state is not None
+        return sorted((app_info(a) for a in self._state.list_applications()), key=lambda a: a.name)
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session (closed ones included) with its task counts, oldest first.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        from ._introspect import session_info
+
+        self._require_running("sessions()")
+        assert self._state is not None
+        return [session_info(s) for s in self._state.list_sessions()]
+
+    def tasks(self, session_id: str) -> list[TaskInfo]:
+        """The tasks of a session, by id.
+
+        Raises:
+            UsageError: the cluster is not running, or has no such session.
+        """
+        from ._introspect import task_info
+        from ._state import StateError
+
+        self._require_running("tasks()")
+        assert self._state is not None
+        try:
+            ids = sorted(t.id for t in self._state.list_tasks(session_id))  # ListTask's copies lack events
+            return [task_info(self._state.get_task(session_id, str(tid))) for tid in ids]
+        except StateError:
+            raise UsageError(f"no session {session_id!r} on this FakeCluster") from None
+
+    def objects(self) -> list[ObjectInfo]:
+        """Every object of the object cache (evicted ones included), by key.
+
+        Raises:
+            UsageError: the cluster is not running.
+        """
+        from ._introspect import ObjectInfo
+
+        self._require_running("objects()")
+        assert self._cache is not None
+        return [ObjectInfo(*row) for row in self._cache.store.objects()]
+
     def executors(self) -> list[ExecutorInfo]:
-        """The cluster's executors now: id, state, session, app, backend, pid.
+        """The cluster's executors now: id, state, session, app, backend, pid, task_id.
 
         Raises:
             UsageError: the cluster is not running.

@@ -42,8 +42,6 @@ __all__ = ["FlameOptions", "reset_flamepy_clients"]
 _MARKER = "flame"
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _CLUSTER = pytest.StashKey["FakeCluster"]()
-_BIND_EVENTS = (1001, 1002)  # SESSION_BIND_FAILED, SESSION_RETRY_LIMIT_REACHED
-_STDERR_LINES = 20
 _BACKENDS = ("auto", "thread", "process")
 _FLMRUN_MODES = ("builtin", "flamepy")
 
@@ -260,33 +258,19 @@ def pytest_runtest_makereport(
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     cluster = item.stash.get(_CLUSTER, None)
     if report.failed and report.when == "call" and cluster is not None and cluster.running:
-        for title, text in _bind_failures(cluster):
-            report.sections.append((title, text))
+        from ._report import failure_sections
+
+        report.sections += failure_sections(cluster)
     return report
 
 
-def _bind_failures(cluster: FakeCluster) -> list[tuple[str, str]]:
-    """Report sections for sessions that got event 1001/1002: the events, the last instance's stderr."""
-    sections = []
-    for ssn in cluster.state.list_sessions():
-        events = [e for e in cluster.session_events(ssn.id) if e.code in _BIND_EVENTS]
-        if not events:
-            continue
-        lines = [f"event {e.code}: {e.message}" for e in events]
-        executor_ids = cluster.executors_of(ssn.id)
-        if executor_ids:
-            last = executor_ids[-1]
-            tail = _stderr(cluster.instance_logs(last)).splitlines()[-_STDERR_LINES:]
-            if tail:
-                lines.append(f"stderr of the last instance, executor {last} (last {_STDERR_LINES} lines):")
-                lines += [f"  {line}" for line in tail]
-        sections.append((f"flame_cluster: session {ssn.id} could not start an instance", "\n".join(lines)))
-    return sections
-
-
-def _stderr(logs: str) -> str:
-    marker = "--- stderr ---\n"  # the layout of FakeCluster.instance_logs()
-    return logs.split(marker, 1)[1] if marker in logs else ""
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # Faults end with the test that set them, before any fixture's teardown runs, so cleanup
+    # code (closing Runners, deleting sessions) is not hit by them.
+    cluster = item.stash.get(_CLUSTER, None)
+    if cluster is not None and cluster.running:
+        cluster.faults.clear()
 
 
 def _options(request: pytest.FixtureRequest) -> FlameOptions:

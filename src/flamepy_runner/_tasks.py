@@ -17,7 +17,9 @@ are outstanding:
   reached: no executor will be assigned) and nothing running, its tasks fail with the last bind
   failure instead of waiting forever;
 * every stream has a deadline (``stream_timeout``): a task that runs longer is simply watched
-  again, and a stream cut by the server (UNAVAILABLE) is retried a few times with back-off.
+  again, and a stream cut by the server (UNAVAILABLE) is retried a few times with back-off;
+  a stream that ends without a terminal state is watched again after a ``GetTask``, pausing
+  50 ms more for each such stream in a row that sent nothing (at most 1 s).
 
 Completion is reported through a callback ``on_done(task, error)`` called on the watcher's
 thread with the terminal ``flame.v1.Task`` (events filled by ``GetTask`` for failed tasks, since
@@ -54,6 +56,9 @@ _TERMINAL = frozenset(
     {pb.TaskState.Value("Succeed"), pb.TaskState.Value("Failed"), pb.TaskState.Value("Cancelled")}
 )
 _UNAVAILABLE_RETRIES = 3
+# Seconds before re-watching after the n-th stream in a row that ended empty (n times this, at
+# most 1 s): a server cutting every watch at once costs a few calls a second, not hundreds.
+_EMPTY_STREAM_BACKOFF = 0.05
 
 OnDone = Callable[[Any, BaseException | None], None]
 
@@ -266,6 +271,7 @@ class TaskWatcher:
         request = pb.WatchTaskRequest(session_id=tracked.session_id, task_id=tracked.task_id)
         what = f"cannot watch task {tracked.task_id} of session '{tracked.session_id}'"
         unavailable = 0
+        empty = 0  # streams in a row that ended with no message and no terminal state
         while not tracked.done:
             last = None
             with rpc_errors(what, self._frontend.endpoint, session_id=tracked.session_id):
@@ -292,6 +298,10 @@ class TaskWatcher:
             current = await self._get_task(tracked)
             if current.status.state in _TERMINAL:
                 return current
+            # A server that keeps ending streams at once must not make this a busy loop.
+            empty = empty + 1 if last is None else 0
+            if empty:
+                await asyncio.sleep(min(_EMPTY_STREAM_BACKOFF * empty, 1.0))
         return None
 
     async def _get_task(self, tracked: _Tracked) -> Any:

@@ -37,7 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import flamepy_runner
 from flamepy_runner._config import FlameConfig
@@ -45,19 +47,21 @@ from flamepy_runner._proto import pb
 
 from .._home import FOREIGN_VARIABLES
 from .._install import Installation, Installer, InstallError
+from .._introspect import ExecutorState, executor_state
 from .._policies import DEFAULT_POLICIES
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
+from ._hooks import ExecutorHooks
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
 from ._launch import build_env, instance_argv, is_flmexec, is_flmping, is_flmrun
 
 __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BACKENDS = ("auto", "thread", "process")
 FLMRUN_MODES = ("builtin", "flamepy")
-_STATE_NAMES = {value: name.removeprefix("Executor").lower() for name, value in pb.ExecutorState.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,19 +70,22 @@ class ExecutorInfo:
 
     Attributes:
         id: the executor id (a UUID).
-        state: ``binding``, ``bound``, ``unbinding``, ... (upstream's ExecutorState, lowercase).
+        state: an :class:`~flamepy_fake.ExecutorState` (a ``str`` enum, so it also equals
+            ``"binding"``, ``"bound"``, ``"unbinding"``, ...: upstream's names, lowercase).
         session: the session it serves, if any.
         app: the application of that session.
         backend: ``thread`` or ``process``.
         pid: the instance's process id (None for thread instances or before spawning).
+        task_id: the task it is running, if any.
     """
 
     id: str
-    state: str
+    state: ExecutorState
     session: str | None
     app: str | None
     backend: str
     pid: int | None
+    task_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +141,7 @@ class ExecutorManager:
             SIGKILL, and then executor threads get to finish before they are abandoned.
         python: the interpreter that runs flmrun/flmexec instances.
         home: ``HOME`` of process instances (the cluster's isolated one); inherited when None.
+        hooks: injected faults and the record of calls into instances (``FakeCluster``'s).
         export_env: set ``FLAME_ENDPOINT``/``FLAME_CACHE_ENDPOINT`` in this process while the
             manager runs, if both are unset, so flamepy calls inside thread instances reach
             this cluster (see the module docstring).
@@ -157,6 +165,7 @@ class ExecutorManager:
         python: str = sys.executable,
         export_env: bool = True,
         home: Path | None = None,
+        hooks: ExecutorHooks | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -177,6 +186,7 @@ class ExecutorManager:
         self.shutdown_grace = shutdown_grace
         self.python = python
         self.abandoned: list[AbandonedInstance] = []
+        self.hooks = hooks
         self.client_config = FlameConfig(endpoint=frontend_endpoint, cache_endpoint=cache_endpoint)
         self.installer = Installer(self.work_dir / "apps", python=python)
         self._lock = threading.Lock()
@@ -301,11 +311,12 @@ class ExecutorManager:
         return [
             ExecutorInfo(
                 id=rec.id,
-                state=_STATE_NAMES.get(rec.state, str(rec.state)),
+                state=executor_state(rec.state),
                 session=rec.session_id,
                 app=rec.application,
                 backend=rec.backend,
                 pid=rec.pid,
+                task_id=rec.task_id,
             )
             for rec in self.state.executors()
         ]
@@ -395,11 +406,23 @@ class ExecutorManager:
         self._report_bind(eid, False)
         logger.info("executor %s failed to bind session %s: %s", eid, session_id, message)
         with contextlib.suppress(StateError):
-            self.state.bind_completed(eid, code, message)
+            self._backend(
+                "BindExecutorCompleted", session_id, None, self.state.bind_completed, eid, code, message
+            )
+
+    def _backend(
+        self, method: str, session_id: str, task_id: str | None, fn: Callable[..., _T], *args: Any
+    ) -> _T:
+        """``fn(*args)``: a state call that stands for a ``flame.v1.Backend`` RPC, recorded as one."""
+        if self.hooks is None:
+            return fn(*args)
+        return self.hooks.backend_call(method, session_id, task_id, fn, *args)
 
     def _serve(self, eid: str, app: AppRecord, ssn: SessionRecord) -> None:
         backend = self.backend_for(app)
         try:
+            if self.hooks is not None:
+                self.hooks.before_install(app.name, ssn.id)
             installation = self.installer.install(app, dependencies=backend == "process")
         except InstallError as exc:
             self._bind_failed(eid, ssn.id, 10, f"application installation failed: {exc}")
@@ -431,18 +454,26 @@ class ExecutorManager:
             inst.watch(
                 lambda: self._instance_exited(eid, ssn.id, bound), name=f"flamepy-fake-watch-{eid[:8]}"
             )
+        started = time.perf_counter()
+        injected = None if self.hooks is None else self.hooks.session_enter_fault(app.name, ssn.id)
+        status = "OK"
         try:
-            result = inst.enter(_session_context(app, ssn))
-            rc, message = result.return_code, result.message
+            if injected is not None:
+                status, rc, message = "UNKNOWN", -1, injected
+            else:
+                result = inst.enter(_session_context(app, ssn))
+                rc, message = result.return_code, result.message
         except Exception as exc:
-            rc, message = -1, _error_text(exc)
+            status, rc, message = "UNKNOWN", -1, _error_text(exc)
+        if self.hooks is not None:
+            self.hooks.record("OnSessionEnter", status, started, app.name, ssn.id)
         if rc != 0:
             self._bind_failed(eid, ssn.id, 12, f"on_session_enter failed: {message}")
             inst.leave()
             return
         self._report_bind(eid, True)
         try:
-            self.state.bind_completed(eid, 0, None)
+            self._backend("BindExecutorCompleted", ssn.id, None, self.state.bind_completed, eid, 0, None)
         except StateError:
             inst.leave()
             return
@@ -452,8 +483,15 @@ class ExecutorManager:
         bound.set()
         crashed = False
         while not self._stopping.is_set() and inst.alive():
-            task = self.state.launch_task(eid, timeout=float(app.delay_release))
+            task = self._backend(
+                "LaunchTask", ssn.id, None, self.state.launch_task, eid, float(app.delay_release)
+            )
             if task is None:
+                break
+            if self.hooks is not None and self.hooks.kill_between_tasks(inst, app.name, ssn.id):
+                # Killed before it saw the task: as an idle death, the task goes back to Pending.
+                logger.info("instance of executor %s killed between tasks (injected fault)", eid)
+                crashed = True
                 break
             if not inst.alive():
                 # It died while idle: the task is not its victim. Releasing the executor puts
@@ -461,7 +499,7 @@ class ExecutorManager:
                 logger.info("instance of executor %s died while idle: %s", eid, inst.describe())
                 crashed = True
                 break
-            crashed = self._run_task(eid, inst, task)
+            crashed = self._run_task(eid, inst, task, app.name)
             if crashed:
                 break
         crashed = crashed or not inst.alive()
@@ -483,23 +521,37 @@ class ExecutorManager:
             self.state.unbind_executor(eid)
         self.state.wake(session_id)
 
-    def _run_task(self, eid: str, inst: Instance, task: TaskRecord) -> bool:
+    def _run_task(self, eid: str, inst: Instance, task: TaskRecord, app: str = "") -> bool:
         """Run one task; True when the instance is gone afterwards."""
         request = pb.TaskContext(task_id=str(task.id), session_id=task.session_id)
         if task.input is not None:
             request.input = task.input
-        crashed = False
+        crashed, status = False, "OK"
+        started = time.perf_counter()
         try:
+            if self.hooks is not None:
+                self.hooks.before_task(eid, inst, app, task.session_id, str(task.id))
             result = inst.invoke(request)
             rc = 0 if result.return_code == 0 else -1
             output = result.output if result.HasField("output") else None
             message = result.message if result.HasField("message") else None
         except InstanceCrashed as exc:
-            rc, output, message, crashed = -1, None, str(exc), True
+            rc, output, message, crashed, status = -1, None, str(exc), True, "UNAVAILABLE"
         except Exception as exc:
-            rc, output, message = -1, None, _error_text(exc)
+            rc, output, message, status = -1, None, _error_text(exc), "UNKNOWN"
+        if self.hooks is not None:
+            self.hooks.record("OnTaskInvoke", status, started, app, task.session_id, str(task.id))
         with contextlib.suppress(StateError):
-            self.state.complete_task(eid, rc, output, message)
+            self._backend(
+                "CompleteTask",
+                task.session_id,
+                str(task.id),
+                self.state.complete_task,
+                eid,
+                rc,
+                output,
+                message,
+            )
         return crashed
 
     # -- instance construction ------------------------------------------------------------------
