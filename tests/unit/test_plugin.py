@@ -157,9 +157,9 @@ def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> N
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: executors, flmrun, "
-            "max_executors, policies, retry_limit, default_resreq, cache_max_memory, allow_open_sessions, "
-            "allow_unfinished_tasks",
+            "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: executors, "
+            "flmrun, max_executors, policies, retry_limit, default_resreq, cache_max_memory, "
+            "allow_open_sessions, allow_unfinished_tasks",
         ]
     )
     # __tracebackhide__ keeps the plugin's frames out of the report.
@@ -392,11 +392,11 @@ def test_plugin_is_inert_without_its_fixtures(inner: pytest.Pytester) -> None:
 def test_flame_options_validate_keywords() -> None:
     with pytest.raises(TypeError):
         FlameOptions("thread")  # type: ignore[misc]
-    with pytest.raises(ValueError, match="^executors must be one of auto, thread, process; got 'k8s'$"):
+    with pytest.raises(ValueError, match=r"^executors must be one of auto, thread, process; got 'k8s'$"):
         FlameOptions(executors="k8s")
-    with pytest.raises(ValueError, match="^backend must be one of auto, thread, process; got 'k8s'$"):
+    with pytest.raises(ValueError, match=r"^backend must be one of auto, thread, process; got 'k8s'$"):
         FlameOptions(backend="k8s")
-    with pytest.raises(TypeError, match="^give executors or its former name backend, not both$"):
+    with pytest.raises(TypeError, match=r"^give executors or its former name backend, not both$"):
         FlameOptions(executors="thread", backend="thread")
     assert FlameOptions(backend="process").cluster_kwargs()["backend"] == "process"
     assert FlameOptions(executors="process").cluster_kwargs()["backend"] == "process"
