@@ -229,11 +229,21 @@ def _install_sigterm_handler(config: pytest.Config) -> None:
     config.stash[_SIGTERM_HANDLER] = handler
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Before an xdist worker reports that it finished: its controller may end it right after.
+    _stop_autostart(session.config)
+
+
+def _stop_autostart(config: pytest.Config) -> None:
     autostart = config.stash.get(_AUTOSTART, None)
     if autostart is not None:
         del config.stash[_AUTOSTART]
         autostart.stop()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_autostart(config)
     handler = config.stash.get(_SIGTERM_HANDLER, None)
     if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
