@@ -1,18 +1,23 @@
-"""pytest plugin: a fresh fake Flame cluster per test (registered as the ``flamepy_fake`` pytest11 entry).
+"""pytest plugin: Flame clusters for tests (registered as the ``flamepy_fake`` pytest11 entry).
 
-The plugin stays inert until a test asks for one of its fixtures:
+The plugin stays inert until a test asks for one of its fixtures (or ``--flame-autostart``):
 
-- ``flame_cluster``: a started :class:`~flamepy_fake.FakeCluster`, stopped after the test;
+- ``flame_cluster``: a started :class:`~flamepy_fake.FakeCluster` (one per test by default), or a
+  cluster-like handle on ``--flame-backend real|external``;
 - ``flame_env``: the same cluster, with ``FLAME_ENDPOINT`` / ``FLAME_CACHE_ENDPOINT`` set in
   ``os.environ`` and flamepy's process-wide cached connections reset, so ``flamepy.*`` calls
-  reach this cluster.
+  reach this cluster;
+- ``flame_config``: the cluster's :class:`flamepy_runner.FlameConfig`;
+- ``flame_runner``: a factory of started :class:`flamepy_runner.Runner` objects on the cluster,
+  closed after the test.
 
 Options come from ``@pytest.mark.flame(...)`` (keyword-only; the marker closest to the test
-wins) over the ``--flame-*`` command-line options. At teardown the fixture fails the test if it
-left sessions open or tasks unfinished, unless the marker allows it; the check is skipped when
-the test already failed. A failed test's report shows the bind failures (events 1001/1002) of
-its sessions and the tail of the last instance's stderr. The fixtures isolate the test from the
-developer's Flame configuration (HOME and ``FLAME_*``), and SIGTERM ends the run like Ctrl-C.
+wins) over the ``--flame-*`` command-line options over their ``flame_*`` ini settings. At
+teardown the fixture fails the test if it left sessions open or tasks unfinished, unless the
+marker allows it; the check is skipped when the test already failed. A failed test's report
+shows the bind failures (events 1001/1002) of its sessions and the tail of the last instance's
+stderr. The fixtures isolate the test from the developer's Flame configuration (HOME and
+``FLAME_*``), and SIGTERM ends the run like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,36 +26,48 @@ import argparse
 import contextlib
 import os
 import signal
-import sys
 import threading
+import uuid
 import warnings
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._cli import parse_size, positive_int
+from ._cli import parse_size
+from ._flamepy_reset import reset_flamepy_clients
+from ._plugin_settings import EXECUTORS, FAKE_ONLY, FLMRUN_MODES, Settings, add_options, read_settings
 from ._policies import DEFAULT_POLICIES, check_policies
 
 if TYPE_CHECKING:
+    from flamepy_runner import FlameConfig, Runner
+
+    from ._autostart import Autostart  # noqa: F401  (named in a StashKey string)
     from ._cluster import FakeCluster
+    from ._plugin_pool import ClusterPool
+    from ._remote import RemoteCluster
+
+    AnyCluster = FakeCluster | RemoteCluster
 
 __all__ = ["FlameOptions", "reset_flamepy_clients"]
 
 _MARKER = "flame"
 _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _CLUSTER = pytest.StashKey["FakeCluster"]()
-_BACKENDS = ("auto", "thread", "process")
-_FLMRUN_MODES = ("builtin", "flamepy")
+_SETTINGS = pytest.StashKey[Settings]()
+_AUTOSTART = pytest.StashKey["Autostart"]()
+_FAKE_ONLY_MARKER = "flame_fake_only"
+_REAL_ONLY_MARKER = "flame_real_only"
 
 
 class FlameOptions:
     """The options of one ``flame_cluster``, validated (what ``@pytest.mark.flame`` accepts).
 
     Args:
-        backend: ``auto``, ``thread`` or ``process`` (see ``FakeCluster``).
+        executors: how instances run: ``auto``, ``thread`` or ``process`` (``FakeCluster(backend=)``).
+        backend: the former name of ``executors`` (deprecated, still accepted).
         flmrun: ``builtin`` or ``flamepy``.
         max_executors: the fake's own cap on concurrent instances (``None``: none, as v0.6.0).
         policies: the scheduling policies (default ``("priority", "gang")``, as upstream's images).
@@ -69,7 +86,8 @@ class FlameOptions:
     def __init__(
         self,
         *,
-        backend: str = "auto",
+        executors: str | None = None,
+        backend: str | None = None,
         flmrun: str = "builtin",
         max_executors: int | None = None,
         policies: Sequence[str] = DEFAULT_POLICIES,
@@ -79,10 +97,13 @@ class FlameOptions:
         allow_open_sessions: bool = False,
         allow_unfinished_tasks: bool = False,
     ) -> None:
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(_BACKENDS)}; got {backend!r}")
-        if flmrun not in _FLMRUN_MODES:
-            raise ValueError(f"flmrun must be one of {', '.join(_FLMRUN_MODES)}; got {flmrun!r}")
+        if executors is not None and backend is not None:
+            raise TypeError("give executors or its former name backend, not both")
+        name, executors = ("backend", backend) if backend is not None else ("executors", executors or "auto")
+        if executors not in EXECUTORS:
+            raise ValueError(f"{name} must be one of {', '.join(EXECUTORS)}; got {executors!r}")
+        if flmrun not in FLMRUN_MODES:
+            raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
         for name, value in (("max_executors", max_executors), ("retry_limit", retry_limit)):
             if name == "max_executors" and value is None:
                 continue
@@ -94,7 +115,7 @@ class FlameOptions:
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False; got {flag!r}")
-        self.backend = backend
+        self.executors = executors
         self.flmrun = flmrun
         self.max_executors = max_executors
         self.policies = check_policies(policies)
@@ -107,7 +128,7 @@ class FlameOptions:
     def cluster_kwargs(self) -> dict[str, Any]:
         """The keyword arguments for ``FakeCluster`` (the ``allow_*`` flags are the fixture's)."""
         return {
-            "backend": self.backend,
+            "backend": self.executors,
             "flmrun": self.flmrun,
             "max_executors": self.max_executors,
             "policies": self.policies,
@@ -134,7 +155,7 @@ def _size(value: int | str | None) -> int | None:
 
 
 _OPTION_NAMES = (
-    "backend",
+    "executors",
     "flmrun",
     "max_executors",
     "policies",
@@ -147,33 +168,7 @@ _OPTION_NAMES = (
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("flame", "fake Flame cluster (flamepy_fake)")
-    group.addoption(
-        "--flame-backend",
-        choices=_BACKENDS,
-        default=None,
-        help="default backend of flame_cluster: auto (default), thread or process",
-    )
-    group.addoption(
-        "--flame-flmrun",
-        choices=_FLMRUN_MODES,
-        default=None,
-        help="default flmrun of flame_cluster: builtin (default) or flamepy",
-    )
-    group.addoption(
-        "--flame-max-executors",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="default cap on instances of flame_cluster, a fake-only limit (default: none, as Flame v0.6.0)",
-    )
-    group.addoption(
-        "--flame-retry-limit",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="default bind retry limit of flame_cluster (default: 5)",
-    )
+    add_options(parser)
 
 
 _SIGTERM_HANDLER = pytest.StashKey[Any]()
@@ -232,7 +227,21 @@ def _install_sigterm_handler(config: pytest.Config) -> None:
     config.stash[_SIGTERM_HANDLER] = handler
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Before an xdist worker reports that it finished: its controller may end it right after.
+    _stop_autostart(session.config)
+
+
+def _stop_autostart(config: pytest.Config) -> None:
+    autostart = config.stash.get(_AUTOSTART, None)
+    if autostart is not None:
+        del config.stash[_AUTOSTART]
+        autostart.stop()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_autostart(config)
     handler = config.stash.get(_SIGTERM_HANDLER, None)
     if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -242,11 +251,56 @@ def pytest_configure(config: pytest.Config) -> None:
     _install_sigterm_handler(config)
     config.addinivalue_line(
         "markers",
-        "flame(*, backend='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
+        "flame(*, executors='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
         "retry_limit=5, default_resreq=None, "
         "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False): "
         "options of the flame_cluster fixture (the closest marker wins)",
     )
+    config.addinivalue_line(
+        "markers", f"{_FAKE_ONLY_MARKER}(reason=None): run only on --flame-backend fake (skip otherwise)"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{_REAL_ONLY_MARKER}(reason=None): run only on --flame-backend real or external (skip on fake)",
+    )
+    settings = read_settings(config)
+    config.stash[_SETTINGS] = settings
+    if settings.autostart and not _xdist_controller(config):
+        _autostart(config, settings)
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+
+
+def _autostart(config: pytest.Config, settings: Settings) -> None:
+    from ._autostart import Autostart
+
+    try:
+        kwargs = FlameOptions(**settings.fake_defaults()).cluster_kwargs()
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"--flame-autostart: {exc}") from None
+    autostart = Autostart(settings, kwargs)
+    autostart.start()
+    config.stash[_AUTOSTART] = autostart
+
+
+def _settings(config: pytest.Config) -> Settings:
+    return config.stash[_SETTINGS]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before fixtures are set up, so a skipped test never starts a cluster.
+    backend = _settings(item.config).backend
+    for name, wanted, default in (
+        (_FAKE_ONLY_MARKER, backend == "fake", "needs the fake cluster"),
+        (_REAL_ONLY_MARKER, backend != "fake", "needs a real Flame cluster"),
+    ):
+        marker = item.get_closest_marker(name)
+        if marker is not None and not wanted:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else None) or default
+            pytest.skip(f"{name}: {reason} (the backend is {backend})")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -273,25 +327,39 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         cluster.faults.clear()
 
 
-def _options(request: pytest.FixtureRequest) -> FlameOptions:
+def _marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The options the test's ``flame`` markers give (closest wins), ``backend=`` renamed."""
     __tracebackhide__ = True
-    config = request.config
     kwargs: dict[str, Any] = {}
-    for name in ("backend", "flmrun", "max_executors", "retry_limit"):
-        value = config.getoption(f"flame_{name}", None)
-        if value is not None:
-            kwargs[name] = value
     # iter_markers yields the closest marker first; apply the farthest first so the closest wins.
     for marker in reversed(list(request.node.iter_markers(_MARKER))):
         if marker.args:
             raise TypeError(f"@pytest.mark.flame takes keyword arguments only; got {marker.args!r}")
-        unknown = sorted(set(marker.kwargs) - set(_OPTION_NAMES))
+        unknown = sorted(set(marker.kwargs) - {*_OPTION_NAMES, "backend"})  # backend: deprecated
         if unknown:
             raise TypeError(
                 f"@pytest.mark.flame got unknown option(s) {', '.join(unknown)}; "
                 f"valid options: {', '.join(_OPTION_NAMES)}"
             )
-        kwargs.update(marker.kwargs)
+        given = dict(marker.kwargs)
+        if "backend" in given:
+            if "executors" in given:
+                raise TypeError("@pytest.mark.flame: give executors or its former name backend, not both")
+            warnings.warn(
+                pytest.PytestDeprecationWarning(
+                    f"@pytest.mark.flame(backend={given['backend']!r}) is deprecated: "
+                    f"use executors={given['backend']!r}"
+                ),
+                stacklevel=1,
+            )
+            given["executors"] = given.pop("backend")
+        kwargs.update(given)
+    return kwargs
+
+
+def _options(request: pytest.FixtureRequest, marked: dict[str, Any]) -> FlameOptions:
+    __tracebackhide__ = True
+    kwargs = {**_settings(request.config).fake_defaults(), **marked}
     try:
         return FlameOptions(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -303,13 +371,18 @@ def _test_failed(item: pytest.Item) -> bool:
     return any(rep.failed for rep in reports.values())
 
 
-def _leftovers(cluster: FakeCluster, options: FlameOptions) -> list[str]:
+def _leftovers(
+    cluster: FakeCluster, options: FlameOptions, earlier: frozenset[str] = frozenset()
+) -> list[str]:
+    """The leftover lists for the sessions not in ``earlier`` (those of a shared cluster's past tests)."""
     from flamepy_runner._proto import pb
 
     state = cluster.state
     open_sessions: list[str] = []
     unfinished: list[str] = []
     for ssn in state.list_sessions():
+        if ssn.id in earlier:
+            continue
         if ssn.state == pb.Open:
             open_sessions.append(
                 f"  - {ssn.id} (application {ssn.application}: {ssn.pending} pending, "
@@ -366,20 +439,39 @@ _FOREIGN_ENV = ("FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAME_CA_FILE", "FLAM
 @pytest.fixture(name="flame_cluster")
 def _flame_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[FakeCluster]:
-    """A started fake Flame cluster for this test, stopped (and checked for leftovers) after it.
+) -> Iterator[AnyCluster]:
+    """The test's Flame cluster: a started ``FakeCluster`` (or a handle on a real/external one).
 
-    Offline means offline: while the test runs, ``HOME`` is the cluster's own (its
-    ``.flame/flame.yaml`` names only this cluster) and the developer's ``FLAME_*`` variables are
-    unset, so neither flamepy nor ``FlameConfig.load()`` can reach another cluster.
+    With ``--flame-scope function`` (the default) each test gets a fresh fake cluster, stopped
+    (and checked for leftovers) after it; with ``module`` or ``session`` the cluster is shared
+    and what the test created is removed after it. Offline means offline: while the test runs,
+    ``HOME`` is the cluster's own (its ``.flame/flame.yaml`` names only this cluster) and the
+    developer's ``FLAME_*`` variables are unset, so neither flamepy nor ``FlameConfig.load()``
+    can reach another cluster.
     """
+    __tracebackhide__ = True
+    settings = _settings(request.config)
+    marked = _marker_options(request)
+    for name in _FOREIGN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    if settings.backend != "fake":
+        yield from _remote_cluster(request, tmp_path_factory, monkeypatch, settings, marked)
+    elif settings.scope == "function":
+        yield from _own_cluster(request, tmp_path_factory, monkeypatch, _options(request, marked))
+    else:
+        yield from _shared_cluster(request, monkeypatch, settings.scope, _options(request, marked))
+
+
+def _own_cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    options: FlameOptions,
+) -> Iterator[FakeCluster]:
     __tracebackhide__ = True
     from ._cluster import FakeCluster
 
-    options = _options(request)
     work_dir: Path = tmp_path_factory.mktemp("flame")
-    for name in _FOREIGN_ENV:
-        monkeypatch.delenv(name, raising=False)
     cluster = FakeCluster(work_dir=work_dir, **options.cluster_kwargs())
     cluster.start()
     monkeypatch.setenv("HOME", str(cluster.home))
@@ -407,58 +499,139 @@ def _flame_cluster(
         pytest.fail("\n".join(sections), pytrace=False)
 
 
-def reset_flamepy_clients() -> None:
-    """Forget the connections and configuration that flamepy caches process-wide.
+def _shared_cluster(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, scope: str, options: FlameOptions
+) -> Iterator[FakeCluster]:
+    __tracebackhide__ = True
+    from ._workset import cleanup, snapshot
 
-    flamepy keeps one frontend connection (``ConnectionInstance``), one ``FlameContext`` and
-    one Flight client per cache endpoint for the life of the process, so a second cluster (or a
-    changed ``FLAME_ENDPOINT``) would still reach the first. Does nothing when flamepy has not
-    been imported.
+    pool: ClusterPool = request.getfixturevalue(f"_flame_{scope}_pool")
+    cluster = pool.fake(options.cluster_kwargs())
+    monkeypatch.setenv("HOME", str(cluster.home))
+    before = snapshot(cluster.config)
+    request.node.stash[_CLUSTER] = cluster
+    sections: list[str] = []
+    try:
+        yield cluster
+        if cluster.running and not _test_failed(request.node):
+            sections = _leftovers(cluster, options, earlier=before.sessions)
+    finally:
+        del request.node.stash[_CLUSTER]
+        if cluster.running:
+            problems = cleanup(cluster.config, before)
+            if problems and not sections:
+                warnings.warn(_cleanup_warning(problems), stacklevel=1)
+    if sections:
+        sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
+        pytest.fail("\n".join(sections), pytrace=False)
+
+
+def _cleanup_warning(problems: list[str]) -> pytest.PytestWarning:
+    return pytest.PytestWarning(
+        "flame_cluster: could not remove what the test created on the shared cluster:\n"
+        + "\n".join(f"  - {p}" for p in problems)
+    )
+
+
+def _remote_cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
+    marked: dict[str, Any],
+) -> Iterator[RemoteCluster]:
+    __tracebackhide__ = True
+    fake_only = [name for name in (*FAKE_ONLY, "policies", "default_resreq") if name in marked]
+    if fake_only:
+        given = ", ".join(f"{name}={marked[name]!r}" for name in fake_only)
+        pytest.skip(f"@pytest.mark.flame({given}): fake-only (the backend is {settings.backend})")
+    from ._backends import Unavailable
+    from ._remote import RemoteCluster
+    from ._workset import cleanup, snapshot
+
+    pool: ClusterPool = request.getfixturevalue("_flame_session_pool")
+    try:
+        backend = pool.remote(settings)
+    except Unavailable as exc:
+        pytest.skip(f"--flame-backend {settings.backend}: {exc}")
+    cluster = RemoteCluster(settings.backend, backend.config, tmp_path_factory.mktemp("home"), backend.origin)
+    monkeypatch.setenv("HOME", str(cluster.home))
+    before = snapshot(cluster.config)
+    try:
+        yield cluster
+    finally:
+        problems = cleanup(cluster.config, before)
+        if problems:
+            warnings.warn(_cleanup_warning(problems), stacklevel=1)
+
+
+@pytest.fixture(name="_flame_session_pool", scope="session")
+def _flame_session_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPool]:
+    """The clusters shared by the whole run (``--flame-scope session``, real and external)."""
+    from ._plugin_pool import ClusterPool
+
+    pool = ClusterPool(tmp_path_factory.mktemp("flame-session"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(name="_flame_module_pool", scope="module")
+def _flame_module_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPool]:
+    """The fake clusters shared by one module's tests (``--flame-scope module``)."""
+    from ._plugin_pool import ClusterPool
+
+    pool = ClusterPool(tmp_path_factory.mktemp("flame-module"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture(name="flame_config")
+def _flame_config(flame_cluster: AnyCluster) -> FlameConfig:
+    """The :class:`flamepy_runner.FlameConfig` of the test's cluster (reads no file)."""
+    return flame_cluster.config
+
+
+@pytest.fixture(name="flame_runner")
+def _flame_runner(
+    flame_config: FlameConfig, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Runner]]:
+    """A factory of started :class:`flamepy_runner.Runner` objects on the test's cluster.
+
+    ``flame_runner(name=None, *, project_dir=None, **runner_kwargs)`` returns a started Runner
+    with ``config=`` the cluster's :class:`FlameConfig`; ``name`` defaults to a unique
+    ``test-<10 hex digits>``; ``project_dir`` (the directory packaged) defaults to pytest's
+    rootdir (``request.config.rootpath``). Every Runner is closed after the test, before the
+    cluster's leftover check.
     """
-    client: Any = sys.modules.get("flamepy.core.client")
-    holder = getattr(client, "ConnectionInstance", None)
-    if holder is not None:
-        with holder._lock:
-            conn, holder._connection, holder._context = holder._connection, None, None
-        if conn is not None:
-            _close_without_waiting(conn)
-    cache: Any = sys.modules.get("flamepy.core.cache")
-    if cache is None:
-        return
-    if hasattr(cache, "_context_cache"):
-        with cache._context_cache_lock:
-            cache._context_cache = None
-    pool = getattr(cache, "_client_pool", None)
-    if pool is not None:
-        with cache._client_pool_lock:
-            clients = list(pool.values())
-            pool.clear()
-        for flight_client in clients:
-            flight_client.close()
-    objects = getattr(cache, "_object_cache", None)
-    if objects is not None:
-        with cache._cache_lock:
-            objects.clear()
+    from flamepy_runner import Runner
 
+    runners: list[Runner] = []
 
-def _close_without_waiting(conn: Any) -> None:
-    """Close a flamepy ``Connection`` without waiting for its in-flight work.
+    def make(
+        name: str | None = None, *, project_dir: str | os.PathLike[str] | None = None, **kwargs: Any
+    ) -> Runner:
+        runner = Runner(
+            name if name is not None else f"test-{uuid.uuid4().hex[:10]}",
+            config=flame_config,
+            project_dir=request.config.rootpath if project_dir is None else project_dir,
+            **kwargs,
+        )
+        runners.append(runner)
+        return runner
 
-    ``Connection.close()`` joins its thread pool, which runs the watch of every task submitted
-    with ``Session.run()``: a task that never ends would block forever. Closing the channel
-    first ends those watches; the pool is then shut down without waiting.
-    """
-    channel = getattr(conn, "_channel", None)
-    pool = getattr(conn, "_executor", None)
-    if channel is None or pool is None:  # not the 0.6.0 layout: its own close() is all we have
-        conn.close()
-        return
-    channel.close()
-    pool.shutdown(wait=False, cancel_futures=True)
+    try:
+        yield make
+    finally:
+        for runner in reversed(runners):
+            runner.close()
 
 
 @pytest.fixture(name="flame_env")
-def _flame_env(flame_cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def _flame_env(flame_cluster: AnyCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """``flame_cluster``'s environment set in ``os.environ``, flamepy's cached clients reset.
 
     Like ``flame_cluster``, ``HOME`` is the cluster's own (its flame.yaml names only this

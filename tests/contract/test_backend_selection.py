@@ -137,7 +137,7 @@ class _Network:
 
 @pytest.fixture
 def recording_testcontainers(monkeypatch: pytest.MonkeyPatch) -> None:
-    import _backends
+    from flamepy_fake import _backends
 
     _Container.made, _Network.instances = [], []
     package = types.ModuleType("testcontainers")
@@ -157,7 +157,7 @@ def recording_testcontainers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_docker_cluster_wiring(recording_testcontainers: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    import _backends
+    from flamepy_fake import _backends
 
     probed: list[str] = []
     monkeypatch.setattr(_backends, "wait_until_ready", lambda config, timeout: probed.append(config.endpoint))
@@ -196,7 +196,7 @@ def test_docker_cluster_wiring(recording_testcontainers: None, monkeypatch: pyte
 def test_docker_cluster_that_never_gets_ready_is_an_error_with_logs(
     recording_testcontainers: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import _backends
+    from flamepy_fake import _backends
 
     def never_ready(config: Any, timeout: float) -> None:
         raise TimeoutError("no node has registered yet")

@@ -84,7 +84,7 @@ def test_marker_options_reach_the_cluster_closest_wins(inner: pytest.Pytester) -
         """
         import pytest
 
-        pytestmark = pytest.mark.flame(backend="process", max_executors=3)
+        pytestmark = pytest.mark.flame(executors="process", max_executors=3)
 
         def test_module_level(flame_cluster):
             assert flame_cluster.options["backend"] == "process"
@@ -92,7 +92,7 @@ def test_marker_options_reach_the_cluster_closest_wins(inner: pytest.Pytester) -
 
         @pytest.mark.flame(max_executors=7, retry_limit=2)
         class TestClass:
-            @pytest.mark.flame(backend="thread")
+            @pytest.mark.flame(executors="thread")
             def test_closest(self, flame_cluster):
                 options = flame_cluster.options
                 assert options["backend"] == "thread"
@@ -111,12 +111,12 @@ def test_command_line_options_are_defaults_under_the_marker(inner: pytest.Pytest
             assert flame_cluster.options["backend"] == "thread"
             assert flame_cluster.options["max_executors"] == 4
 
-        @pytest.mark.flame(backend="process")
+        @pytest.mark.flame(executors="process")
         def test_marker_wins(flame_cluster):
             assert flame_cluster.options["backend"] == "process"
         """
     )
-    inner.runpytest("--flame-backend=thread", "--flame-max-executors=4").assert_outcomes(passed=2)
+    inner.runpytest("--flame-executors=thread", "--flame-max-executors=4").assert_outcomes(passed=2)
 
 
 def test_flame_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
@@ -140,7 +140,7 @@ def test_bad_command_line_option_is_a_usage_error(pytester: pytest.Pytester) -> 
 
 def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.flame([*], backend='auto', flmrun='builtin', *"])
+    result.stdout.fnmatch_lines(["@pytest.mark.flame([*], executors='auto', flmrun='builtin', *"])
 
 
 def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> None:
@@ -157,9 +157,9 @@ def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> N
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: backend, flmrun, "
-            "max_executors, policies, retry_limit, default_resreq, cache_max_memory, allow_open_sessions, "
-            "allow_unfinished_tasks",
+            "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: executors, "
+            "flmrun, max_executors, policies, retry_limit, default_resreq, cache_max_memory, "
+            "allow_open_sessions, allow_unfinished_tasks",
         ]
     )
     # __tracebackhide__ keeps the plugin's frames out of the report.
@@ -392,8 +392,14 @@ def test_plugin_is_inert_without_its_fixtures(inner: pytest.Pytester) -> None:
 def test_flame_options_validate_keywords() -> None:
     with pytest.raises(TypeError):
         FlameOptions("thread")  # type: ignore[misc]
-    with pytest.raises(ValueError, match="backend must be one of auto, thread, process; got 'k8s'"):
+    with pytest.raises(ValueError, match=r"^executors must be one of auto, thread, process; got 'k8s'$"):
+        FlameOptions(executors="k8s")
+    with pytest.raises(ValueError, match=r"^backend must be one of auto, thread, process; got 'k8s'$"):
         FlameOptions(backend="k8s")
+    with pytest.raises(TypeError, match=r"^give executors or its former name backend, not both$"):
+        FlameOptions(executors="thread", backend="thread")
+    assert FlameOptions(backend="process").cluster_kwargs()["backend"] == "process"
+    assert FlameOptions(executors="process").cluster_kwargs()["backend"] == "process"
     with pytest.raises(TypeError, match="allow_open_sessions must be True or False; got 1"):
         FlameOptions(allow_open_sessions=1)  # type: ignore[arg-type]
     assert FlameOptions(max_executors=2).cluster_kwargs()["max_executors"] == 2

@@ -135,6 +135,28 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+# The same for a suite that uses no fixture: the cluster comes from --flame-autostart.
+AUTOSTART_INNER_TEST = textwrap.dedent(
+    """
+    import os, sys, time
+    import flamepy
+
+    def test_endless():
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "endless_service.py")
+        flamepy.register_application("endless", {"command": sys.executable, "arguments": [script]})
+        flamepy.create_session("endless").run(b"forever")
+        deadline = time.monotonic() + 60
+        while not any(s.running for s in flamepy.list_sessions()):
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.05)
+        with open("task-running", "w") as f:
+            f.write("yes")
+        while True:
+            time.sleep(0.05)
+    """
+)
+
+
 def _wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
     deadline = time.monotonic() + timeout
     while True:
@@ -151,6 +173,7 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "endless_service.py").write_text(ENDLESS_SERVICE)
     (tmp_path / "client.py").write_text(CLIENT)
     (tmp_path / "test_endless.py").write_text(INNER_TEST)
+    (tmp_path / "test_autostarted.py").write_text(AUTOSTART_INNER_TEST)
     (tmp_path / "home").mkdir()
     return tmp_path
 
@@ -222,6 +245,17 @@ def _endless_instances(spawned: Spawned, proc: subprocess.Popen[bytes]) -> dict[
 @pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
 def test_sigterm_to_pytest_with_the_plugin_cleans_up(project: Path, spawned: Spawned, xdist: bool) -> None:
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_endless.py"]
+    proc = _start(spawned, [*argv, "-n", "1"] if xdist else argv, project)
+    _wait_for(lambda: (project / "task-running").exists(), 120, "the inner test's task")
+    instances = _endless_instances(spawned, proc)
+    proc.send_signal(signal.SIGTERM)  # to pytest (the xdist controller) only, as CI runners do
+    _assert_cleaned(proc, instances)
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
+def test_sigterm_to_pytest_with_autostart_cleans_up(project: Path, spawned: Spawned, xdist: bool) -> None:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_autostarted.py"]
+    argv += ["--flame-autostart", "--flame-executors=process"]
     proc = _start(spawned, [*argv, "-n", "1"] if xdist else argv, project)
     _wait_for(lambda: (project / "task-running").exists(), 120, "the inner test's task")
     instances = _endless_instances(spawned, proc)

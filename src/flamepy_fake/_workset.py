@@ -1,0 +1,118 @@
+"""What one test created on a shared cluster, found through the wire, and its removal.
+
+A cluster shared by several tests (``--flame-scope module|session``, or any real or external
+cluster) is cleaned between tests: :func:`snapshot` lists its applications, sessions and cache
+keys before the test, :func:`cleanup` closes the sessions and unregisters the applications that
+appeared since, and deletes the new cache keys. Only the wire is used, so it works the same on
+every backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flamepy_runner._config import FlameConfig
+
+__all__ = ["Snapshot", "cleanup", "snapshot"]
+
+_CALL_TIMEOUT = 10.0
+# How long cleanup waits for a test's running tasks before giving up on closing its sessions.
+_CLOSE_DEADLINE = 5.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The names present on a cluster at one moment."""
+
+    applications: frozenset[str]
+    sessions: frozenset[str]
+    keys: frozenset[str]
+
+
+def snapshot(config: FlameConfig) -> Snapshot:
+    """The applications, sessions and cache keys on the cluster of ``config`` now."""
+    from flamepy_runner._proto import pb
+
+    from ._backends import open_channel
+
+    with open_channel(config) as channel:
+        stub = _stub(channel)
+        apps = stub.ListApplication(pb.ListApplicationRequest(), timeout=_CALL_TIMEOUT).applications
+        sessions = stub.ListSession(pb.ListSessionRequest(), timeout=_CALL_TIMEOUT).sessions
+    return Snapshot(
+        applications=frozenset(a.metadata.name for a in apps),
+        sessions=frozenset(s.metadata.id for s in sessions),
+        keys=frozenset(_keys(config)),
+    )
+
+
+def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
+    """Remove what appeared on the cluster since ``before``; return what could not be removed."""
+    import grpc
+
+    from flamepy_runner._proto import pb
+
+    from ._backends import open_channel
+
+    problems: list[str] = []
+    deadline = time.monotonic() + _CLOSE_DEADLINE
+    with open_channel(config) as channel:
+        stub = _stub(channel)
+        for ssn in stub.ListSession(pb.ListSessionRequest(), timeout=_CALL_TIMEOUT).sessions:
+            if ssn.metadata.id in before.sessions or ssn.status.state != pb.Open:
+                continue
+            while True:
+                try:
+                    stub.CloseSession(pb.CloseSessionRequest(session_id=ssn.metadata.id), timeout=10)
+                    break
+                except grpc.RpcError as exc:
+                    # INTERNAL while a task still runs: wait for it (bounded).
+                    if exc.code() != grpc.StatusCode.INTERNAL or time.monotonic() > deadline:
+                        problems.append(f"session {ssn.metadata.id}: {exc.code().name}: {exc.details()}")
+                        break
+                    time.sleep(0.05)
+        for app in stub.ListApplication(pb.ListApplicationRequest(), timeout=_CALL_TIMEOUT).applications:
+            name = app.metadata.name
+            if name in before.applications:
+                continue
+            try:
+                stub.UnregisterApplication(pb.UnregisterApplicationRequest(name=name), timeout=10)
+            except grpc.RpcError as exc:
+                problems.append(f"application {name}: {exc.code().name}: {exc.details()}")
+    new_keys = sorted(set(_keys(config)) - before.keys)
+    if new_keys:
+        from flamepy_runner._cache import CacheClient
+
+        with CacheClient(config) as cache:
+            for key in new_keys:
+                try:
+                    cache.delete_objects(key)
+                except Exception as exc:  # reported, never raised: cleanup goes on
+                    problems.append(f"cache key {key}: {exc}")
+    return problems
+
+
+def _stub(channel: Any) -> Any:
+    from flamepy_runner._proto import pb, rpc
+
+    return rpc.Stub(channel, pb.FRONTEND_SERVICE)
+
+
+def _keys(config: FlameConfig) -> list[str]:
+    """The object cache's keys; none when the cache's listing cannot be read (v0.6.0's, see README)."""
+    from pyarrow import flight
+
+    client = flight.FlightClient(config.cache_endpoint.replace("grpcs://", "grpc+tls://"))
+    keys: list[str] = []
+    with contextlib.closing(client):
+        try:
+            for info in client.list_flights(options=flight.FlightCallOptions(timeout=_CALL_TIMEOUT)):
+                path = info.descriptor.path if info.descriptor is not None else None
+                if path:
+                    keys.append(path[0].decode())
+        except (flight.FlightError, OSError, ValueError):
+            return []
+    return keys

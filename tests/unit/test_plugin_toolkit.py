@@ -1,0 +1,568 @@
+"""The plugin's testing toolkit, through pytester: flame_config, flame_runner, autostart, backends,
+ini settings and shared scopes.
+
+Skip reasons and usage errors are API (users read them in CI logs), so they are pinned whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flamepy_fake import FakeCluster
+from flamepy_fake._workset import snapshot
+
+# A developer's flame.yaml that points somewhere else: the fixtures and autostart must never read it.
+FOREIGN_FLAME_YAML = """\
+current-context: elsewhere
+contexts:
+  - name: elsewhere
+    cluster: {endpoint: "http://192.0.2.1:1"}
+    cache: {endpoint: "grpc://192.0.2.1:2"}
+"""
+
+
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    home = pytester.path / "developer-home"
+    (home / ".flame").mkdir(parents=True)
+    (home / ".flame" / "flame.yaml").write_text(FOREIGN_FLAME_YAML)
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAMEPY_FAKE_AUTOSTART"):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makeconftest("")
+    return pytester
+
+
+@pytest.fixture
+def external(tmp_path: Path) -> Iterator[FakeCluster]:
+    """A cluster the inner run uses as ``--flame-backend external``."""
+    with FakeCluster(work_dir=tmp_path) as cluster:
+        yield cluster
+
+
+def _external_args(cluster: FakeCluster) -> tuple[str, ...]:
+    return (
+        "--flame-backend=external",
+        f"--flame-endpoint={cluster.endpoint}",
+        f"--flame-cache-endpoint={cluster.cache_endpoint}",
+    )
+
+
+# --------------------------------------------------------------------------- flame_config, flame_runner
+
+
+def test_flame_config_is_the_clusters_config(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        from flamepy_runner import FlameConfig
+
+        def test_it(flame_config, flame_cluster):
+            assert isinstance(flame_config, FlameConfig)
+            assert flame_config == flame_cluster.config
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=1)
+
+
+def test_flame_runner_runs_the_projects_code_and_closes_at_teardown(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        mathlib="""
+        def square(x):
+            return x * x
+        """,
+        test_runner="""
+        import re
+        from pathlib import Path
+        from mathlib import square
+
+        seen = {}
+
+        def test_runs(flame_runner, flame_cluster, request):
+            runner = flame_runner()
+            assert re.fullmatch(r"test-[0-9a-f]{10}", runner.name)
+            assert runner.project_dir == Path(request.config.rootpath)
+            assert runner.config == flame_cluster.config
+            assert runner.get([runner.service(square)(i) for i in range(3)]) == [0, 1, 4]
+            other = flame_runner()
+            assert other.name != runner.name
+            service = other.service(square)   # left open on purpose: closed with its Runner
+            assert service(5).get() == 25
+            seen["runners"] = (runner, other)
+            seen["cluster"] = flame_cluster
+
+        def test_closed_after_the_test():
+            for runner in seen["runners"]:
+                assert runner._closed
+
+        def test_name_project_dir_and_runner_kwargs(flame_runner, tmp_path):
+            (tmp_path / "lib.py").write_text("def one():\\n    return 1\\n")
+            runner = flame_runner("my-app", project_dir=tmp_path, close_timeout=5.0)
+            assert (runner.name, runner.project_dir, runner.close_timeout) == ("my-app", tmp_path, 5.0)
+        """,
+    )
+    inner.runpytest_subprocess().assert_outcomes(passed=3)
+
+
+def test_flame_runner_works_on_an_external_cluster(inner: pytest.Pytester, external: FakeCluster) -> None:
+    inner.makepyfile(
+        mathlib="""
+        def square(x):
+            return x * x
+        """,
+        test_runner="""
+        from mathlib import square
+
+        def test_runs(flame_runner, flame_config):
+            runner = flame_runner()
+            assert runner.service(square)(7).get() == 49
+        """,
+    )
+    inner.runpytest_subprocess(*_external_args(external)).assert_outcomes(passed=1)
+    assert sorted(a.name for a in external.state.list_applications()) == ["flmexec", "flmping", "flmrun"]
+
+
+# --------------------------------------------------------------------------- autostart
+
+# A suite written for a real cluster: plain flamepy, no fixture of ours.
+PLAIN_FLAMEPY_SUITE = """
+import os
+import flamepy
+from flamepy.runner import Runner
+
+def test_lists_the_default_applications():
+    assert sorted(a.name for a in flamepy.list_applications()) == ["flmexec", "flmping", "flmrun"]
+
+def test_flmping_session():
+    session = flamepy.create_session("flmping")
+    try:
+        session.invoke(b"{}")
+    finally:
+        session.close()
+
+def test_flamepy_runner(tmp_path, monkeypatch):
+    # flamepy packages the working directory; pytester's own has a symlink out of the tree.
+    (tmp_path / "mathlib.py").write_text("def double(x):\\n    return 2 * x\\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(tmp_path)
+    from mathlib import double
+
+    with Runner("autostarted-app") as runner:
+        service = runner.service(double)
+        assert service(21).get() == 42
+
+def test_environment_names_the_cluster():
+    assert os.environ["FLAME_ENDPOINT"].startswith("http://127.0.0.1:")
+    assert os.environ["FLAME_CACHE_ENDPOINT"].startswith("grpc://127.0.0.1:")
+    assert "192.0.2.1" not in open(os.path.expanduser("~/.flame/flame.yaml")).read()
+"""
+
+
+def test_autostart_runs_a_plain_flamepy_suite(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_plain=PLAIN_FLAMEPY_SUITE)
+    inner.runpytest_subprocess("--flame-autostart").assert_outcomes(passed=4)
+
+
+def test_autostart_from_the_environment_and_with_xdist_one_cluster_per_worker(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        test_plain=PLAIN_FLAMEPY_SUITE,
+        test_workers="""
+        import os
+
+        def test_record(request):
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            (request.config.rootpath / f"endpoint-{worker}").write_text(os.environ["FLAME_ENDPOINT"])
+        """,
+    )
+    os.environ["FLAMEPY_FAKE_AUTOSTART"] = "1"
+    try:
+        result = inner.runpytest_subprocess("-n", "2", "-p", "xdist")
+    finally:
+        del os.environ["FLAMEPY_FAKE_AUTOSTART"]
+    result.assert_outcomes(passed=5)
+    endpoints = [p.read_text() for p in inner.path.glob("endpoint-*")]
+    assert len(endpoints) == 1 or len(set(endpoints)) == len(endpoints)
+
+
+def test_autostart_from_the_ini_file_takes_the_cluster_options(inner: pytest.Pytester) -> None:
+    inner.makeini(
+        """
+        [pytest]
+        flame_autostart = true
+        flame_executors = process
+        """
+    )
+    inner.makepyfile(
+        """
+        import flamepy
+
+        def test_it():
+            assert len(flamepy.list_applications()) == 3
+        """
+    )
+    inner.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_without_autostart_nothing_is_exported(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import os
+
+        def test_it():
+            assert "FLAME_ENDPOINT" not in os.environ
+        """
+    )
+    inner.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_a_bad_autostart_value_is_a_usage_error(inner: pytest.Pytester) -> None:
+    inner.makeini("[pytest]\nflame_autostart = maybe\n")
+    result = inner.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: flame_autostart / FLAMEPY_FAKE_AUTOSTART: must be true or false; got 'maybe'"]
+    )
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def test_real_backend_without_docker_skips_with_the_reason(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock = "/nonexistent-flamepy-fake-test/docker.sock"  # short: AF_UNIX paths are limited to 108 bytes
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    inner.makepyfile(
+        """
+        def test_one(flame_cluster):
+            pass
+
+        def test_two(flame_runner):
+            pass
+
+        def test_without_a_cluster():
+            pass
+        """
+    )
+    result = inner.runpytest("--flame-backend=real", "-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    reason = f"--flame-backend real: no Docker engine (DOCKER_HOST unix://{sock}: No such file or directory)"
+    result.stdout.fnmatch_lines([f"SKIPPED [[]1[]] *.py:1: {reason}", f"SKIPPED [[]1[]] *.py:4: {reason}"])
+
+
+def test_external_backend_hands_out_the_same_interface_and_cleans_up(
+    inner: pytest.Pytester, external: FakeCluster
+) -> None:
+    inner.makepyfile(
+        """
+        import flamepy
+        from flamepy_runner import CacheClient
+        from flamepy_fake._remote import RemoteCluster
+
+        def test_interface(flame_cluster, flame_env):
+            assert isinstance(flame_cluster, RemoteCluster)
+            assert (flame_cluster.endpoint, flame_cluster.cache_endpoint) == (@EP@, @CACHE@)
+            assert flame_env == {"FLAME_ENDPOINT": @EP@, "FLAME_CACHE_ENDPOINT": @CACHE@}
+            assert flame_cluster.config.endpoint == @EP@
+            assert flame_cluster.client_env()["HOME"] == str(flame_cluster.home)
+            flamepy.register_application("made-by-test", flamepy.ApplicationAttributes(command="x"))
+            flamepy.create_session("flmping", session_id="left-open")
+            with CacheClient(flame_cluster.config) as cache:
+                cache.put_object("made-by-test/left-open", 1)
+
+        def test_fake_only_feature(flame_cluster):
+            flame_cluster.executors()
+        """.replace("@EP@", repr(external.endpoint)).replace("@CACHE@", repr(external.cache_endpoint))
+    )
+    result = inner.runpytest_subprocess(*_external_args(external), "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED [[]1[]] *: flame_cluster.executors is fake-only "
+            f"(the backend is external: existing cluster at {external.endpoint})"
+        ]
+    )
+    assert sorted(a.name for a in external.state.list_applications()) == ["flmexec", "flmping", "flmrun"]
+    assert [s.id for s in external.state.list_sessions() if s.state == 0] == []  # none left open
+    assert snapshot(external.config).keys == frozenset()
+
+
+def test_fake_only_marker_options_skip_on_other_backends(
+    inner: pytest.Pytester, external: FakeCluster
+) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(executors="process", max_executors=2)
+        def test_it(flame_cluster):
+            pass
+
+        @pytest.mark.flame(allow_open_sessions=True)
+        def test_allowed_everywhere(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest(*_external_args(external), "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED [[]1[]] *: @pytest.mark.flame(executors='process', max_executors=2): "
+            "fake-only (the backend is external)"
+        ]
+    )
+
+
+def test_markers_restrict_a_test_to_fake_or_real_backends(
+    inner: pytest.Pytester, external: FakeCluster
+) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame_fake_only
+        def test_fake():
+            pass
+
+        @pytest.mark.flame_fake_only(reason="inspects executors")
+        def test_fake_with_reason():
+            pass
+
+        @pytest.mark.flame_real_only
+        def test_real():
+            pass
+
+        @pytest.mark.flame_real_only("timing of real containers")
+        def test_real_with_reason():
+            pass
+        """
+    )
+    on_fake = inner.runpytest("-rs")
+    on_fake.assert_outcomes(passed=2, skipped=2)
+    on_fake.stdout.fnmatch_lines(
+        [
+            "SKIPPED [[]1[]] *: flame_real_only: needs a real Flame cluster (the backend is fake)",
+            "SKIPPED [[]1[]] *: flame_real_only: timing of real containers (the backend is fake)",
+        ]
+    )
+    on_external = inner.runpytest(*_external_args(external), "-rs")
+    on_external.assert_outcomes(passed=2, skipped=2)
+    on_external.stdout.fnmatch_lines(
+        [
+            "SKIPPED [[]1[]] *: flame_fake_only: needs the fake cluster (the backend is external)",
+            "SKIPPED [[]1[]] *: flame_fake_only: inspects executors (the backend is external)",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--flame-backend=external"],
+            "--flame-backend external needs --flame-endpoint and --flame-cache-endpoint "
+            "(or the ini settings flame_endpoint / flame_cache_endpoint)",
+        ),
+        (
+            ["--flame-backend=external", "--flame-endpoint=http://127.0.0.1:1"],
+            "--flame-backend external needs --flame-cache-endpoint "
+            "(or the ini settings flame_endpoint / flame_cache_endpoint)",
+        ),
+        (
+            ["--flame-backend=real", "--flame-executors=process", "--flame-max-executors=2"],
+            "--flame-executors, --flame-max-executors: fake-only, but the backend is real "
+            "(a real cluster is configured by its own flame-cluster.yaml)",
+        ),
+        (
+            ["--flame-backend=real", "--flame-scope=module"],
+            "--flame-scope: fake-only, but the backend is real "
+            "(a real cluster is always shared by the whole run)",
+        ),
+        (
+            ["--flame-endpoint=http://127.0.0.1:1"],
+            "--flame-endpoint is for --flame-backend external (the backend is fake)",
+        ),
+        (
+            ["--flame-backend=real", "--flame-cache-endpoint=grpc://127.0.0.1:1"],
+            "--flame-endpoint and --flame-cache-endpoint are for --flame-backend external",
+        ),
+    ],
+)
+def test_settings_that_do_not_fit_the_backend_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--flame-backend=k8s")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --flame-backend: must be one of fake, real, external; got 'k8s'"])
+
+
+def test_the_former_executor_spelling_of_flame_backend_still_works_with_a_warning(
+    inner: pytest.Pytester,
+) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        def test_it(flame_cluster):
+            assert flame_cluster.options["backend"] == "thread"
+
+        @pytest.mark.flame(backend="process")
+        def test_marker(flame_cluster):
+            assert flame_cluster.options["backend"] == "process"
+        """
+    )
+    result = inner.runpytest("--flame-backend=thread")
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*PytestDeprecationWarning: --flame-backend = thread is deprecated: the executor choice "
+            "is now --flame-executors (ini flame_executors); --flame-backend names where clusters "
+            "come from (fake, real, external)",
+            "*PytestDeprecationWarning: @pytest.mark.flame(backend='process') is deprecated: "
+            "use executors='process'",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- ini settings
+
+
+def test_every_option_has_an_ini_setting_and_the_command_line_wins(inner: pytest.Pytester) -> None:
+    inner.makeini(
+        """
+        [pytest]
+        flame_executors = process
+        flame_flmrun = flamepy
+        flame_max_executors = 3
+        flame_retry_limit = 2
+        flame_cache_max_memory = 512M
+        """
+    )
+    inner.makepyfile(
+        """
+        def test_it(flame_cluster, request):
+            options = flame_cluster.options
+            expected = request.config.getoption("flame_retry_limit") or 2
+            assert (options["backend"], options["flmrun"]) == ("process", "flamepy")
+            assert options["max_executors"] == 3
+            assert options["retry_limit"] == expected
+            assert options["cache_max_memory"] == 512 * 2**20
+        """
+    )
+    inner.runpytest().assert_outcomes(passed=1)
+    inner.runpytest("--flame-retry-limit=4").assert_outcomes(passed=1)
+
+
+def test_cache_max_memory_option(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_it(flame_cluster):
+            assert flame_cluster.options["cache_max_memory"] == 2 * 2**30
+        """
+    )
+    inner.runpytest("--flame-cache-max-memory=2G").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "flame_executors = fibers",
+            "ini setting flame_executors: must be one of auto, thread, process; got 'fibers'",
+        ),
+        ("flame_max_executors = 0", "ini setting flame_max_executors: must be at least 1: 0"),
+        (
+            "flame_scope = class",
+            "ini setting flame_scope: must be one of function, module, session; got 'class'",
+        ),
+    ],
+)
+def test_a_bad_ini_setting_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, line: str, message: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{line}\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_new_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(
+        [
+            "*--flame-backend=fake|real|external*",
+            "*--flame-executors=auto|thread|process*",
+            "*--flame-cache-max-memory=SIZE*",
+            "*--flame-scope=function|module|session*",
+            "*--flame-endpoint=URL*",
+            "*--flame-cache-endpoint=URL*",
+            "*--flame-autostart*",
+            "*flame_cache_max_memory (string):*",
+            "*flame_scope (string):*",
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- scopes
+
+
+@pytest.mark.parametrize("scope", ["module", "session"])
+def test_a_shared_cluster_is_cleaned_between_tests(inner: pytest.Pytester, scope: str) -> None:
+    inner.makepyfile(
+        test_a="""
+        import flamepy
+        import pytest
+        from flamepy_runner import CacheClient
+        from flamepy_fake._workset import snapshot
+
+        seen = []
+
+        def double(x):
+            return 2 * x
+
+        @pytest.mark.flame(allow_open_sessions=True)
+        def test_creates(flame_env, flame_cluster, flame_runner):
+            seen.append(flame_cluster)
+            flamepy.register_application("made-by-test", flamepy.ApplicationAttributes(command="x"))
+            flamepy.create_session("flmping", session_id="left-open")
+            with CacheClient(flame_cluster.config) as cache:
+                cache.put_object("made-by-test/left-open", 1)
+            assert flame_runner().service(double)(2).get() == 4
+
+        def test_sees_a_clean_cluster(flame_cluster):
+            assert flame_cluster is seen[0] and flame_cluster.running
+            assert sorted(a.name for a in flame_cluster.state.list_applications()) == [
+                "flmexec", "flmping", "flmrun"
+            ]
+            assert [s.id for s in flame_cluster.state.list_sessions() if s.state == 0] == []
+            assert snapshot(flame_cluster.config).keys == frozenset()
+            seen.append(flame_cluster)
+
+        def test_leftovers_are_still_reported(flame_env):
+            flamepy.create_session("flmping", session_id="forgotten")
+        """,
+        test_b="""
+        import test_a
+
+        def test_other_module(flame_cluster):
+            assert (flame_cluster is test_a.seen[0]) == (SCOPE == "session")
+        """.replace("SCOPE", repr(scope)),
+    )
+    result = inner.runpytest_subprocess(f"--flame-scope={scope}")
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*flame_cluster: the test left work behind on the fake Flame cluster",
+            "*Sessions still open (close them, or allow with @pytest.mark.flame(allow_open_sessions=True)):",
+            "*  - forgotten (application flmping: 0 pending, 0 running, 0 succeeded, 0 failed)",
+        ]
+    )
