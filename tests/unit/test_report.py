@@ -52,7 +52,7 @@ def test_a_failed_test_reports_the_cluster_state(inner: pytest.Pytester) -> None
         import pytest
         from helpers import busy_cluster, frontend, pb
 
-        @pytest.mark.flame(backend="thread")
+        @pytest.mark.flame(executors="thread")
         def test_fails(flame_cluster):
             busy_cluster(flame_cluster)
             flame_cluster.calls.clear()
