@@ -29,12 +29,24 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_is_clean() -> None:
-    proc = _run("ruff", "check", "src", "tests", "benchmarks", "scripts", "examples/quickstart")
+    proc = _run(
+        "ruff", "check", "src", "tests", "benchmarks", "scripts", "examples/quickstart", "examples/shop"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_ruff_format_is_clean() -> None:
-    proc = _run("ruff", "format", "--check", "src", "tests", "benchmarks", "scripts", "examples/quickstart")
+    proc = _run(
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "tests",
+        "benchmarks",
+        "scripts",
+        "examples/quickstart",
+        "examples/shop",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

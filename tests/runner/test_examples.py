@@ -64,3 +64,18 @@ def test_readme_quick_start(tmp_path: Path) -> None:
     script.write_text(code)
     proc = _run("builtin", script, tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "[0, 1, 4, 9]\n14\n81\n"), proc.stderr
+
+
+def test_sample_project_suite() -> None:
+    """examples/shop: a user's Runner code and its tests on flamepy_fake's fixtures, as a user runs them."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=EXAMPLES / "shop",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[-1].startswith("6 passed in ")
+    assert not (EXAMPLES / "shop" / "dist").exists()
