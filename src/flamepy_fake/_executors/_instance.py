@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
@@ -24,6 +25,7 @@ from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
 from . import _pdeath
+from ._zygote import ForkServer
 
 __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
 
@@ -38,6 +40,16 @@ _CONNECTION_LOST = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+
+
+class _Process(Protocol):
+    """What an instance needs of its child: ``subprocess.Popen`` or a forked ``ForkedProcess``."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class ShimError(Exception):
@@ -175,6 +187,8 @@ class ProcessInstance(Instance):
         display: the command as shown in error messages.
         die_with_parent: on Linux, the child gets SIGKILL when the cluster process dies
             (see :mod:`._pdeath`), so a SIGKILLed cluster leaves no instance behind.
+        fork_server: when given and ``argv`` is one of its programs, the child is forked by
+            it (see :mod:`._zygote`) instead of spawned; spawned when it is down.
     """
 
     def __init__(
@@ -192,8 +206,11 @@ class ProcessInstance(Instance):
         stop_grace: float = 3.0,
         display: str | None = None,
         die_with_parent: bool = True,
+        fork_server: ForkServer | None = None,
     ) -> None:
         self.argv = argv
+        self.fork_server = fork_server
+        self.forked = False
         self.die_with_parent = die_with_parent
         self.env = env
         self.cwd = cwd
@@ -205,7 +222,7 @@ class ProcessInstance(Instance):
         self.call_timeout = call_timeout
         self.stop_grace = stop_grace
         self.display = display or " ".join(argv)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: _Process | None = None
         self._channel: grpc.Channel | None = None
         self._stub: rpc.Stub | None = None
         self._stopping = threading.Event()
@@ -231,7 +248,16 @@ class ProcessInstance(Instance):
                 d.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-            # Spawn under the stop lock: a concurrent stop() either prevents the spawn or sees it.
+            forked = self._fork()
+        except OSError as exc:
+            raise self._start_failed(exc) from exc
+        if not forked:
+            self._spawn()
+        self._connect()
+
+    def _spawn(self) -> None:
+        """Spawn the child under the stop lock: a concurrent stop() either prevents it or sees it."""
+        try:
             with self._stop_lock, self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
                 if self._stopped:
                     raise ShimError("the executor manager is stopping")
@@ -245,9 +271,44 @@ class ProcessInstance(Instance):
                     start_new_session=True,
                 )
         except OSError as exc:
-            # v0.6.0's host shim: the command in literal angle brackets, Rust's io::Error text.
-            reason = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
-            raise ShimError(f"failed to start service by command <{self.argv[0]}>: {reason}") from exc
+            raise self._start_failed(exc) from exc
+
+    def _start_failed(self, exc: OSError) -> ShimError:
+        """v0.6.0's host shim text: the command in literal angle brackets, Rust's io::Error text."""
+        reason = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
+        return ShimError(f"failed to start service by command <{self.argv[0]}>: {reason}")
+
+    def _fork(self) -> bool:
+        """Fork the child from the fork server, if it serves this program; False: spawn it.
+
+        Not under the stop lock (the fork server may still be importing); a stop() that ran
+        meanwhile gets the forked child killed here.
+        """
+        server = self.fork_server
+        program = None if server is None else server.program(self.argv)
+        if server is None or program is None:
+            return False
+        proc = server.spawn(
+            *program,
+            env=self.env,
+            cwd=self.cwd,
+            stdout_path=self.stdout_path,
+            stderr_path=self.stderr_path,
+        )
+        if proc is None:
+            return False
+        with self._stop_lock:
+            stopped = self._stopped
+            if not stopped:
+                self._proc, self.forked = proc, True
+        if stopped:
+            _signal_group(proc.pid, signal.SIGKILL)
+            raise ShimError("the executor manager is stopping")
+        return True
+
+    def _connect(self) -> None:
+        """Wait for the child's socket, then open the channel."""
+        assert self._proc is not None
         self.pid = self._proc.pid
         self._wait_listening(time.monotonic() + self.ready_timeout)
         # Under the stop lock, like the spawn: a stop() that already ran would never close a
