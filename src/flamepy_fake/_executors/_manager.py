@@ -624,7 +624,14 @@ def _append_sys_path(paths: tuple[str, ...]) -> None:
 
 
 #: Imported by the zygote besides the instance programs: what their tasks commonly need.
-_PRELOAD = ("cloudpickle", "pyarrow", "pyarrow.flight", "flamepy_runner._cache", "flamepy_fake._flmping")
+_PRELOAD = (
+    "cloudpickle",
+    "pyarrow",
+    "pyarrow.flight",
+    "flamepy_runner._cache",
+    "flamepy_fake._flmping",
+    "flamepy.runner.types",  # our worker unpickles flamepy payloads with it, when installed
+)
 
 
 def _importable(module: str) -> bool:

@@ -508,6 +508,9 @@ def become(request: dict[str, Any]) -> None:
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
     sys.argv = [request["module"], *request["args"]]
+    # `python -m` runs a fresh copy of the module as __main__ and leaves the module itself
+    # unimported (runpy warns otherwise); its dependencies stay preloaded.
+    sys.modules.pop(request["module"], None)
     import runpy
 
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
