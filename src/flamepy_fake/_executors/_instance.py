@@ -288,7 +288,7 @@ class ProcessInstance(Instance):
         meanwhile gets the forked child killed here.
         """
         server = self.fork_server
-        program = None if server is None else server.program(self.argv)
+        program = None if server is None else server.program(self.argv, self.env)
         if server is None or program is None:
             return False
         proc = server.spawn(

@@ -23,7 +23,7 @@ Protocol (JSON lines over a socketpair): the zygote says ``{"ready": true}`` (or
 "cwd", "stdout", "stderr"}``; the zygote answers ``{"id", "pid"}`` (or ``{"id", "error"}``)
 and later ``{"exit": pid, "status": code}`` (negative: killed by that signal).
 
-Run as ``python -m flamepy_fake._executors._zygote FD MODULE...``.
+Run as ``python -c <_ENTRY> FD MODULE... -- PRELOAD...``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ __all__ = ["ForkServer", "ForkedProcess", "fallback_text", "fork_supported"]
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# `-c`, not `-m`: the package's __init__ imports this module, which runpy would then warn about.
+_ENTRY = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 _LOST_STATUS = -int(signal.SIGKILL)  # a child whose zygote died was killed by its death signal
 
 
@@ -158,7 +160,7 @@ class ForkServer:
                 if self._stopping:
                     raise OSError("the executor manager is stopping")
                 self._sock = ours
-                argv = [self.python, "-m", __name__, str(theirs.fileno()), *self.modules, "--", *self.preload]
+                argv = [self.python, "-c", _ENTRY, str(theirs.fileno()), *self.modules, "--", *self.preload]
                 self.log_path.parent.mkdir(parents=True, exist_ok=True)
                 with self.log_path.open("wb") as log:
                     self._proc = subprocess.Popen(
@@ -288,11 +290,19 @@ class ForkServer:
         """Why the zygote is down (empty while it is up)."""
         return self._reason if self._down.is_set() else ""
 
-    def program(self, argv: list[str]) -> tuple[str, list[str]] | None:
-        """``(module, args)`` when ``argv`` is ``python -m <module> ...`` of a served module."""
-        if len(argv) >= 3 and argv[0] == self.python and argv[1] == "-m" and argv[2] in self.modules:
-            return argv[2], argv[3:]
-        return None
+    def program(self, argv: list[str], env: Mapping[str, str]) -> tuple[str, list[str]] | None:
+        """``(module, args)`` when the zygote can stand in for ``argv`` run with ``env``.
+
+        That is ``python -m <module> ...`` of a served module, with the interpreter's start-up
+        settings (``PYTHON*`` variables but ``PYTHONPATH``, e.g. ``PYTHONHASHSEED``,
+        ``PYTHONOPTIMIZE``) equal to the zygote's: those are read once, at start-up, so an
+        instance asking for other ones is spawned.
+        """
+        if not (len(argv) >= 3 and argv[0] == self.python and argv[1] == "-m" and argv[2] in self.modules):
+            return None
+        if _startup_settings(env) != _startup_settings(self.env):
+            return None
+        return argv[2], argv[3:]
 
     def spawn(
         self,
@@ -307,7 +317,7 @@ class ForkServer:
         """Fork an instance running ``python -m module *args``; None when the zygote is down
         (:meth:`reason` says why; the caller spawns instead)."""
         child = self._spawn(module, args, env, cwd, stdout_path, stderr_path)
-        if child is None:
+        if child is None and not self._stopping:
             self._warn_once()
         return child
 
@@ -361,6 +371,10 @@ class ForkServer:
         reply = box[0]
         child = reply.get("child")
         return child if isinstance(child, ForkedProcess) else None
+
+
+def _startup_settings(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONPATH"}
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
@@ -466,6 +480,8 @@ def serve(fd: int, modules: list[str], preload: list[str]) -> dict[str, Any] | N
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
             request: dict[str, Any] = json.loads(line)
+            sys.stdout.flush()
+            sys.stderr.flush()
             try:
                 pid = os.fork()
             except OSError as exc:
@@ -507,6 +523,7 @@ def become(request: dict[str, Any]) -> None:
     sys.path[:] = [os.getcwd(), *(os.path.abspath(p) for p in own), *_BASE_PATH]
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
+    _reseed()
     sys.argv = [request["module"], *request["args"]]
     # `python -m` runs a fresh copy of the module as __main__ and leaves the module itself
     # unimported (runpy warns otherwise); its dependencies stay preloaded.
@@ -514,6 +531,15 @@ def become(request: dict[str, Any]) -> None:
     import runpy
 
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+
+def _reseed() -> None:
+    """Fresh random state, as a new process has: ``random`` reseeds itself after fork, numpy's
+    global generator (imported by pyarrow) does not."""
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        with contextlib.suppress(Exception):
+            numpy_random.seed()
 
 
 def _base_path() -> list[str]:
@@ -526,7 +552,7 @@ _BASE_PATH: list[str] = []
 
 
 def main(argv: list[str]) -> int:
-    """``python -m flamepy_fake._executors._zygote FD MODULE... -- PRELOAD...``."""
+    """The zygote's entry point: ``FD MODULE... -- PRELOAD...``."""
     _BASE_PATH[:] = _base_path()
     fd = int(argv[0])
     rest = argv[1:]
