@@ -35,6 +35,7 @@ _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_mes
 _POLL_FIRST = 0.001
 _POLL = 0.005
 _REAP_WAIT = 10.0  # seconds a broken connection waits for the child's exit status
+_STOP_WAIT = 30.0  # upper bound on waiting for a stop another thread is running
 _CONNECTION_LOST = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -231,6 +232,7 @@ class ProcessInstance(Instance):
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._stop_done = threading.Event()
         self._watcher: threading.Thread | None = None
 
     @property
@@ -486,14 +488,30 @@ class ProcessInstance(Instance):
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM the process group, SIGKILL after the grace period, reap, remove files.
 
+        When another thread is already stopping the instance (its executor releasing it while
+        the manager stops), this call escalates to SIGKILL after its own ``grace`` and waits
+        for that stop to finish, so a stopped manager never leaves the child running.
+
         Args:
             grace: seconds between SIGTERM and SIGKILL; ``stop_grace`` when None.
         """
         self._stopping.set()
         with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
+            first, self._stopped = not self._stopped, True
+        if not first:
+            proc = self._proc
+            if proc is not None and grace is not None and not self._stop_done.is_set():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=grace)
+                _signal_group(proc.pid, signal.SIGKILL)
+            self._stop_done.wait(timeout=_STOP_WAIT)
+            return
+        try:
+            self._stop(grace)
+        finally:
+            self._stop_done.set()
+
+    def _stop(self, grace: float | None) -> None:
         if self._channel is not None:
             self._channel.close()
         proc = self._proc
