@@ -55,6 +55,7 @@ _PR_SET_PDEATHSIG = 1
 # `-c`, not `-m`: the package's __init__ imports this module, which runpy would then warn about.
 _ENTRY = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 _LOST_STATUS = -int(signal.SIGKILL)  # a child whose zygote died was killed by its death signal
+_EXIT_WAIT = 5.0  # seconds stop() gives the zygote to kill and reap its children and exit
 
 
 def fallback_text(why: str) -> str:
@@ -270,6 +271,10 @@ class ForkServer:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         if proc is not None:
+            # The closed socket makes the zygote kill and reap its children, then exit; killed
+            # here instead, they would become orphans that nothing may reap (zombies of pid 1).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_EXIT_WAIT)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -422,14 +427,16 @@ def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
     ctl.sendall(json.dumps(message).encode() + b"\n")
 
 
-def _reap(ctl: socket.socket) -> None:
+def _reap(ctl: socket.socket, children: set[int], block: bool = False) -> None:
+    """Reap exited children and report their status; ``block``: until none is left."""
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        children.discard(pid)
         code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
         with contextlib.suppress(OSError):
             _send(ctl, {"exit": pid, "status": code})
@@ -462,6 +469,7 @@ def serve(fd: int, modules: list[str], preload: list[str]) -> dict[str, Any] | N
     _send(ctl, {"ready": True, "threads": _native_threads()})
     buffer = b""
     zygote = os.getpid()
+    children: set[int] = set()
     while True:
         readable: list[Any] = []
         with contextlib.suppress(InterruptedError):
@@ -470,12 +478,19 @@ def serve(fd: int, modules: list[str], preload: list[str]) -> dict[str, Any] | N
             with contextlib.suppress(BlockingIOError):
                 while os.read(wake_r, 4096):
                     pass
-        _reap(ctl)
+        _reap(ctl, children)
         if ctl.fileno() not in readable:
             continue
-        data = ctl.recv(65536)
-        if not data:
-            return None  # the cluster is gone: exit (the death signal takes the children)
+        try:
+            data = ctl.recv(65536)
+        except OSError:
+            data = b""
+        if not data:  # stopped, or the cluster is gone: take the children along
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+            _reap(ctl, children, block=True)
+            return None
         buffer += data
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
@@ -495,6 +510,7 @@ def serve(fd: int, modules: list[str], preload: list[str]) -> dict[str, Any] | N
                 ctl.close()
                 request["zygote"] = zygote
                 return request
+            children.add(pid)
             _send(ctl, {"id": request["id"], "pid": pid})
 
 
