@@ -417,10 +417,13 @@ class ExecutorManager:
         except Exception:
             logger.exception("executor %s failed", eid)
         finally:
+            # Stopped while still listed: a manager stopping meanwhile must see it and wait.
             with self._lock:
-                inst = self._instances.pop(eid, None)
+                inst = self._instances.get(eid)
             if inst is not None:
                 inst.stop()
+            with self._lock:
+                self._instances.pop(eid, None)
             self._report_bind(eid, None)
             with self._lock:
                 self._threads.pop(eid, None)
