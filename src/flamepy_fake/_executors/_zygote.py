@@ -273,8 +273,10 @@ class ForkServer:
         if proc is not None:
             # The closed socket makes the zygote kill and reap its children, then exit; killed
             # here instead, they would become orphans that nothing may reap (zombies of pid 1).
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=_EXIT_WAIT)
+            # A zygote still importing has forked nothing: no need to wait for it.
+            if self._ready.is_set():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=_EXIT_WAIT)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
