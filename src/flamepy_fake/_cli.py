@@ -130,8 +130,16 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="where instances run: threads for flmrun and processes for other apps (auto, the default), "
-        "or always threads / processes",
+        help="where instances run: processes, isolated as on a real cluster (auto, the default, "
+        "and process), or threads of this process for flmrun/flmexec/flmping (thread: faster, but "
+        "tasks share this process's module state)",
+    )
+    group.add_argument(
+        "--fork-server",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fork instance processes from a zygote that has already imported them "
+        "(default: on where supported, Linux); --no-fork-server spawns each one",
     )
     group.add_argument(
         "--flmrun",
@@ -240,6 +248,7 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             port=getattr(args, "port", 0),
             cache_port=getattr(args, "cache_port", 0),
             backend=args.backend,
+            fork_server=args.fork_server,
             flmrun=args.flmrun,
             max_executors=args.max_executors,
             policies=args.policies,

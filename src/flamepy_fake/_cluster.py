@@ -111,8 +111,12 @@ class FakeCluster:
             interface (``"0.0.0.0"``) must be asked for explicitly.
         port: session manager port; 0 picks a free one.
         cache_port: object cache port; 0 picks a free one.
-        backend: ``"auto"`` (threads for ``flmrun`` sessions, processes for the rest),
-            ``"thread"`` or ``"process"``.
+        backend: ``"auto"`` (the default) and ``"process"`` run every instance in its own
+            process, as a real cluster does: a task never sees the caller's module state.
+            ``"thread"`` runs ``flmrun``, ``flmexec`` and ``flmping`` instances as threads of
+            this process: faster to start, but tasks **share this process's module state**
+            (a module-level value the test changes is what the task reads, which a real
+            cluster never shows). Other programs always run as processes.
         flmrun: ``"builtin"`` runs ``flmrun`` sessions with flamepy_runner's worker,
             ``"flamepy"`` with the stock ``python -m flamepy.runner.runpy``.
         max_executors: the fake's own cap on concurrent instances, for small machines; ``None``
@@ -135,6 +139,11 @@ class FakeCluster:
             ``host``, or ``127.0.0.1`` when ``host`` is a wildcard address.
         log_calls: log ``served <service>/<method>: <status>`` at INFO on the
             ``flamepy_fake.calls`` logger as each call ends (``flamepy-fake -v``).
+        fork_server: fork instance processes of ``flmrun``, ``flmexec`` and ``flmping`` from
+            a per-cluster zygote that has already imported them (milliseconds instead of a
+            ~150 ms spawn); ``None`` (the default) means on where supported (Linux), ``False``
+            always spawns. When the zygote cannot be used (not Linux, or it died), instances
+            are spawned after one warning on the ``flamepy_fake`` logger.
 
     Raises:
         ValueError: an option is out of range or not one of the accepted values.
@@ -157,6 +166,7 @@ class FakeCluster:
         cache_max_memory: int | None = None,
         advertise_host: str | None = None,
         log_calls: bool = False,
+        fork_server: bool | None = None,
     ) -> None:
         if not host:
             raise ValueError("host must be a non-empty address, e.g. '127.0.0.1'")
@@ -200,6 +210,9 @@ class FakeCluster:
         self._cache_storage_dir = Path(cache_storage_dir) if cache_storage_dir is not None else None
         self._cache_max_memory = cache_max_memory
         self._log_calls = log_calls
+        if fork_server is not None and not isinstance(fork_server, bool):
+            raise ValueError(f"fork_server must be True, False or None; got {fork_server!r}")
+        self._fork_server = fork_server
 
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.NEW
@@ -372,6 +385,7 @@ class FakeCluster:
             work_dir=self._work_dir,
             home=self._home,
             hooks=ExecutorHooks(self._faults, self._calls),
+            fork_server=self._fork_server,
         )
         self._manager = manager  # before start(): a half-started manager is stopped too
         manager.start()

@@ -77,6 +77,8 @@ class FlameOptions:
             (``"512M"``, ``"2G"``).
         allow_open_sessions: do not fail the test when sessions are still open at teardown.
         allow_unfinished_tasks: do not fail the test when tasks are pending or running at teardown.
+        fork_server: fork instance processes from the cluster's zygote (``None``: where
+            supported; ``False``: spawn each one), see ``FakeCluster``.
 
     Raises:
         TypeError: an option has the wrong type, or a positional argument was given.
@@ -96,6 +98,7 @@ class FlameOptions:
         cache_max_memory: int | str | None = None,
         allow_open_sessions: bool = False,
         allow_unfinished_tasks: bool = False,
+        fork_server: bool | None = None,
     ) -> None:
         if executors is not None and backend is not None:
             raise TypeError("give executors or its former name backend, not both")
@@ -116,6 +119,9 @@ class FlameOptions:
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False; got {flag!r}")
         self.executors = executors
+        if fork_server is not None and not isinstance(fork_server, bool):
+            raise TypeError(f"fork_server must be True, False or None; got {fork_server!r}")
+        self.fork_server = fork_server
         self.flmrun = flmrun
         self.max_executors = max_executors
         self.policies = check_policies(policies)
@@ -135,6 +141,7 @@ class FlameOptions:
             "retry_limit": self.retry_limit,
             "default_resreq": self.default_resreq,
             "cache_max_memory": self.cache_max_memory,
+            "fork_server": self.fork_server,
         }
 
 
@@ -253,7 +260,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "flame(*, executors='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
         "retry_limit=5, default_resreq=None, "
-        "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False): "
+        "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False, "
+        "fork_server=None): "
         "options of the flame_cluster fixture (the closest marker wins)",
     )
     config.addinivalue_line(
@@ -541,7 +549,7 @@ def _remote_cluster(
     marked: dict[str, Any],
 ) -> Iterator[RemoteCluster]:
     __tracebackhide__ = True
-    fake_only = [name for name in (*FAKE_ONLY, "policies", "default_resreq") if name in marked]
+    fake_only = [name for name in (*FAKE_ONLY, "policies", "default_resreq", "fork_server") if name in marked]
     if fake_only:
         given = ", ".join(f"{name}={marked[name]!r}" for name in fake_only)
         pytest.skip(f"@pytest.mark.flame({given}): fake-only (the backend is {settings.backend})")

@@ -66,6 +66,23 @@ class Harness:
 
     def remember_pids(self) -> None:
         self.pids.update(e.pid for e in self.manager.executors() if e.pid is not None)
+        zygote = self.manager._zygote
+        if zygote is not None and zygote.pid is not None:
+            self.pids.add(zygote.pid)
+
+
+#: Executor backends of the tests whose instances the fork server can serve (flmrun, flmexec,
+#: flmping): threads, and processes forked by the zygote or spawned (``fork_server=False``).
+FORKABLE_BACKENDS = [
+    pytest.param("thread", None, id="thread"),
+    pytest.param("process", True, id="process-fork-server"),
+    pytest.param("process", False, id="process-no-fork-server"),
+]
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of a running process (from /proc)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
@@ -128,7 +145,9 @@ def assert_nothing_left(
     assert not [
         t
         for t in threading.enumerate()
-        if t.name.startswith(("flamepy-fake-executor", "flamepy-fake-sched", "flamepy-fake-watch"))
+        if t.name.startswith(
+            ("flamepy-fake-executor", "flamepy-fake-sched", "flamepy-fake-watch", "flamepy-fake-zygote")
+        )
         and t not in (before or set())
     ]
 
@@ -451,9 +470,11 @@ def test_wasm_apps_are_never_scheduled(tmp_path: Path) -> None:
         assert h.state.get_task(sid, str(task.id)).state == PENDING
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_batch_sessions_run_in_whole_gangs_on_both_backends(tmp_path: Path, backend: str) -> None:
-    with harness(tmp_path, backend=backend) as h:
+@pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
+def test_batch_sessions_run_in_whole_gangs_on_both_backends(
+    tmp_path: Path, backend: str, fork_server: bool | None
+) -> None:
+    with harness(tmp_path, backend=backend, fork_server=fork_server) as h:
         sid = h.session("batch", "flmping", batch_size=2)
         first = h.task(sid, b"{}")
         witness = h.session("witness", "flmping")
@@ -497,8 +518,9 @@ def test_min_instances_are_kept_warm(tmp_path: Path, probe: dict[str, Any]) -> N
         assert events_of(probe).count("leave") == 2
 
 
-def test_cluster_cap_queues_sessions(tmp_path: Path) -> None:
-    with harness(tmp_path, max_executors=1) as h:
+@pytest.mark.parametrize("fork_server", [True, False], ids=["fork-server", "no-fork-server"])
+def test_cluster_cap_queues_sessions(tmp_path: Path, fork_server: bool) -> None:
+    with harness(tmp_path, max_executors=1, fork_server=fork_server) as h:
         h.register("exec", command="${FLAME_HOME}/bin/flmexec-service")
         code = json.dumps({"language": "python", "code": "print('hi')"}).encode()
         first, second = h.session("s1", "exec"), h.session("s2", "exec")
@@ -510,9 +532,9 @@ def test_cluster_cap_queues_sessions(tmp_path: Path) -> None:
     assert json.loads(r2.output or b"")["data"] == list(b"hi\n")
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_flmexec(tmp_path: Path, backend: str) -> None:
-    with harness(tmp_path, backend=backend) as h:
+@pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
+def test_flmexec(tmp_path: Path, backend: str, fork_server: bool | None) -> None:
+    with harness(tmp_path, backend=backend, fork_server=fork_server) as h:
         sid = h.session("s1", "flmexec")
         script = {"language": "python", "code": "import sys; print(sys.stdin.read().upper()); sys.exit(4)"}
         script["input"] = list(b"abc")
@@ -528,13 +550,21 @@ def test_flmexec(tmp_path: Path, backend: str) -> None:
     assert (bad.state, bad.events[-1].message) == (FAILED, "Unsupported language: cobol")
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_flmping_answers_like_the_real_service(tmp_path: Path, backend: str) -> None:
-    with harness(tmp_path, backend=backend) as h:
+@pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
+def test_flmping_answers_like_the_real_service(
+    tmp_path: Path, backend: str, fork_server: bool | None
+) -> None:
+    with harness(tmp_path, backend=backend, fork_server=fork_server) as h:
         sid = h.session("s1", "flmping")
         done = h.wait_task(sid, h.task(sid, b'{"memory":1024}').id)
         bad = h.wait_task(sid, h.task(sid, b"hello").id)
         h.remember_pids()
+        pids = [e.pid for e in h.manager.executors() if e.pid is not None]
+        zygote = h.manager._zygote
+        parents = {parent_of(pid) for pid in pids}
+    if backend == "process":  # forked by the zygote, or spawned by this process
+        assert (zygote is not None) is bool(fork_server)
+        assert parents == {zygote.pid if zygote is not None else os.getpid()}
     host = socket.gethostname()
     assert done.state == SUCCEED
     reply = rf'\{{"message":"Completed on <{re.escape(host)}> in <\d+> milliseconds with <1024> memory"\}}'
@@ -587,15 +617,21 @@ def test_idle_instances_leave_after_delay_release(tmp_path: Path, probe: dict[st
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("backend", "flmrun"),
-    [("thread", "builtin"), ("process", "builtin"), ("auto", "flamepy"), ("process", "flamepy")],
+    ("backend", "flmrun", "fork_server"),
+    [
+        ("thread", "builtin", None),
+        ("process", "builtin", True),
+        ("process", "builtin", False),
+        ("auto", "flamepy", True),
+        ("process", "flamepy", False),
+    ],
 )
-def test_flamepy_runner_e2e(tmp_path: Path, backend: str, flmrun: str) -> None:
+def test_flamepy_runner_e2e(tmp_path: Path, backend: str, flmrun: str, fork_server: bool | None) -> None:
     from flamepy_fake._cluster import FakeCluster
 
     home = tmp_path / "home"
     home.mkdir()
-    with FakeCluster(backend=backend, flmrun=flmrun) as cluster:
+    with FakeCluster(backend=backend, flmrun=flmrun, fork_server=fork_server) as cluster:
         env = {**os.environ, **cluster.env, "HOME": str(home)}
         proc = subprocess.run(
             [sys.executable, "-m", "flamepy.runner.e2e", "--tasks", "8", "--json"],
@@ -641,11 +677,12 @@ NESTED_CLIENT = textwrap.dedent(
 )
 
 
-def _run_client(tmp_path: Path, backend: str) -> subprocess.CompletedProcess[str]:
+def _run_client(tmp_path: Path, backend: str, fork_server: bool | None) -> subprocess.CompletedProcess[str]:
     """Run ``client.py`` in ``tmp_path`` under ``flamepy-fake run``, isolated from our FLAME_* env."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLAME_")}
     env["HOME"] = str(tmp_path)
-    cmd = [sys.executable, "-m", "flamepy_fake", "run", "--backend", backend, "--"]
+    fork = [] if fork_server is None else ["--fork-server" if fork_server else "--no-fork-server"]
+    cmd = [sys.executable, "-m", "flamepy_fake", "run", "--backend", backend, *fork, "--"]
     proc = subprocess.run(
         [*cmd, sys.executable, "client.py"],
         env=env,
@@ -659,11 +696,13 @@ def _run_client(tmp_path: Path, backend: str) -> subprocess.CompletedProcess[str
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_code_in_tasks_reaches_its_own_cluster(tmp_path: Path, backend: str) -> None:
+@pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
+def test_code_in_tasks_reaches_its_own_cluster(
+    tmp_path: Path, backend: str, fork_server: bool | None
+) -> None:
     (tmp_path / "client.py").write_text(NESTED_CLIENT)
     (tmp_path / "README.md").write_text("nested\n")
-    proc = _run_client(tmp_path, backend)
+    proc = _run_client(tmp_path, backend, fork_server)
     (endpoint, config_endpoint, app), client_endpoint = json.loads(proc.stdout.strip().splitlines()[-1])
     assert endpoint == client_endpoint and app == "flmrun"
     assert config_endpoint == client_endpoint
@@ -683,8 +722,10 @@ def test_registered_working_directory(tmp_path: Path, probe: dict[str, Any]) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_runner_package_modules_are_importable(tmp_path: Path, backend: str) -> None:
+@pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
+def test_runner_package_modules_are_importable(
+    tmp_path: Path, backend: str, fork_server: bool | None
+) -> None:
     # A function pickled by reference: the instance must import it from the Runner's package.
     (tmp_path / "ffx_pkg_mod.py").write_text("def triple(x):\n    return 3 * x\n")
     (tmp_path / "client.py").write_text(
@@ -693,13 +734,13 @@ def test_runner_package_modules_are_importable(tmp_path: Path, backend: str) -> 
         "with Runner('pkgmod') as runner:\n"
         "    print(runner.service(triple)(5).get())\n"
     )
-    proc = _run_client(tmp_path, backend)
+    proc = _run_client(tmp_path, backend, fork_server)
     assert proc.stdout.strip().splitlines()[-1] == "15"
 
 
-@pytest.mark.parametrize("backend", ["thread", "process"])
-def test_runner_session_with_bad_common_data(tmp_path: Path, backend: str) -> None:
-    with harness(tmp_path, retry_limit=1, backend=backend) as h:
+@pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
+def test_runner_session_with_bad_common_data(tmp_path: Path, backend: str, fork_server: bool | None) -> None:
+    with harness(tmp_path, retry_limit=1, backend=backend, fork_server=fork_server) as h:
         flmrun = h.state.get_application("flmrun")
         h.register("runner-app", command=flmrun.command, arguments=flmrun.arguments, installer="python")
         sid = h.session("s1", "runner-app", common_data=b"junk")

@@ -194,7 +194,8 @@ def test_stop_while_waiting_for_the_connection_ends_start(tmp_path: Path) -> Non
     ("backend", "flmrun", "expected"),
     [
         # (flmrun clone, flmexec, flmping, a user program)
-        ("auto", "builtin", ("thread", "process", "process", "process")),
+        # auto isolates every instance in a process (module state as on a real cluster).
+        ("auto", "builtin", ("process", "process", "process", "process")),
         ("auto", "flamepy", ("process", "process", "process", "process")),
         ("thread", "builtin", ("thread", "thread", "thread", "process")),
         ("thread", "flamepy", ("process", "thread", "thread", "process")),

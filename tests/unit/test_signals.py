@@ -9,6 +9,7 @@ in their environment; their socket's directory is the cluster's ``/tmp/ffx-*``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -60,6 +61,30 @@ CLIENT = textwrap.dedent(
     flamepy.register_application("endless", {"command": sys.executable, "arguments": [script]})
     session = flamepy.create_session("endless")
     session.run(b"forever")
+    deadline = time.monotonic() + 60
+    while not any(s.running for s in flamepy.list_sessions()):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    print("task running", flush=True)
+    while True:
+        time.sleep(0.05)
+    """
+)
+
+# The same with a Runner task: its instance is forked by the cluster's zygote (fork server).
+RUNNER_CLIENT = textwrap.dedent(
+    """
+    import time
+    import flamepy
+    from flamepy_runner import Runner
+
+    def forever(_):
+        import time
+        while True:
+            time.sleep(0.05)
+
+    runner = Runner("endless-runner")
+    runner.service(forever)(1)
     deadline = time.monotonic() + 60
     while not any(s.running for s in flamepy.list_sessions()):
         assert time.monotonic() < deadline, "the task never started"
@@ -172,6 +197,8 @@ def _wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
 def project(tmp_path: Path) -> Path:
     (tmp_path / "endless_service.py").write_text(ENDLESS_SERVICE)
     (tmp_path / "client.py").write_text(CLIENT)
+    (tmp_path / "runner_client.py").write_text(RUNNER_CLIENT)
+    (tmp_path / "README.md").write_text("signals\n")
     (tmp_path / "test_endless.py").write_text(INNER_TEST)
     (tmp_path / "test_autostarted.py").write_text(AUTOSTART_INNER_TEST)
     (tmp_path / "home").mkdir()
@@ -275,7 +302,7 @@ def test_sigterm_to_flamepy_fake_run_cleans_up(project: Path, spawned: Spawned) 
 
 
 def _serve_with_a_running_task(
-    spawned: Spawned, project: Path
+    spawned: Spawned, project: Path, client_script: str = "client.py", find_instances: bool = True
 ) -> tuple[subprocess.Popen[bytes], dict[int, Path]]:
     proc = _start(spawned, [sys.executable, "-m", "flamepy_fake", "serve"], project)
     assert proc.stdout is not None
@@ -286,12 +313,12 @@ def _serve_with_a_running_task(
             env = dict(item.split("=", 1) for item in line.split(": ", 1)[1].split())
             break
     assert env, "serve never got ready"
-    client = _start(spawned, [sys.executable, "client.py"], project, **env)
+    client = _start(spawned, [sys.executable, client_script], project, **env)
     assert client.stdout is not None
     assert client.stdout.readline() == b"task running\n"
     client.kill()
     client.wait()
-    return proc, _endless_instances(spawned, proc)
+    return proc, _endless_instances(spawned, proc) if find_instances else {}
 
 
 def test_sigterm_to_flamepy_fake_serve_cleans_up(project: Path, spawned: Spawned) -> None:
@@ -309,3 +336,42 @@ def test_instances_exit_within_a_second_when_the_cluster_is_sigkilled(
     # The issue's bound is one second; the deadline leaves room for a loaded machine.
     _wait_for(lambda: not any(_alive(pid) for pid in instances), 3.0, "the orphaned instances to exit")
     # Nothing but us can remove the socket directory after a SIGKILL: the fixture does.
+
+
+def _zygotes(root: int) -> list[int]:
+    """The zygote: a child of ``root`` (its forked instances share its command line)."""
+    found = []
+    for pid in _children(root):
+        with contextlib.suppress(OSError):
+            if b"flamepy_fake._executors._zygote" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def test_forked_instances_and_the_zygote_exit_when_the_cluster_is_sigkilled(
+    project: Path, spawned: Spawned
+) -> None:
+    # A forked instance's /proc/PID/environ is the zygote's (the environment a process was
+    # exec'ed with), so the instance is found as the zygote's child instead.
+    proc, _ = _serve_with_a_running_task(spawned, project, "runner_client.py", find_instances=False)
+    zygotes = _zygotes(proc.pid)
+    assert len(zygotes) == 1, zygotes
+    instances = _children(zygotes[0])
+    assert len(instances) == 1, instances
+    socket_dir = _wait_for(lambda: _socket_dir(instances[0]), 30, "the instance's socket")
+    for pid in [*instances, *zygotes]:
+        spawned.instances[pid] = socket_dir  # killed (and the directory removed) by the fixture
+    proc.kill()
+    proc.wait()
+    gone = [*instances, *zygotes]
+    _wait_for(lambda: not any(_alive(pid) for pid in gone), 3.0, "the zygote and its instances to exit")
+
+
+def _socket_dir(pid: int) -> Path | None:
+    """The ``/tmp/ffx-*`` directory of the instance ``pid``: its socket is ``<executor id>.sock``,
+    and its working directory ``.../instances/<executor id>``."""
+    with contextlib.suppress(OSError):
+        executor_id = Path(os.readlink(f"/proc/{pid}/cwd")).name
+        for found in Path("/tmp").glob(f"ffx-*/{executor_id}.sock"):
+            return found.parent
+    return None

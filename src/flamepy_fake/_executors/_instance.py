@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
@@ -24,12 +25,17 @@ from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
 from . import _pdeath
+from ._zygote import ForkServer
 
 __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
 
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+# Socket readiness polling: a forked instance is ready within ~10 ms, so start at 1 ms and
+# back off to 5 ms (a spawned one takes 100+ ms).
+_POLL_FIRST = 0.001
 _POLL = 0.005
 _REAP_WAIT = 10.0  # seconds a broken connection waits for the child's exit status
+_STOP_WAIT = 30.0  # upper bound on waiting for a stop another thread is running
 _CONNECTION_LOST = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -38,6 +44,16 @@ _CONNECTION_LOST = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+
+
+class _Process(Protocol):
+    """What an instance needs of its child: ``subprocess.Popen`` or a forked ``ForkedProcess``."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 class ShimError(Exception):
@@ -175,6 +191,8 @@ class ProcessInstance(Instance):
         display: the command as shown in error messages.
         die_with_parent: on Linux, the child gets SIGKILL when the cluster process dies
             (see :mod:`._pdeath`), so a SIGKILLed cluster leaves no instance behind.
+        fork_server: when given and ``argv`` is one of its programs, the child is forked by
+            it (see :mod:`._zygote`) instead of spawned; spawned when it is down.
     """
 
     def __init__(
@@ -192,8 +210,11 @@ class ProcessInstance(Instance):
         stop_grace: float = 3.0,
         display: str | None = None,
         die_with_parent: bool = True,
+        fork_server: ForkServer | None = None,
     ) -> None:
         self.argv = argv
+        self.fork_server = fork_server
+        self.forked = False
         self.die_with_parent = die_with_parent
         self.env = env
         self.cwd = cwd
@@ -205,12 +226,13 @@ class ProcessInstance(Instance):
         self.call_timeout = call_timeout
         self.stop_grace = stop_grace
         self.display = display or " ".join(argv)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: _Process | None = None
         self._channel: grpc.Channel | None = None
         self._stub: rpc.Stub | None = None
         self._stopping = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._stop_done = threading.Event()
         self._watcher: threading.Thread | None = None
 
     @property
@@ -231,7 +253,16 @@ class ProcessInstance(Instance):
                 d.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
-            # Spawn under the stop lock: a concurrent stop() either prevents the spawn or sees it.
+            forked = self._fork()
+        except OSError as exc:
+            raise self._start_failed(exc) from exc
+        if not forked:
+            self._spawn()
+        self._connect()
+
+    def _spawn(self) -> None:
+        """Spawn the child under the stop lock: a concurrent stop() either prevents it or sees it."""
+        try:
             with self._stop_lock, self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
                 if self._stopped:
                     raise ShimError("the executor manager is stopping")
@@ -245,9 +276,44 @@ class ProcessInstance(Instance):
                     start_new_session=True,
                 )
         except OSError as exc:
-            # v0.6.0's host shim: the command in literal angle brackets, Rust's io::Error text.
-            reason = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
-            raise ShimError(f"failed to start service by command <{self.argv[0]}>: {reason}") from exc
+            raise self._start_failed(exc) from exc
+
+    def _start_failed(self, exc: OSError) -> ShimError:
+        """v0.6.0's host shim text: the command in literal angle brackets, Rust's io::Error text."""
+        reason = f"{exc.strerror} (os error {exc.errno})" if exc.errno else str(exc)
+        return ShimError(f"failed to start service by command <{self.argv[0]}>: {reason}")
+
+    def _fork(self) -> bool:
+        """Fork the child from the fork server, if it serves this program; False: spawn it.
+
+        Not under the stop lock (the fork server may still be importing); a stop() that ran
+        meanwhile gets the forked child killed here.
+        """
+        server = self.fork_server
+        program = None if server is None else server.program(self.argv, self.env)
+        if server is None or program is None:
+            return False
+        proc = server.spawn(
+            *program,
+            env=self.env,
+            cwd=self.cwd,
+            stdout_path=self.stdout_path,
+            stderr_path=self.stderr_path,
+        )
+        if proc is None:
+            return False
+        with self._stop_lock:
+            stopped = self._stopped
+            if not stopped:
+                self._proc, self.forked = proc, True
+        if stopped:
+            _signal_group(proc.pid, signal.SIGKILL)
+            raise ShimError("the executor manager is stopping")
+        return True
+
+    def _connect(self) -> None:
+        """Wait for the child's socket, then open the channel."""
+        assert self._proc is not None
         self.pid = self._proc.pid
         self._wait_listening(time.monotonic() + self.ready_timeout)
         # Under the stop lock, like the spawn: a stop() that already ran would never close a
@@ -270,6 +336,7 @@ class ProcessInstance(Instance):
                 socket path cannot be connected to at all.
         """
         assert self._proc is not None
+        poll = _POLL_FIRST
         while True:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
                 probe.settimeout(1.0)
@@ -305,7 +372,8 @@ class ProcessInstance(Instance):
                         f"within {self.ready_timeout:g} s"
                     )
                 )
-            time.sleep(_POLL)
+            time.sleep(poll)
+            poll = min(poll * 1.5, _POLL)
 
     def _connect_failed(self, reason: str) -> str:
         """v0.6.0's grpc shim text (socket in literal angle brackets), with the fake's reason."""
@@ -420,14 +488,30 @@ class ProcessInstance(Instance):
     def stop(self, grace: float | None = None) -> None:
         """SIGTERM the process group, SIGKILL after the grace period, reap, remove files.
 
+        When another thread is already stopping the instance (its executor releasing it while
+        the manager stops), this call escalates to SIGKILL after its own ``grace`` and waits
+        for that stop to finish, so a stopped manager never leaves the child running.
+
         Args:
             grace: seconds between SIGTERM and SIGKILL; ``stop_grace`` when None.
         """
         self._stopping.set()
         with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
+            first, self._stopped = not self._stopped, True
+        if not first:
+            proc = self._proc
+            if proc is not None and grace is not None and not self._stop_done.is_set():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=grace)
+                _signal_group(proc.pid, signal.SIGKILL)
+            self._stop_done.wait(timeout=_STOP_WAIT)
+            return
+        try:
+            self._stop(grace)
+        finally:
+            self._stop_done.set()
+
+    def _stop(self, grace: float | None) -> None:
         if self._channel is not None:
             self._channel.close()
         proc = self._proc

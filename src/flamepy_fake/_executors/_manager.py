@@ -53,7 +53,17 @@ from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from ._hooks import ExecutorHooks
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
-from ._launch import build_env, instance_argv, is_flmexec, is_flmping, is_flmrun
+from ._launch import (
+    FLMEXEC_MODULE,
+    RUNPY_MODULE,
+    WORKER_MODULE,
+    build_env,
+    instance_argv,
+    is_flmexec,
+    is_flmping,
+    is_flmrun,
+)
+from ._zygote import ForkServer, fallback_text, fork_supported
 
 __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
@@ -124,9 +134,10 @@ class ExecutorManager:
         state: the cluster state.
         frontend_endpoint: ``FLAME_ENDPOINT`` given to instances (``http://host:port``).
         cache_endpoint: ``FLAME_CACHE_ENDPOINT`` given to instances (``grpc://host:port``).
-        backend: ``auto`` (threads for flmrun sessions, processes for every other app),
-            ``thread`` (threads whenever the app can run in-process: flmrun with the builtin
-            worker, flmexec, flmping; any other command always runs as a process) or ``process``.
+        backend: ``auto`` or ``process`` (every instance is a process: isolated module state,
+            as on a real cluster) or ``thread`` (threads whenever the app can run in-process:
+            flmrun with the builtin worker, flmexec, flmping; they share this process's module
+            state; any other command always runs as a process).
         flmrun: ``builtin`` (our worker) or ``flamepy`` (stock ``python -m flamepy.runner.runpy``,
             always in a process).
         max_executors: the fake's optional cap on live instances (``None``: none, as v0.6.0).
@@ -145,6 +156,10 @@ class ExecutorManager:
         export_env: set ``FLAME_ENDPOINT``/``FLAME_CACHE_ENDPOINT`` in this process while the
             manager runs, if both are unset, so flamepy calls inside thread instances reach
             this cluster (see the module docstring).
+        fork_server: fork flmrun/flmexec/flmping instance processes from a per-manager zygote
+            (:mod:`._zygote`) instead of spawning them; ``None`` (default) means on where
+            supported (Linux). Off Linux, or when the zygote dies, instances are spawned, after
+            one warning.
     """
 
     def __init__(
@@ -166,6 +181,7 @@ class ExecutorManager:
         export_env: bool = True,
         home: Path | None = None,
         hooks: ExecutorHooks | None = None,
+        fork_server: bool | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -202,6 +218,8 @@ class ExecutorManager:
         self.export_env = export_env
         self.home = home
         self._exported: dict[str, str] = {}
+        self.fork_server = fork_server
+        self._zygote: ForkServer | None = None
         self._scheduler = Scheduler(
             state,
             spawn=self._spawn,
@@ -235,7 +253,30 @@ class ExecutorManager:
                 "FLAME_CACHE_ENDPOINT": self.cache_endpoint,
             }
             os.environ.update(self._exported)
+        self._start_fork_server()
         self._scheduler.start()
+
+    def _start_fork_server(self) -> None:
+        """Start the zygote in the background unless off, useless (thread backend) or unsupported."""
+        if self.fork_server is False or self.backend == "thread":
+            return
+        if not fork_supported():
+            logger.warning(fallback_text(f"no fork server on {sys.platform} (fork is safe on Linux only)"))
+            return
+        modules = [WORKER_MODULE, FLMEXEC_MODULE]
+        if self.flmrun == "flamepy" and _importable(RUNPY_MODULE):
+            modules.append(RUNPY_MODULE)
+        env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
+        env["PYTHONPATH"] = os.pathsep.join([*_own_paths(), *filter(None, [env.get("PYTHONPATH")])])
+        self._zygote = ForkServer(
+            python=self.python,
+            modules=tuple(modules),
+            preload=_PRELOAD,
+            env=env,
+            log_path=self.work_dir / "logs" / "zygote.log",
+            ready_timeout=max(self.bind_timeout, 60.0),
+        )
+        self._zygote.start()
 
     def stop(self) -> None:
         """Stop scheduling, kill every instance, join the executor threads, remove files.
@@ -260,6 +301,8 @@ class ExecutorManager:
         for thread in self._all_threads():
             thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         self._abandon_running_threads()
+        if self._zygote is not None:
+            self._zygote.stop()
         for key, value in self._exported.items():
             if os.environ.get(key) == value:
                 del os.environ[key]
@@ -345,13 +388,7 @@ class ExecutorManager:
     def backend_for(self, app: AppRecord) -> str:
         """The backend an instance of ``app`` gets."""
         in_process = (is_flmrun(app) and self.flmrun == "builtin") or is_flmexec(app) or is_flmping(app)
-        if not in_process:
-            return "process"
-        if self.backend == "process":
-            return "process"
-        if self.backend == "thread":
-            return "thread"
-        return "thread" if is_flmrun(app) else "process"
+        return "thread" if in_process and self.backend == "thread" else "process"
 
     # -- executors ------------------------------------------------------------------------------
 
@@ -391,10 +428,13 @@ class ExecutorManager:
         except Exception:
             logger.exception("executor %s failed", eid)
         finally:
+            # Stopped while still listed: a manager stopping meanwhile must see it and wait.
             with self._lock:
-                inst = self._instances.pop(eid, None)
+                inst = self._instances.get(eid)
             if inst is not None:
                 inst.stop()
+            with self._lock:
+                self._instances.pop(eid, None)
             self._report_bind(eid, None)
             with self._lock:
                 self._threads.pop(eid, None)
@@ -618,6 +658,7 @@ class ExecutorManager:
             call_timeout=self.bind_timeout,
             stop_grace=self.stop_grace,
             display=" ".join(argv),
+            fork_server=self._zygote,
         )
 
 
@@ -635,6 +676,27 @@ def _append_sys_path(paths: tuple[str, ...]) -> None:
         for path in paths:
             if path not in sys.path:
                 sys.path.append(path)
+
+
+#: Imported by the zygote besides the instance programs: what their tasks commonly need.
+_PRELOAD = (
+    "cloudpickle",
+    "pyarrow",
+    "pyarrow.flight",
+    "flamepy_runner._cache",
+    "flamepy_fake._flmping",
+    "flamepy.runner.types",  # our worker unpickles flamepy payloads with it, when installed
+)
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found (flamepy is optional)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _own_paths() -> list[str]:

@@ -1,0 +1,97 @@
+"""The fork server on its own: which programs it stands in for, and what its children get."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flamepy_fake._executors._zygote import ForkServer, fallback_text
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server runs on Linux only")
+
+PY = sys.executable
+
+# A program the zygote serves: prints what a task would see, exits with the code asked for.
+PROGRAM = """\
+import os, sys
+import numpy.random
+
+if __name__ == "__main__":
+    print(os.getcwd(), os.environ.get("FFX_MARK"), sys.argv[1:], numpy.random.random(), flush=True)
+    print("to stderr", file=sys.stderr)
+    sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ForkServer]:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "ffx_zygote_prog.py").write_text(PROGRAM)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(lib), *sys.path[1:]])}
+    fs = ForkServer(
+        python=PY, modules=("ffx_zygote_prog",), preload=("numpy",), env=env, log_path=tmp_path / "z.log"
+    )
+    fs.start()
+    yield fs
+    fs.stop()
+
+
+def test_it_stands_in_only_for_its_programs_with_the_same_interpreter_settings(tmp_path: Path) -> None:
+    env = {"PYTHONHASHSEED": "0", "PYTHONPATH": "/a", "HOME": "/h"}
+    fs = ForkServer(python=PY, modules=("m",), env=env, log_path=tmp_path / "z.log")
+    assert fs.program([PY, "-m", "m", "x"], {**env, "PYTHONPATH": "/b", "HOME": "/x"}) == ("m", ["x"])
+    assert fs.program([PY, "-m", "other"], env) is None
+    assert fs.program(["/usr/bin/python3", "-m", "m"], env) is None
+    assert fs.program([PY, "m.py"], env) is None
+    assert fs.program([PY, "-m", "m"], {**env, "PYTHONHASHSEED": "1"}) is None
+    assert fs.program([PY, "-m", "m"], {**env, "PYTHONOPTIMIZE": "1"}) is None
+
+
+def test_the_fallback_warning_text() -> None:
+    assert fallback_text("the fork server is down (it exited with code 1)") == (
+        "flamepy-fake: the fork server is down (it exited with code 1); "
+        "instances are spawned instead (slower start-up)"
+    )
+
+
+def test_children_get_their_own_cwd_env_stdio_random_state_and_exit_status(
+    tmp_path: Path, server: ForkServer
+) -> None:
+    outputs = []
+    for n, code in enumerate((0, 3)):
+        cwd = tmp_path / f"cwd{n}"
+        cwd.mkdir()
+        out, err = tmp_path / f"{n}.out", tmp_path / f"{n}.err"
+        env = {**server.env, "FFX_MARK": f"mark{n}"}
+        child = server.spawn(
+            "ffx_zygote_prog", [str(code)], env=env, cwd=cwd, stdout_path=out, stderr_path=err
+        )
+        assert child is not None
+        assert child.wait(timeout=60) == code
+        assert err.read_text() == "to stderr\n"
+        where, mark, argv, rand = out.read_text().split(" ", 3)
+        assert (where, mark, argv) == (str(cwd), f"mark{n}", f"['{code}']")
+        outputs.append(rand)
+    assert outputs[0] != outputs[1]  # numpy's global generator is reseeded in each child
+
+
+def test_a_stopped_server_forks_nothing_and_warns_nothing(
+    tmp_path: Path, server: ForkServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.stop()
+    assert not server.alive()
+    child = server.spawn(
+        "ffx_zygote_prog",
+        ["0"],
+        env=server.env,
+        cwd=tmp_path,
+        stdout_path=tmp_path / "o",
+        stderr_path=tmp_path / "e",
+    )
+    assert child is None
+    assert [r for r in caplog.records if "spawned instead" in r.getMessage()] == []
