@@ -1,9 +1,9 @@
 """Runner tests: every test runs on a fresh fake cluster under both ``flmrun`` programs.
 
-``cluster`` is parametrised over ``builtin`` (our worker, ``flamepy_runner._worker``) and
-``flamepy`` (flamepy 0.6.0's stock ``python -m flamepy.runner.runpy``, what a real cluster runs),
-so each test proves both that our payloads run on the stock executor and that our worker runs
-them. ``project`` is a small project directory the Runner packages; ``make_runner`` starts Runners
+``cluster`` is parametrised over ``builtin`` (our worker, ``flamepy_runner._worker``, in thread
+instances and in isolated processes) and ``flamepy`` (flamepy 0.6.0's stock ``python -m
+flamepy.runner.runpy``, what a real cluster runs), so each test proves both that our payloads run
+on the stock executor and that our worker runs them. ``project`` is a small project directory the Runner packages; ``make_runner`` starts Runners
 on the test's cluster with unique names and closes them at teardown.
 """
 
@@ -47,16 +47,30 @@ class Accumulator:
 '''
 
 
-@pytest.fixture(params=["builtin", "flamepy"])
-def flmrun(request: pytest.FixtureRequest) -> str:
-    """The ``flmrun`` program of the test's cluster: our worker or flamepy's stock runpy."""
-    return str(request.param)
+#: (flmrun program, executor backend): our worker in threads and in (forked) processes, and
+#: flamepy's stock runpy in processes, which is what a real cluster runs.
+SETUPS = [("builtin", "thread"), ("builtin", "auto"), ("flamepy", "auto")]
+
+
+@pytest.fixture(params=SETUPS, ids=["builtin-thread", "builtin-process", "flamepy-process"])
+def setup(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """The test's ``(flmrun, backend)``."""
+    flmrun, backend = request.param
+    return str(flmrun), str(backend)
 
 
 @pytest.fixture
-def cluster(flmrun: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
-    """A started fake cluster running ``flmrun`` sessions with the chosen program."""
-    with FakeCluster(flmrun=flmrun, work_dir=tmp_path_factory.mktemp("fake"), retry_limit=2) as c:
+def flmrun(setup: tuple[str, str]) -> str:
+    """The ``flmrun`` program of the test's cluster: our worker or flamepy's stock runpy."""
+    return setup[0]
+
+
+@pytest.fixture
+def cluster(setup: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCluster]:
+    """A started fake cluster running ``flmrun`` sessions with the chosen program and backend."""
+    flmrun, backend = setup
+    work_dir = tmp_path_factory.mktemp("fake")
+    with FakeCluster(flmrun=flmrun, backend=backend, work_dir=work_dir, retry_limit=2) as c:
         yield c
 
 

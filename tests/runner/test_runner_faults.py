@@ -1,8 +1,8 @@
 """What the Runner does under each injected fault: a typed error with its exact text, or a
 documented retry, and never a hang (every wait is bounded).
 
-Run under both ``flmrun`` programs, so instance faults hit a thread instance (``builtin``) and
-a process instance (``flamepy``, the stock runpy).
+Run on every setup of ``tests/runner/conftest.py``, so instance faults hit a thread instance
+(``builtin-thread``) and process instances (our worker and the stock runpy).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def test_an_instance_killed_mid_task_fails_that_task(runner: Runner, cluster: Fa
         future.get(timeout=WAIT)
     (eid,) = cluster.executors_of(svc.session_id)
     prefix = f"task {future.task_id} of session '{svc.session_id}' (application '{runner.name}') failed: "
-    if cluster.options["flmrun"] == "builtin":  # a thread instance
+    if cluster.options["backend"] == "thread":  # a thread instance
         killed = f"thread instance of executor {eid} was killed (injected fault) while running task 2"
         assert str(err.value) == prefix + killed
     else:
