@@ -503,7 +503,7 @@ def test_teardown_with_an_endless_thread_task_abandons_the_thread_and_says_so(
         from flamepy.runner.runner import Runner
 
         # Only thread instances can be abandoned (processes are killed); auto isolates.
-        pytestmark = pytest.mark.flame(backend="thread")
+        pytestmark = pytest.mark.flame(executors="thread")
 
         def forever(x):
             import time
