@@ -236,7 +236,7 @@ class RunnerWorker:
                 raise ValueError("Task input is None")
             if self._context.stateful:
                 self._install(self._load_context())
-            request = _wire.loads(context.input)
+            request = _wire.loads(context.input, prefer_ours=True)
             if not _wire.is_runner_request(request):
                 raise ValueError(f"task input is not a RunnerRequest but {type(request).__name__}")
             method, args, kwargs = self._check_request(request)
@@ -263,7 +263,7 @@ class RunnerWorker:
             raise ValueError(
                 f"common data object holds {type(payload).__name__}, not a pickled RunnerContext"
             )
-        ctx = _wire.loads(bytes(payload))
+        ctx = _wire.loads(bytes(payload), prefer_ours=True)
         if not _wire.is_runner_context(ctx):
             raise ValueError(f"common data holds {type(ctx).__name__}, not a RunnerContext")
         return ctx

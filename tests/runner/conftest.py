@@ -3,8 +3,9 @@
 ``cluster`` is parametrised over ``builtin`` (our worker, ``flamepy_runner._worker``, in thread
 instances and in isolated processes) and ``flamepy`` (flamepy 0.6.0's stock ``python -m
 flamepy.runner.runpy``, what a real cluster runs), so each test proves both that our payloads run
-on the stock executor and that our worker runs them. ``project`` is a small project directory the Runner packages; ``make_runner`` starts Runners
-on the test's cluster with unique names and closes them at teardown.
+on the stock executor and that our worker runs them. ``project`` is a small project directory
+the Runner packages; ``make_runner`` starts Runners on the test's cluster with unique names and
+closes them at teardown.
 """
 
 from __future__ import annotations

@@ -133,3 +133,27 @@ def test_object_ref_recognition() -> None:
     assert _wire.is_object_ref(ObjectRef("grpc://h:1", "a/b/c", 1))
     assert _wire.is_object_ref(FlamepyRef("grpc://h:1", "a/b/c", 1))
     assert not _wire.is_object_ref(ObjectRef("grpc://h:1", "a/b/c", 1).encode())
+
+
+def test_our_worker_reads_flamepy_payloads_without_importing_flamepy() -> None:
+    """prefer_ours: flamepy's three wire classes load as ours, and flamepy is not imported."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys
+        import cloudpickle
+        from flamepy.runner.types import RunnerRequest
+        data = cloudpickle.dumps(RunnerRequest(method="m", args=(1,), kwargs=None))
+        for name in [m for m in sys.modules if m == "flamepy" or m.startswith("flamepy.")]:
+            del sys.modules[name]
+        from flamepy_runner import _wire
+        request = _wire.loads(data, prefer_ours=True)
+        print(type(request).__module__, request.method, request.args)
+        print(sorted(m for m in sys.modules if m == "flamepy" or m.startswith("flamepy.")))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout == "flamepy_runner._wire m (1,)\n[]\n"

@@ -685,7 +685,6 @@ _PRELOAD = (
     "pyarrow.flight",
     "flamepy_runner._cache",
     "flamepy_fake._flmping",
-    "flamepy.runner.types",  # our worker unpickles flamepy payloads with it, when installed
 )
 
 
