@@ -36,6 +36,8 @@ import grpc
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb, rpc
 
+from ._workset import close_session_patiently
+
 if TYPE_CHECKING:
     from flamepy_fake import FakeCluster
 
@@ -186,15 +188,7 @@ class Names:
         for ssn in sessions:
             if not self.owns(ssn.metadata.id) or ssn.status.state != pb.Open:
                 continue
-            while True:
-                try:
-                    stub.CloseSession(pb.CloseSessionRequest(session_id=ssn.metadata.id), timeout=10)
-                    break
-                except grpc.RpcError as exc:
-                    # INTERNAL while a task still runs: wait for it (bounded).
-                    if exc.code() != grpc.StatusCode.INTERNAL or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.1)
+            close_session_patiently(stub, ssn.metadata.id, deadline)
         for app in stub.ListApplication(pb.ListApplicationRequest(), timeout=10).applications:
             if self.owns(app.metadata.name):
                 stub.UnregisterApplication(

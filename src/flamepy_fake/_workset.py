@@ -16,7 +16,7 @@ from typing import Any
 
 from flamepy_runner._config import FlameConfig
 
-__all__ = ["Snapshot", "cleanup", "snapshot"]
+__all__ = ["Snapshot", "cleanup", "close_session_patiently", "snapshot"]
 
 _CALL_TIMEOUT = 10.0
 # How long cleanup waits for a test's running tasks before giving up on closing its sessions.
@@ -64,16 +64,9 @@ def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
         for ssn in stub.ListSession(pb.ListSessionRequest(), timeout=_CALL_TIMEOUT).sessions:
             if ssn.metadata.id in before.sessions or ssn.status.state != pb.Open:
                 continue
-            while True:
-                try:
-                    stub.CloseSession(pb.CloseSessionRequest(session_id=ssn.metadata.id), timeout=10)
-                    break
-                except grpc.RpcError as exc:
-                    # INTERNAL while a task still runs: wait for it (bounded).
-                    if exc.code() != grpc.StatusCode.INTERNAL or time.monotonic() > deadline:
-                        problems.append(f"session {ssn.metadata.id}: {exc.code().name}: {exc.details()}")
-                        break
-                    time.sleep(0.05)
+            refusal = close_session_patiently(stub, ssn.metadata.id, deadline)
+            if refusal is not None:
+                problems.append(f"session {ssn.metadata.id}: {refusal}")
         for app in stub.ListApplication(pb.ListApplicationRequest(), timeout=_CALL_TIMEOUT).applications:
             name = app.metadata.name
             if name in before.applications:
@@ -93,6 +86,27 @@ def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
                 except Exception as exc:  # reported, never raised: cleanup goes on
                     problems.append(f"cache key {key}: {exc}")
     return problems
+
+
+def close_session_patiently(stub: Any, session_id: str, deadline: float) -> str | None:
+    """Close a session, waiting (until ``deadline``, a monotonic time) for its running tasks.
+
+    Returns:
+        None once closed, else ``"<STATUS>: <details>"`` of the last refusal.
+    """
+    import grpc
+
+    from flamepy_runner._proto import pb
+
+    while True:
+        try:
+            stub.CloseSession(pb.CloseSessionRequest(session_id=session_id), timeout=_CALL_TIMEOUT)
+            return None
+        except grpc.RpcError as exc:
+            # INTERNAL while a task still runs: wait for it (bounded).
+            if exc.code() != grpc.StatusCode.INTERNAL or time.monotonic() > deadline:
+                return f"{exc.code().name}: {exc.details()}"
+            time.sleep(0.05)
 
 
 def _stub(channel: Any) -> Any:
