@@ -83,11 +83,14 @@ class ResourceSnapshot:
 
 def _warm_up() -> None:
     # grpc and pyarrow open a few process-wide descriptors (epoll, eventfd, thread pools) the
-    # first time they are used; they are not the cluster's, so open them before the snapshot.
+    # first time they are used, and the first cluster starts the process's shared zygote: none
+    # of them is a cluster's own, so they exist before the snapshot.
     from flamepy_fake import FakeCluster
+    from flamepy_fake._executors import shared_fork_servers
 
     with FakeCluster():
         pass
+    shared_fork_servers().wait_ready(60)
 
 
 @pytest.fixture

@@ -140,10 +140,11 @@ class FakeCluster:
         log_calls: log ``served <service>/<method>: <status>`` at INFO on the
             ``flamepy_fake.calls`` logger as each call ends (``flamepy-fake -v``).
         fork_server: fork instance processes of ``flmrun``, ``flmexec`` and ``flmping`` from
-            a per-cluster zygote that has already imported them (milliseconds instead of a
-            ~150 ms spawn); ``None`` (the default) means on where supported (Linux), ``False``
-            always spawns. When the zygote cannot be used (not Linux, or it died), instances
-            are spawned after one warning on the ``flamepy_fake`` logger.
+            a zygote that has already imported them (milliseconds instead of a ~150 ms spawn;
+            every cluster of the process shares it); ``None`` (the default) means on where
+            supported (Linux), ``False`` always spawns. When the zygote cannot be used (not
+            Linux, or it died), instances are spawned after one warning on the ``flamepy_fake``
+            logger.
 
     Raises:
         ValueError: an option is out of range or not one of the accepted values.

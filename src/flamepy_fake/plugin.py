@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import os
 import signal
+import sys
 import threading
 import uuid
 import warnings
@@ -179,6 +180,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 _SIGTERM_HANDLER = pytest.StashKey[Any]()
+# The pytest runs alive in this process (a pytester inline run nests one in another): the
+# shared zygotes are stopped when the outermost one ends, not when a nested one does.
+_LIVE_CONFIGS: set[int] = set()
 
 
 class _SigtermAsInterrupt:
@@ -249,12 +253,25 @@ def _stop_autostart(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _stop_autostart(config)
+    _LIVE_CONFIGS.discard(id(config))
+    if not _LIVE_CONFIGS:
+        _stop_shared_zygotes()
     handler = config.stash.get(_SIGTERM_HANDLER, None)
     if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _stop_shared_zygotes() -> None:
+    # The clusters of this process share warm zygotes (``_executors._zygote_pool``); the run is
+    # over, so they go now rather than at interpreter exit (an xdist worker may never get there).
+    # Only if a cluster ever started one: the plugin stays inert otherwise.
+    pool = sys.modules.get("flamepy_fake._executors._zygote_pool")
+    if pool is not None:
+        pool.stop_shared_fork_servers()
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _LIVE_CONFIGS.add(id(config))
     _install_sigterm_handler(config)
     config.addinivalue_line(
         "markers",

@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from flamepy_fake._cache_server import FakeObjectCache
-from flamepy_fake._executors import ExecutorManager
+from flamepy_fake._executors import ExecutorManager, ForkServers
 from flamepy_fake._frontend import FrontendServicer
 from flamepy_fake._state import AppSpec, ClusterState, SessionSpec, TaskRecord
 from flamepy_runner._proto import pb, rpc
@@ -111,11 +111,14 @@ def harness(tmp_path: Path, *, retry_limit: int = 5, **manager_kw: Any) -> Itera
     cache.start()
     manager_kw.setdefault("retry_backoff", 0.05)
     manager_kw.setdefault("stop_grace", 1.0)
+    # A zygote of the harness's own (not the process-wide one), so that its death is checked too.
+    zygotes = ForkServers()
     manager = ExecutorManager(
         state,
         frontend_endpoint=f"http://127.0.0.1:{port}",
         cache_endpoint=cache.endpoint,
         work_dir=tmp_path / "work",
+        fork_servers=zygotes,
         **manager_kw,
     )
     manager.start()
@@ -128,6 +131,7 @@ def harness(tmp_path: Path, *, retry_limit: int = 5, **manager_kw: Any) -> Itera
         socket_dir = manager._socket_dir
         state.stop()
         manager.stop()
+        zygotes.stop()
         server.stop(grace=None).wait()
         pool.shutdown(wait=True)
         cache.stop()

@@ -352,6 +352,48 @@ def test_a_cluster_never_stopped_is_stopped_at_exit() -> None:
     assert not work_dir.exists()
 
 
+# Two clusters one after the other, each with a bound process instance; then the process exits.
+SHARED_ZYGOTE_PROGRAM = """
+import os, time
+from flamepy_fake import FakeCluster
+from flamepy_fake._executors import shared_fork_servers
+from flamepy_runner._proto import pb, rpc
+import grpc
+
+pids = []
+for n in range(2):
+    with FakeCluster() as c:
+        with grpc.insecure_channel(c.endpoint.removeprefix("http://")) as channel:
+            stub = rpc.Stub(channel, pb.FRONTEND_SERVICE)
+            spec = pb.SessionSpec(application="flmexec", min_instances=1)
+            stub.CreateSession(pb.CreateSessionRequest(session_id="warm", session=spec), timeout=10)
+        deadline = time.monotonic() + 60
+        while not [e for e in c.executors() if e.state == "bound"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (bound,) = [e for e in c.executors() if e.state == "bound"]
+        stat = open(f"/proc/{bound.pid}/stat").read()
+        pids.append(f"{bound.pid}:{stat.rsplit(')', 1)[1].split()[1]}")  # pid:parent pid
+(zygote,) = shared_fork_servers().servers()
+print(shared_fork_servers().started, zygote.pid, zygote.log_path.parent, *pids)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server runs on Linux only")
+def test_the_clusters_of_a_process_fork_from_one_zygote_stopped_at_exit() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARED_ZYGOTE_PROGRAM], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    started, zygote_pid, log_dir, *instances = proc.stdout.split()
+    assert started == "1"  # the second cluster found the first one's zygote warm
+    pids, parents = zip(*(i.split(":") for i in instances), strict=True)
+    assert len(set(pids)) == 2
+    assert parents == (zygote_pid, zygote_pid)  # both forked by that one zygote
+    assert not Path(f"/proc/{zygote_pid}").exists()
+    assert not Path(log_dir).exists()
+    assert Path(log_dir).name.startswith("flamepy-fake-zygotes-")
+
+
 @pytest.mark.parametrize("backend", ["thread", "process"])
 def test_stop_with_live_instances_leaves_nothing(backend: str, resources: ResourceSnapshot) -> None:
     with FakeCluster(backend=backend) as c:

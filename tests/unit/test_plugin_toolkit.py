@@ -566,3 +566,49 @@ def test_a_shared_cluster_is_cleaned_between_tests(inner: pytest.Pytester, scope
             "*  - forgotten (application flmping: 0 pending, 0 running, 0 succeeded, 0 failed)",
         ]
     )
+
+
+@pytest.mark.parametrize("scope", ["function", "module", "session"])
+def test_a_module_global_set_remotely_by_one_test_is_unset_in_the_next(
+    inner: pytest.Pytester, scope: str
+) -> None:
+    # Every cluster of the run forks from one shared zygote; what an instance changes must die
+    # with it. The first test shows the global is really set (same instance, second call).
+    inner.makepyfile(
+        test_state="""
+        import os
+
+        FLAG = None
+        pids = []
+
+        def flag(value=None):
+            global FLAG
+            previous = FLAG
+            if value is not None:
+                FLAG = value
+            return previous, os.getpid()
+
+        def test_sets_it(flame_runner):
+            service = flame_runner().service(flag)
+            before, pid = service("set by the first test").get()
+            assert before is None
+            assert service().get() == ("set by the first test", pid)
+            pids.append(pid)
+
+        def test_does_not_see_it(flame_runner):
+            previous, pid = flame_runner().service(flag)().get()
+            assert (previous, FLAG) == (None, None)
+            assert pid != pids[0]
+            pids.append(pid)
+        """,
+        test_state_2="""
+        import test_state
+
+        def test_nor_does_another_module(flame_runner):
+            previous, pid = flame_runner().service(test_state.flag)().get()
+            assert previous is None
+            assert pid not in test_state.pids
+        """,
+    )
+    result = inner.runpytest_subprocess(f"--flame-scope={scope}")
+    result.assert_outcomes(passed=3)

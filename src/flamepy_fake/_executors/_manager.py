@@ -64,6 +64,7 @@ from ._launch import (
     is_flmrun,
 )
 from ._zygote import ForkServer, fallback_text, fork_supported
+from ._zygote_pool import ForkServers, shared_fork_servers
 
 __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
@@ -156,10 +157,13 @@ class ExecutorManager:
         export_env: set ``FLAME_ENDPOINT``/``FLAME_CACHE_ENDPOINT`` in this process while the
             manager runs, if both are unset, so flamepy calls inside thread instances reach
             this cluster (see the module docstring).
-        fork_server: fork flmrun/flmexec/flmping instance processes from a per-manager zygote
+        fork_server: fork flmrun/flmexec/flmping instance processes from a zygote
             (:mod:`._zygote`) instead of spawning them; ``None`` (default) means on where
             supported (Linux). Off Linux, or when the zygote dies, instances are spawned, after
             one warning.
+        fork_servers: where the zygote comes from: the process-wide pool by default
+            (:func:`._zygote_pool.shared_fork_servers`), so every cluster of a process forks
+            from the same warm zygote; the manager never stops a pool it was given.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class ExecutorManager:
         home: Path | None = None,
         hooks: ExecutorHooks | None = None,
         fork_server: bool | None = None,
+        fork_servers: ForkServers | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -220,6 +225,7 @@ class ExecutorManager:
         self._exported: dict[str, str] = {}
         self.fork_server = fork_server
         self._zygote: ForkServer | None = None
+        self._fork_servers = fork_servers
         self._scheduler = Scheduler(
             state,
             spawn=self._spawn,
@@ -257,7 +263,8 @@ class ExecutorManager:
         self._scheduler.start()
 
     def _start_fork_server(self) -> None:
-        """Start the zygote in the background unless off, useless (thread backend) or unsupported."""
+        """Find (or start in the background) the zygote, unless off, useless (thread backend)
+        or unsupported. It is shared: it outlives this manager (see :mod:`._zygote_pool`)."""
         if self.fork_server is False or self.backend == "thread":
             return
         if not fork_supported():
@@ -268,15 +275,11 @@ class ExecutorManager:
             modules.append(RUNPY_MODULE)
         env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
         env["PYTHONPATH"] = os.pathsep.join([*_own_paths(), *filter(None, [env.get("PYTHONPATH")])])
-        self._zygote = ForkServer(
-            python=self.python,
-            modules=tuple(modules),
-            preload=_PRELOAD,
-            env=env,
-            log_path=self.work_dir / "logs" / "zygote.log",
-            ready_timeout=max(self.bind_timeout, 60.0),
-        )
-        self._zygote.start()
+        pool = self._fork_servers if self._fork_servers is not None else shared_fork_servers()
+        try:
+            self._zygote = pool.get(python=self.python, modules=tuple(modules), preload=_PRELOAD, env=env)
+        except RuntimeError as exc:  # the pool was stopped (interpreter exit): spawn instead
+            logger.warning(fallback_text(str(exc)))
 
     def stop(self) -> None:
         """Stop scheduling, kill every instance, join the executor threads, remove files.
@@ -301,8 +304,7 @@ class ExecutorManager:
         for thread in self._all_threads():
             thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         self._abandon_running_threads()
-        if self._zygote is not None:
-            self._zygote.stop()
+        # The zygote is shared: its pool stops it; this manager's children are gone by now.
         for key, value in self._exported.items():
             if os.environ.get(key) == value:
                 del os.environ[key]

@@ -1,4 +1,4 @@
-"""The fork server (zygote): one pre-imported process per cluster that forks instance processes.
+"""The fork server (zygote): a pre-imported process that forks instance processes.
 
 Spawning ``python -m flamepy_runner._worker`` costs 100+ ms of imports (grpc, protobuf,
 cloudpickle, pyarrow) before the instance serves. The zygote pays that once: it imports the
@@ -291,6 +291,14 @@ class ForkServer:
 
     def alive(self) -> bool:
         """Whether the zygote can (or soon will) fork instances."""
+        return not self._down.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the zygote can fork (True) or is down or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.01):
+            if self._down.is_set() or time.monotonic() > deadline:
+                return False
         return not self._down.is_set()
 
     def reason(self) -> str:
