@@ -23,6 +23,7 @@ itself do not inherit it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import contextvars
 import faulthandler
@@ -30,6 +31,7 @@ import inspect
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -428,9 +430,28 @@ def main() -> int:
     return 0
 
 
+def exit_now(code: int) -> None:
+    """End the instance process once it has served: flush, run ``atexit`` handlers, ``_exit``.
+
+    Told to stop, the instance has nothing left to do, and interpreter finalization (tearing
+    down gRPC's core, pyarrow and every module) costs ~45 ms of CPU per instance, paid on the
+    cluster's machine while the next test starts. Skipping it loses nothing a task can rely
+    on: output is flushed and ``atexit`` handlers (``logging.shutdown``, ``weakref.finalize``)
+    still run, as on a normal exit.
+    """
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
     # Run main() of the module under its real name: task code imports
     # ``flamepy_runner._worker`` and must see the same current_config() as the server.
+    from flamepy_runner._worker import exit_now as _exit_now
     from flamepy_runner._worker import main as _main
 
-    raise SystemExit(_main())
+    _exit_now(_main())

@@ -233,3 +233,22 @@ def test_bytes_that_are_not_references_stay_bytes(cache: CacheClient) -> None:
         b"\x05\x00\x00\x00",  # truncated
     )
     assert _value(cache, _call(servicer, None, *not_refs)) == not_refs
+
+
+def test_the_worker_exits_without_finalizing_but_flushes_and_runs_atexit_handlers() -> None:
+    # exit_now() is how the worker program ends once told to stop: buffered output (stdout is a
+    # pipe here, so block-buffered) and atexit handlers must not be lost by skipping finalization.
+    code = (
+        "import atexit, sys\n"
+        "from flamepy_runner._worker import exit_now\n"
+        "class Noisy:\n"
+        "    def __del__(self): print('finalized')\n"
+        "keep = Noisy()\n"
+        "atexit.register(lambda: print('atexit ran'))\n"
+        "print('buffered', end=' ')\n"
+        "print('to stderr', end='', file=sys.stderr)\n"
+        "exit_now(3)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "buffered atexit ran\n", "to stderr")
