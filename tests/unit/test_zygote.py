@@ -95,3 +95,40 @@ def test_a_stopped_server_forks_nothing_and_warns_nothing(
     )
     assert child is None
     assert [r for r in caplog.records if "spawned instead" in r.getMessage()] == []
+
+
+# A program that imports itself by name, as our worker's __main__ block does, and reports
+# whether that import compiled its source (the zygote compiled it once already).
+SELF_IMPORTING = """\
+import sys
+
+if __name__ == "__main__":
+    compiled = []
+    sys.addaudithook(lambda event, args: compiled.append(args[1]) if event == "compile" else None)
+    import ffx_self_importing as again
+
+    mine = [f for f in compiled if str(f).endswith("ffx_self_importing.py")]
+    print(again is not sys.modules["__main__"], again.__file__ == __file__, __spec__.name, len(mine))
+"""
+
+
+def test_a_child_runs_the_zygotes_compiled_program_in_fresh_modules(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "ffx_self_importing.py").write_text(SELF_IMPORTING)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(lib), *sys.path[1:]]),
+        "PYTHONDONTWRITEBYTECODE": "1",  # no bytecode to read: without the zygote's, a compile
+    }
+    fs = ForkServer(python=PY, modules=("ffx_self_importing",), env=env, log_path=tmp_path / "z.log")
+    fs.start()
+    try:
+        out, err = tmp_path / "out", tmp_path / "err"
+        child = fs.spawn("ffx_self_importing", [], env=env, cwd=tmp_path, stdout_path=out, stderr_path=err)
+        assert child is not None
+        assert child.wait(timeout=60) == 0, err.read_text()
+        assert out.read_text() == "True True ffx_self_importing 0\n"
+    finally:
+        fs.stop()
+    assert not list(lib.glob("__pycache__"))

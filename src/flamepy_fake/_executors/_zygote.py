@@ -31,6 +31,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import logging
 import os
@@ -464,6 +467,7 @@ def serve(fd: int, modules: list[str], preload: list[str]) -> dict[str, Any] | N
     for name in preload:
         with contextlib.suppress(Exception):
             importlib.import_module(name)
+    _PRECOMPILED.update(_compile_programs(modules))
     if not error:
         hazard = _fork_hazard()
         if hazard:
@@ -554,6 +558,7 @@ def become(request: dict[str, Any]) -> None:
     # `python -m` runs a fresh copy of the module as __main__ and leaves the module itself
     # unimported (runpy warns otherwise); its dependencies stay preloaded.
     sys.modules.pop(request["module"], None)
+    sys.meta_path.insert(0, _PrecompiledFinder(_PRECOMPILED))
     import runpy
 
     runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
@@ -575,6 +580,60 @@ def _base_path() -> list[str]:
 
 
 _BASE_PATH: list[str] = []
+
+
+# -- the programs' code, compiled once in the zygote -------------------------------------------
+#
+# A child runs its program's module afresh, as ``python -m`` does, and may import it again by
+# name (our worker's ``__main__`` block does). Each is a compile of the source when there is no
+# bytecode to read (``PYTHONDONTWRITEBYTECODE``, an editable checkout): ~17 ms for the worker,
+# twice per instance. The zygote compiles each program once and its children execute that code;
+# the module objects stay fresh (a new ``__main__``, a new module when imported by name).
+
+_PRECOMPILED: dict[str, tuple[str, Any]] = {}  # module name -> (source path, code object)
+
+
+def _compile_programs(modules: list[str]) -> dict[str, tuple[str, Any]]:
+    found: dict[str, tuple[str, Any]] = {}
+    for name in modules:
+        with contextlib.suppress(Exception):
+            spec = importlib.util.find_spec(name)
+            loader = None if spec is None else spec.loader
+            if (
+                spec is not None
+                and spec.origin
+                and spec.submodule_search_locations is None  # a module, not a package
+                and isinstance(loader, importlib.machinery.SourceFileLoader)
+            ):
+                found[name] = (spec.origin, loader.get_code(name))
+    return found
+
+
+class _PrecompiledLoader(importlib.machinery.SourceFileLoader):
+    """A source loader whose code is already compiled (everything else is the file's)."""
+
+    def __init__(self, fullname: str, path: str, code: Any) -> None:
+        super().__init__(fullname, path)
+        self._code = code
+
+    def get_code(self, fullname: str) -> Any:
+        return self._code if fullname == self.name else super().get_code(fullname)
+
+
+class _PrecompiledFinder(importlib.abc.MetaPathFinder):
+    """Finds the served programs with the zygote's code; every other module as usual."""
+
+    def __init__(self, programs: Mapping[str, tuple[str, Any]]) -> None:
+        self._programs = dict(programs)
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        entry = self._programs.get(fullname)
+        if entry is None:
+            return None
+        origin, code = entry
+        return importlib.util.spec_from_file_location(
+            fullname, origin, loader=_PrecompiledLoader(fullname, origin, code)
+        )
 
 
 def main(argv: list[str]) -> int:
