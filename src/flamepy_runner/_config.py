@@ -119,13 +119,18 @@ class FlameConfig:
         return cls(**fields)
 
 
+# libyaml's safe loader where PyYAML was built with it: the same documents, ~10x faster to read
+# (a flmrun instance reads its flame.yaml at start-up, on the path of every first call).
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
     if not path.exists():
         if required:
             raise ConfigError(f"configuration file {path} does not exist")
         return {}
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
     if doc is None:

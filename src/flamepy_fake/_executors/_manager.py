@@ -682,6 +682,7 @@ def _append_sys_path(paths: tuple[str, ...]) -> None:
 
 #: Imported by the zygote besides the instance programs: what their tasks commonly need.
 _PRELOAD = (
+    "grpc._server",  # imported by grpc.server(), which every flmrun instance calls
     "cloudpickle",
     "pyarrow",
     "pyarrow.flight",
