@@ -43,7 +43,7 @@ from ._plugin_settings import EXECUTORS, FAKE_ONLY, FLMRUN_MODES, Settings, add_
 from ._policies import DEFAULT_POLICIES, check_policies
 
 if TYPE_CHECKING:
-    from flamepy_runner import FlameConfig, Runner
+    from flamepy_runner import FlameConfig, PackageCache, Runner
 
     from ._autostart import Autostart  # noqa: F401  (named in a StashKey string)
     from ._cluster import FakeCluster
@@ -59,6 +59,7 @@ _REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 _CLUSTER = pytest.StashKey["FakeCluster"]()
 _SETTINGS = pytest.StashKey[Settings]()
 _AUTOSTART = pytest.StashKey["Autostart"]()
+_PACKAGES = pytest.StashKey["PackageCache"]()
 _FAKE_ONLY_MARKER = "flame_fake_only"
 _REAL_ONLY_MARKER = "flame_real_only"
 
@@ -253,6 +254,10 @@ def _stop_autostart(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _stop_autostart(config)
+    packages = config.stash.get(_PACKAGES, None)
+    if packages is not None:
+        del config.stash[_PACKAGES]
+        packages.close()
     _LIVE_CONFIGS.discard(id(config))
     if not _LIVE_CONFIGS:
         _stop_shared_zygotes()
@@ -620,6 +625,16 @@ def _flame_config(flame_cluster: AnyCluster) -> FlameConfig:
     return flame_cluster.config
 
 
+def _package_cache(config: pytest.Config) -> PackageCache:
+    """The run's package cache, made on first use and closed when the run ends."""
+    cache = config.stash.get(_PACKAGES, None)
+    if cache is None:
+        from flamepy_runner import PackageCache
+
+        cache = config.stash[_PACKAGES] = PackageCache()
+    return cache
+
+
 @pytest.fixture(name="flame_runner")
 def _flame_runner(
     flame_config: FlameConfig, request: pytest.FixtureRequest
@@ -629,7 +644,9 @@ def _flame_runner(
     ``flame_runner(name=None, *, project_dir=None, **runner_kwargs)`` returns a started Runner
     with ``config=`` the cluster's :class:`FlameConfig`; ``name`` defaults to a unique
     ``test-<10 hex digits>``; ``project_dir`` (the directory packaged) defaults to pytest's
-    rootdir (``request.config.rootpath``). Every Runner is closed after the test, before the
+    rootdir (``request.config.rootpath``). Packages are built once per content for the whole
+    run (a :class:`flamepy_runner.PackageCache` of the run, outside the project; pass
+    ``package_cache=`` to use another). Every Runner is closed after the test, before the
     cluster's leftover check.
     """
     from flamepy_runner import Runner
@@ -639,6 +656,7 @@ def _flame_runner(
     def make(
         name: str | None = None, *, project_dir: str | os.PathLike[str] | None = None, **kwargs: Any
     ) -> Runner:
+        kwargs.setdefault("package_cache", _package_cache(request.config))
         runner = Runner(
             name if name is not None else f"test-{uuid.uuid4().hex[:10]}",
             config=flame_config,

@@ -30,6 +30,7 @@ if _typing.TYPE_CHECKING:
     from ._cache import CacheClient
     from ._cache_wire import ObjectRef
     from ._future import ObjectFuture
+    from ._packaging import PackageCache
     from ._runner import Runner
     from ._service import RunnerService
     from ._types import ResourceRequirement, SessionContext
@@ -43,6 +44,7 @@ _LAZY = {
     "CacheClient": "._cache",
     "ObjectRef": "._cache_wire",
     "current_config": "._worker",
+    "PackageCache": "._packaging",
     "Runner": "._runner",
     "RunnerService": "._service",
     "ObjectFuture": "._future",
@@ -78,6 +80,7 @@ __all__ = [
     "NotFoundError",
     "ObjectFuture",
     "ObjectRef",
+    "PackageCache",
     "PackageError",
     "RemoteError",
     "ResourceRequirement",

@@ -27,7 +27,7 @@ from ._config import FlameConfig
 from ._exceptions import AlreadyExistsError, FlameError, NotFoundError, UsageError, WaitTimeoutError
 from ._frontend import FrontendClient
 from ._future import ObjectFuture
-from ._packaging import DEFAULT_MAX_PACKAGE_SIZE, Package, build_package
+from ._packaging import DEFAULT_MAX_PACKAGE_SIZE, Package, PackageCache, build_package
 from ._proto import pb
 from ._service import RunnerService
 from ._storage import PackageStorage, open_storage
@@ -62,6 +62,9 @@ class Runner:
         project_dir: the directory to package; the current working directory by default.
         close_timeout: seconds :meth:`close` waits for calls in flight.
         max_package_size: largest package in bytes (100 MiB by default).
+        package_cache: build the package through this :class:`PackageCache` instead: an
+            unchanged project reuses the archive built before (in the cache's directory, not
+            ``dist/``), which the cache owns; the upload is still this Runner's own.
 
     While a Runner is open in a program that leaves SIGTERM to Python's default (which would
     end the process without any cleanup), the first SIGTERM raises ``SystemExit(143)`` in the
@@ -87,6 +90,7 @@ class Runner:
         project_dir: str | os.PathLike[str] | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         max_package_size: int = DEFAULT_MAX_PACKAGE_SIZE,
+        package_cache: PackageCache | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError(f"Runner name must be a non-empty string, got {name!r}")
@@ -100,6 +104,7 @@ class Runner:
         self._dependencies = list(dependencies) if dependencies is not None else None
         self._python_version = python_version
         self._max_package_size = max_package_size
+        self._package_cache = package_cache
         self._lock = threading.Lock()
         self._closed = False
         self._registered = False
@@ -140,7 +145,8 @@ class Runner:
             return
         template = self._template()
         self._storage = open_storage(self.config, self.name, cache=self.cache)
-        self._package = build_package(
+        build = build_package if self._package_cache is None else self._package_cache.build
+        self._package = build(
             self.name,
             self.project_dir,
             excludes=self.config.excludes,
@@ -260,7 +266,8 @@ class Runner:
 
     @property
     def package(self) -> Package | None:
-        """The package this Runner built (None when it reused a registered application)."""
+        """The package this Runner built or took from its ``package_cache`` (None when it
+        reused a registered application)."""
         return self._package
 
     @property
@@ -412,7 +419,7 @@ class Runner:
 
     def _remove_package_file(self) -> None:
         package = self._package
-        if package is None:
+        if package is None or self._package_cache is not None:  # the cache's, not ours
             return
         with contextlib.suppress(FileNotFoundError):
             package.path.unlink()

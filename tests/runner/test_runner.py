@@ -27,6 +27,7 @@ from flamepy_runner import (
     NotFoundError,
     ObjectFuture,
     ObjectRef,
+    PackageCache,
     RemoteError,
     ResourceRequirement,
     Runner,
@@ -507,6 +508,36 @@ def test_close_cleans_everything_up(
     with pytest.raises(UsageError) as err3:
         runner.put_object(1)
     assert str(err3.value) == f"cannot put an object: Runner '{runner.name}' is closed"
+
+
+def test_runners_sharing_a_package_cache_upload_one_archive_and_run_a_changed_file(
+    make_runner: Callable[..., Runner], project: Path, tmp_path: Path, setup: tuple[str, str]
+) -> None:
+    import runner_sample_tasks as tasks
+
+    # Metadata of its own: a generated pyproject.toml would name each Runner (one package each).
+    (project / "pyproject.toml").write_text('[project]\nname = "sample"\nversion = "0"\n')
+    isolated = setup[1] != "thread"  # thread instances share this process's imported modules
+    with PackageCache(tmp_path / "packages") as packages:
+        first = make_runner(package_cache=packages)
+        second = make_runner(package_cache=packages)
+        assert first.package is not None and first.package == second.package
+        assert packages.builds == 1
+        assert first.service(tasks.triple)(2).get() == 6
+        # A changed file (same size: the mtime tells) reaches the next Runner's executors.
+        module = project / "runner_sample_tasks.py"
+        module.write_text(module.read_text().replace("return 3 * x", "return 4 * x"))
+        third = make_runner(package_cache=packages)
+        assert third.package is not None and third.package != first.package
+        assert packages.builds == 2
+        if isolated:
+            assert third.service(tasks.triple)(2).get() == 8
+            assert second.service(tasks.triple)(2).get() == 6  # its own upload: the old content
+        for runner in (first, second, third):
+            runner.close()
+        assert first.package.path.is_file() and third.package.path.is_file()  # the cache's
+        assert not (project / "dist").exists()
+    assert not first.package.path.exists() and not third.package.path.exists()
 
 
 def test_calling_an_open_service_of_a_closed_runner(make_runner: Callable[..., Runner]) -> None:

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ import pytest
 from flamepy_fake._install import Installer, _declared_dependencies
 from flamepy_fake._records import AppRecord
 from flamepy_runner import DEFAULT_EXCLUDES, FlameConfig, FlameError, PackageError, UsageError
-from flamepy_runner._packaging import DEFAULT_MAX_PACKAGE_SIZE, Package, build_package, generated_pyproject
+from flamepy_runner._packaging import (
+    DEFAULT_MAX_PACKAGE_SIZE,
+    Package,
+    PackageCache,
+    build_package,
+    generated_pyproject,
+)
 
 LOGGER = "flamepy_runner._packaging"
 
@@ -380,3 +387,129 @@ def test_large_files_are_streamed_intact(tmp_path: Path) -> None:
     with tarfile.open(package.path, "r:gz") as tar:
         assert tar.extractfile("big.bin").read() == big  # type: ignore[union-attr]
         assert tar.extractfile("small.py").read() == b"x = 1\n"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- PackageCache
+
+
+@pytest.fixture
+def packages(tmp_path: Path) -> Iterator[PackageCache]:
+    with PackageCache(tmp_path / "packages") as cache:
+        yield cache
+
+
+def _cached(cache: PackageCache, root: Path, name: str = "demo", **kwargs: object) -> Package:
+    return cache.build(name, root, excludes=DEFAULT_EXCLUDES, **kwargs)  # type: ignore[arg-type]
+
+
+def test_an_unchanged_project_is_packaged_once_with_build_packages_bytes(
+    tmp_path: Path, packages: PackageCache
+) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n", "pkg/mod.py": "x = 1\n"})
+    first = _cached(packages, root)
+    again = _cached(packages, root, name="other-runner")  # the name is not in the content
+    assert again == first
+    assert packages.builds == 1
+    assert first.path.parent == tmp_path / "packages"
+    assert not (root / "dist").exists()  # never written into the project
+    assert first.path.read_bytes() == _build(root).path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["same size, new mtime", "new size", "new file", "removed file", "new mode", "new directory"],
+)
+def test_any_change_to_what_the_rules_select_gives_a_new_package(
+    tmp_path: Path, packages: PackageCache, change: str
+) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n", "mod.py": "x = 1\n"})
+    first = _cached(packages, root)
+    mod = root / "mod.py"
+    before = mod.stat()
+    if change == "same size, new mtime":
+        mod.write_text("x = 2\n")
+        os.utime(mod, ns=(before.st_atime_ns, before.st_mtime_ns + 1))  # 1 ns later: still seen
+    elif change == "new size":
+        mod.write_text("x = 22\n")
+        os.utime(mod, ns=(before.st_atime_ns, before.st_mtime_ns))  # size alone tells
+    elif change == "new file":
+        (root / "extra.py").write_text("")
+    elif change == "removed file":
+        mod.unlink()
+    elif change == "new mode":
+        mod.chmod(0o755)
+    else:
+        (root / "data").mkdir()
+    second = _cached(packages, root)
+    assert second.path != first.path
+    assert packages.builds == 2
+    assert first.path.is_file()  # an older package stays until the cache closes
+    with tarfile.open(second.path, "r:gz") as tar:
+        if change == "same size, new mtime":
+            assert tar.extractfile("mod.py").read() == b"x = 2\n"  # type: ignore[union-attr]
+
+
+def test_changes_the_rules_exclude_reuse_the_package(tmp_path: Path, packages: PackageCache) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n", "pkg/mod.py": "x = 1\n"})
+    first = _cached(packages, root)
+    # Excluded entries come and go, inside a selected directory too (its mtime moves).
+    _tree(root, {"pkg/__pycache__/m.cpython-311.pyc": b"\0", ".git/HEAD": "ref", "dist/old.tar.gz": "x"})
+    assert _cached(packages, root) == first
+    assert packages.builds == 1
+
+
+def test_a_generated_pyproject_names_the_runner_so_each_name_has_its_package(
+    tmp_path: Path, packages: PackageCache
+) -> None:
+    root = _tree(tmp_path / "proj", {"mod.py": "x = 1\n"})
+    assert _cached(packages, root, name="a") != _cached(packages, root, name="b")
+    assert _cached(packages, root, name="a", dependencies=["numpy"]).path != _cached(packages, root, "a").path
+    assert packages.builds == 3
+
+
+def test_a_reused_package_still_obeys_the_size_limit(tmp_path: Path, packages: PackageCache) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n", "mod.py": "x = 1\n"})
+    first = _cached(packages, root)
+    with pytest.raises(PackageError) as raised:
+        _cached(packages, root, max_size=first.size - 1)
+    assert str(raised.value) == (
+        f"Package {first.path} is {first.size} B ({first.size} bytes), over the limit of "
+        f"{first.size - 1} B ({first.size - 1} bytes). Largest entries: pyproject.toml (19 B); "
+        "mod.py (6 B). Leave out what the executors do not need with package.excludes in flame.yaml."
+    )
+    assert _cached(packages, root, max_size=first.size) == first  # the limit itself is allowed
+
+
+def test_close_removes_the_archives_and_the_directory_it_made(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n"})
+    cache = PackageCache()
+    package = _cached(cache, root)
+    made = package.path.parent
+    assert made.name.startswith("flamepy-runner-packages-")
+    cache.close()
+    assert not made.exists()
+    cache.close()  # idempotent
+    with pytest.raises(UsageError) as raised:
+        _cached(cache, root)
+    assert str(raised.value) == "this PackageCache was closed; create a new one"
+
+
+def test_close_keeps_a_directory_it_was_given(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n"})
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "mine.txt").write_text("the user's")
+    cache = PackageCache(given)
+    package = _cached(cache, root)
+    cache.close()
+    assert not package.path.exists()
+    assert sorted(p.name for p in given.iterdir()) == ["mine.txt"]
+
+
+def test_a_deleted_archive_is_built_again(tmp_path: Path, packages: PackageCache) -> None:
+    root = _tree(tmp_path / "proj", {"pyproject.toml": "[project]\nname='p'\n"})
+    first = _cached(packages, root)
+    first.path.unlink()
+    again = _cached(packages, root)
+    assert again.path == first.path and again.path.is_file()
+    assert packages.builds == 2

@@ -612,3 +612,41 @@ def test_a_module_global_set_remotely_by_one_test_is_unset_in_the_next(
     )
     result = inner.runpytest_subprocess(f"--flame-scope={scope}")
     result.assert_outcomes(passed=3)
+
+
+def test_flame_runner_packages_once_per_content_outside_the_project(inner: pytest.Pytester) -> None:
+    # A project of its own: pytester's directory also holds the run's changing stdout file.
+    project = inner.mkdir("proj")
+    (project / "pyproject.toml").write_text('[project]\nname = "inner"\nversion = "0"\n')
+    (project / "inner_tasks.py").write_text("def double(x):\n    return 2 * x\n")
+    inner.makepyfile(
+        test_packages=f"""
+        import sys
+        sys.path.insert(0, {str(project)!r})
+        import inner_tasks
+
+        PROJECT = {str(project)!r}
+        seen = []
+
+        def test_one(flame_runner):
+            runner = flame_runner(project_dir=PROJECT)
+            assert runner.service(inner_tasks.double)(2).get() == 4
+            seen.append(runner.package.path)
+
+        def test_two_reuses_it(flame_runner):
+            assert flame_runner(project_dir=PROJECT).package.path == seen[0]
+
+        def test_a_changed_file_is_packaged_anew(flame_runner):
+            open(PROJECT + "/added.py", "w").close()
+            path = flame_runner(project_dir=PROJECT).package.path
+            assert path != seen[0] and path.parent == seen[0].parent
+            print("PACKAGES", seen[0].parent)
+        """
+    )
+    result = inner.runpytest_subprocess("-s")
+    result.assert_outcomes(passed=3)
+    (line,) = [line for line in result.outlines if "PACKAGES " in line]
+    packages = Path(line.split("PACKAGES ", 1)[1].split()[0].removesuffix("."))
+    assert packages.name.startswith("flamepy-runner-packages-")
+    assert not packages.exists()  # removed when the run ended
+    assert not (project / "dist").exists()  # never written into the project
