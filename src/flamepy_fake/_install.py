@@ -10,11 +10,17 @@ own ``deps`` directory.
 
 Unlike upstream, the package is downloaded at every bind (it is small and local), and the
 extraction/installation is keyed by the archive's SHA-256: each package version is installed
-once per cluster, and re-uploading a changed Runner under the same name runs the new code.
+once, and re-uploading a changed Runner under the same name runs the new code. With a
+:class:`ReleaseStore` (every cluster of a process shares :func:`shared_release_store` by default)
+a package version is extracted, and its dependencies installed with pip, once per process
+rather than once per cluster: a pytest run pays pip once per project content. Each instance
+still runs in its own working directory; the release itself is shared, so a task must not
+write into its package directory (on Flame too, the executors of a node share it).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -26,6 +32,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import urllib.parse
 import uuid
@@ -35,7 +42,14 @@ from typing import Any
 
 from ._state import AppRecord
 
-__all__ = ["InstallError", "Installation", "Installer"]
+__all__ = [
+    "InstallError",
+    "Installation",
+    "Installer",
+    "ReleaseStore",
+    "close_shared_release_store",
+    "shared_release_store",
+]
 
 _DOWNLOAD_TIMEOUT = 300.0
 _PIP_TIMEOUT = 600.0
@@ -68,19 +82,92 @@ def python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-class Installer:
-    """Installs application packages under ``root``, each package version once.
+class ReleaseStore:
+    """Extracted releases (with their installed dependencies) keyed by content, shared by the
+    :class:`Installer` objects given this store; thread-safe.
 
     Args:
-        root: directory for downloads and releases (removed by the owner).
-        cache_ca_file: CA bundle for ``grpcs://`` downloads.
-        python: the interpreter whose ``pip`` installs dependencies.
+        root: where releases are kept; a temporary directory (made on first use and removed
+            by :meth:`close`) by default.
     """
 
-    def __init__(self, root: Path, *, cache_ca_file: str | None = None, python: str = sys.executable) -> None:
+    def __init__(self, root: Path | None = None) -> None:
+        self._given = root
+        self._root = root
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._closed = False
+
+    def release(self, kind: str, python: str, digest: str) -> tuple[Path, threading.Lock]:
+        """The directory of this release and the lock to hold while installing into it.
+
+        Raises:
+            InstallError: the store was closed (the process is exiting).
+        """
+        key = hashlib.sha256(f"{kind}\0{python}\0{digest}".encode()).hexdigest()[:20]
+        with self._lock:
+            if self._closed:
+                raise InstallError("the release store was closed")
+            if self._root is None:
+                self._root = Path(tempfile.mkdtemp(prefix="flamepy-fake-releases-"))
+            return self._root / key, self._locks.setdefault(key, threading.Lock())
+
+    def close(self) -> None:
+        """Refuse new releases; remove the directory if the store made it (idempotent)."""
+        with self._lock:
+            self._closed = True
+            made, self._root = (self._root if self._given is None else None), self._given
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+_SHARED_RELEASES: ReleaseStore | None = None
+_SHARED_RELEASES_LOCK = threading.Lock()
+
+
+def shared_release_store() -> ReleaseStore:
+    """The process-wide release store every cluster uses by default (made on first use)."""
+    global _SHARED_RELEASES
+    with _SHARED_RELEASES_LOCK:
+        if _SHARED_RELEASES is None or _SHARED_RELEASES._closed:
+            _SHARED_RELEASES = ReleaseStore()
+        return _SHARED_RELEASES
+
+
+def close_shared_release_store() -> None:
+    """Remove the process-wide releases, if any (at exit, and when the pytest run ends)."""
+    with _SHARED_RELEASES_LOCK:
+        shared = _SHARED_RELEASES
+    if shared is not None:
+        shared.close()
+
+
+atexit.register(close_shared_release_store)
+
+
+class Installer:
+    """Installs application packages, each package version once.
+
+    Args:
+        root: directory for downloads, and for releases without a ``releases`` store
+            (removed by the owner).
+        cache_ca_file: CA bundle for ``grpcs://`` downloads.
+        python: the interpreter whose ``pip`` installs dependencies.
+        releases: keep releases in this shared store instead of under ``root``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cache_ca_file: str | None = None,
+        python: str = sys.executable,
+        releases: ReleaseStore | None = None,
+    ) -> None:
         self.root = root
         self.cache_ca_file = cache_ca_file
         self.python = python
+        self.releases = releases
         self._lock = threading.Lock()
         self._key_locks: dict[tuple[str, ...], threading.Lock] = {}
         self.installs = 0  # releases actually extracted (observable in tests)
@@ -123,13 +210,17 @@ class Installer:
             archive = self._download(app.url, app_root)
             try:
                 digest = _sha256(archive)
-                release = app_root / digest[:20]
-                done = release / ".installed"
-                if not done.exists():
-                    shutil.rmtree(release, ignore_errors=True)
-                    _extract(archive, release / "src")
-                    self.installs += 1
-                    done.write_text(app.url)
+                if self.releases is None:
+                    release, release_lock = app_root / digest[:20], threading.Lock()
+                else:
+                    release, release_lock = self.releases.release(kind, self.python, digest)
+                with release_lock:
+                    done = release / ".installed"
+                    if not done.exists():
+                        shutil.rmtree(release, ignore_errors=True)
+                        _extract(archive, release / "src")
+                        self.installs += 1
+                        done.write_text(app.url)
             finally:
                 shutil.rmtree(archive.parent, ignore_errors=True)
             src = release / "src"
@@ -141,7 +232,8 @@ class Installer:
                 )
             deps = release / "deps"
             if dependencies:
-                self._install_dependencies(app.name, src, deps)
+                with release_lock:  # pip runs once per release, whichever cluster asks first
+                    self._install_dependencies(app.name, src, deps)
             paths = [str(deps)] if deps.is_dir() else []
             paths.append(str(src))
             if (src / "src").is_dir():

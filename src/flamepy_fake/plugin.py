@@ -260,19 +260,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         packages.close()
     _LIVE_CONFIGS.discard(id(config))
     if not _LIVE_CONFIGS:
-        _stop_shared_zygotes()
+        _stop_shared_start_up()
     handler = config.stash.get(_SIGTERM_HANDLER, None)
     if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _stop_shared_zygotes() -> None:
-    # The clusters of this process share warm zygotes (``_executors._zygote_pool``); the run is
-    # over, so they go now rather than at interpreter exit (an xdist worker may never get there).
-    # Only if a cluster ever started one: the plugin stays inert otherwise.
+def _stop_shared_start_up() -> None:
+    # The clusters of this process share warm zygotes (``_executors._zygote_pool``) and
+    # installed packages (``_install.shared_release_store``); the run is over, so they go now
+    # rather than at interpreter exit (an xdist worker may never get there). Only if a cluster
+    # ever made them: the plugin stays inert otherwise.
     pool = sys.modules.get("flamepy_fake._executors._zygote_pool")
     if pool is not None:
         pool.stop_shared_fork_servers()
+    install = sys.modules.get("flamepy_fake._install")
+    if install is not None:
+        install.close_shared_release_store()
 
 
 def pytest_configure(config: pytest.Config) -> None:

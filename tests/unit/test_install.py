@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from flamepy_fake._cache_server import FakeObjectCache
-from flamepy_fake._install import Installer, InstallError, python_version
+from flamepy_fake._install import Installer, InstallError, ReleaseStore, python_version, shared_release_store
 from flamepy_fake._state import AppRecord
 from flamepy_runner._cache import CacheClient
 from flamepy_runner._config import FlameConfig
@@ -287,3 +287,58 @@ def test_cancel_kills_a_running_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "pip exited with -9" in Path(match.group(1)).read_text()
     with pytest.raises(InstallError, match="stopping"):
         installer.install(app(f"file://{archive}"))
+
+
+# --------------------------------------------------------------------------- shared releases
+
+
+def test_installers_sharing_a_store_extract_and_pip_install_each_version_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "ffx-dep-pkg", "ffx_dep_pkg", "VALUE = 99\n")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    files = {**PACKAGE, "pyproject.toml": b'[project]\nname = "d"\ndependencies = ["ffx-dep-pkg>=1"]\n'}
+    archive = _tar(tmp_path / "demo.tar.gz", files)
+    store = ReleaseStore(tmp_path / "releases")
+    first, second = (Installer(tmp_path / f"cluster{n}", releases=store) for n in (1, 2))
+    got = first.install(app(f"file://{archive}", name="app-of-test-1"))
+    for wheel in wheels.iterdir():  # a second pip run would now fail
+        wheel.unlink()
+    again = second.install(app(f"file://{archive}", name="app-of-test-2"))  # another cluster, app
+    assert again.pythonpath == got.pythonpath
+    assert (first.installs, second.installs) == (1, 0)
+    assert _import(again.pythonpath, "ffx_dep_pkg") == "99"
+    assert again.release is not None and again.release.parent == tmp_path / "releases"
+    assert list(tmp_path.glob("cluster*/**/.installed")) == []  # no release of a cluster's own
+    _wheel(wheels, "ffx-dep-pkg", "ffx_dep_pkg", "VALUE = 99\n")
+    _tar(archive, {**files, "demo_mod.py": b"VALUE = 43\n"})  # changed content: a new release
+    changed = second.install(app(f"file://{archive}", name="app-of-test-2"))
+    assert second.installs == 1 and changed.release != again.release
+    assert _import(changed.pythonpath, "demo_mod") == "43"
+
+
+def test_a_closed_store_refuses_new_releases_and_removes_what_it_made(tmp_path: Path) -> None:
+    archive = _tar(tmp_path / "demo.tar.gz", {"demo_mod.py": b"VALUE = 1\n"})
+    store = ReleaseStore()
+    got = Installer(tmp_path / "apps", releases=store).install(app(f"file://{archive}"))
+    assert got.release is not None
+    made = got.release.parent
+    assert made.name.startswith("flamepy-fake-releases-")
+    store.close()
+    store.close()  # idempotent
+    assert not made.exists()
+    with pytest.raises(InstallError) as raised:
+        Installer(tmp_path / "apps", releases=store).install(app(f"file://{archive}"))
+    assert str(raised.value) == "the release store was closed"
+
+
+def test_clusters_share_the_process_release_store_by_default(tmp_path: Path) -> None:
+    from flamepy_fake import FakeCluster
+
+    with FakeCluster(work_dir=tmp_path) as one, FakeCluster(work_dir=tmp_path) as two:
+        assert one._manager is not None and two._manager is not None
+        assert one._manager.installer.releases is shared_release_store()
+        assert two._manager.installer.releases is shared_release_store()

@@ -46,7 +46,7 @@ from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
 from .._home import FOREIGN_VARIABLES
-from .._install import Installation, Installer, InstallError
+from .._install import Installation, Installer, InstallError, ReleaseStore, shared_release_store
 from .._introspect import ExecutorState, executor_state
 from .._policies import DEFAULT_POLICIES
 from .._scheduler import Scheduler
@@ -164,6 +164,9 @@ class ExecutorManager:
         fork_servers: where the zygote comes from: the process-wide pool by default
             (:func:`._zygote_pool.shared_fork_servers`), so every cluster of a process forks
             from the same warm zygote; the manager never stops a pool it was given.
+        releases: where installed packages are kept: the process-wide store by default
+            (:func:`.._install.shared_release_store`), so a package version is extracted and
+            its dependencies installed once per process, not once per cluster.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class ExecutorManager:
         hooks: ExecutorHooks | None = None,
         fork_server: bool | None = None,
         fork_servers: ForkServers | None = None,
+        releases: ReleaseStore | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -209,7 +213,11 @@ class ExecutorManager:
         self.abandoned: list[AbandonedInstance] = []
         self.hooks = hooks
         self.client_config = FlameConfig(endpoint=frontend_endpoint, cache_endpoint=cache_endpoint)
-        self.installer = Installer(self.work_dir / "apps", python=python)
+        self.installer = Installer(
+            self.work_dir / "apps",
+            python=python,
+            releases=shared_release_store() if releases is None else releases,
+        )
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._binding: dict[str, str] = {}  # executor id -> session, until the bind outcome is known
