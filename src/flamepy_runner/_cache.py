@@ -177,6 +177,15 @@ class CacheClient:
                 self._clients[location] = client
             return client
 
+    def warm_up(self, timeout: float = 5.0) -> None:
+        """Open the connection to the cache endpoint now, so the first transfer does not pay
+        for it (a ``ListActions`` call, which every Flight server answers cheaply).
+
+        Failures are ignored: the next real call reports them.
+        """
+        with contextlib.suppress(Exception):
+            list(self._client(self.endpoint).list_actions(self._options(timeout)))
+
     def _options(self, timeout: float | None = None) -> flight.FlightCallOptions:
         return flight.FlightCallOptions(timeout=self._config.timeout if timeout is None else timeout)
 

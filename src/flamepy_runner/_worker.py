@@ -33,7 +33,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -355,13 +355,20 @@ class RunnerWorker:
 # -- the program --------------------------------------------------------------------------------
 
 
-def serve(service: InstanceService, endpoint: str, *, config: FlameConfig | None = None) -> None:
+def serve(
+    service: InstanceService,
+    endpoint: str,
+    *,
+    config: FlameConfig | None = None,
+    when_listening: Callable[[], object] | None = None,
+) -> None:
     """Serve ``flame.v1.Instance`` on the unix socket ``endpoint`` until SIGTERM or SIGINT.
 
     Args:
         service: the hooks to serve.
         endpoint: the socket path (the bare path, as in ``FLAME_INSTANCE_ENDPOINT``).
         config: exposed through :func:`current_config` while hooks run.
+        when_listening: run in a daemon thread once the socket accepts connections.
 
     Raises:
         RuntimeError: the socket cannot be bound.
@@ -376,6 +383,8 @@ def serve(service: InstanceService, endpoint: str, *, config: FlameConfig | None
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     server.start()
+    if when_listening is not None:
+        threading.Thread(target=when_listening, name="instance-warm-up", daemon=True).start()
     try:
         # The kernel may deliver SIGTERM to one of gRPC's native threads; Python then runs the
         # handler only when the main thread next returns to the interpreter. An untimed wait
@@ -426,7 +435,10 @@ def main() -> int:
         return 2
     config = FlameConfig.load()
     with CacheClient(config) as cache:
-        serve(RunnerWorker(cache), endpoint, config=config)
+        # Connect to the cache while the executor connects to us (not before we listen: that
+        # would slow the start by as much): OnSessionEnter's first download then finds the
+        # connection open or opening.
+        serve(RunnerWorker(cache), endpoint, config=config, when_listening=cache.warm_up)
     return 0
 
 

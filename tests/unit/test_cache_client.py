@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -444,3 +446,26 @@ def test_folded_views_per_object_are_bounded(client: CacheClient) -> None:
         assert client.get_object(ref, lambda b, p, i=i: b + i) == 1 + i
     entry = client._cached((ref.endpoint, ref.key))
     assert entry is not None and 0 < len(entry.views) <= 4
+
+
+def test_warm_up_opens_the_connection_with_one_list_actions() -> None:
+    from flamepy_fake import FakeCluster
+
+    with FakeCluster() as cluster, CacheClient(cluster.config) as client:
+        cluster.calls.clear()
+        client.warm_up()
+        flight_calls = cluster.calls(service="arrow.flight.protocol.FlightService")
+        assert [(c.method, c.status) for c in flight_calls] == [("ListActions", "OK")]
+
+
+def test_warm_up_of_an_unreachable_cache_raises_nothing_and_keeps_its_deadline() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = FlameConfig(endpoint="http://127.0.0.1:1", cache_endpoint=f"grpc://127.0.0.1:{port}")
+    with CacheClient(config) as client:
+        start = time.monotonic()
+        client.warm_up(timeout=0.5)
+        assert time.monotonic() - start < 5.0
+        with pytest.raises(UnavailableError):  # the next real call reports the failure
+            client.get_object(ObjectRef(config.cache_endpoint, "a/b/c", 0))
