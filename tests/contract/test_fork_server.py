@@ -138,7 +138,7 @@ def where(_):
         "path": sys.path,
         "argv": sys.argv,
         "main": sys.modules["__main__"].__spec__.name,
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("FLAME_", "PYTHONPATH", "TMP"))},
+        "env": dict(os.environ),  # all of it: nothing of the zygote's may remain
         "own_group": os.getpgid(0) == os.getpid(),
         "own_session": os.getsid(0) == os.getpid(),
         "module_file": __file__,
@@ -171,6 +171,7 @@ def _where(tmp_path: Path, fork_server: bool) -> dict[str, Any]:
     report["env"].pop("FLAME_CACHE_ENDPOINT")
     text = repr(report).replace(cwd, "<cwd>").replace(work, "<work>").replace(name, "<module>")
     text = re.sub(r"<work>/apps/where/\w+/", "<work>/apps/where/<package>/", text)
+    text = re.sub(r"/[^'\s]*/flamepy-fake-releases-\w+/\w+/", "<release>/", text)
     return {"report": text, "socket_in_tmp": endpoint.startswith("/tmp/ffx-")}
 
 

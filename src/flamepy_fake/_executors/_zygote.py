@@ -545,7 +545,10 @@ def become(request: dict[str, Any]) -> None:
         os.close(src)
     os.chdir(request["cwd"])
     env: dict[str, str] = request["env"]
-    os.environ.clear()
+    # Not os.environ.clear(): it pops one item at a time, each pop iterating anew (~3 ms for
+    # a hundred variables, on every instance's start-up). The new order is the instance's own.
+    for key in list(os.environ):
+        del os.environ[key]
     os.environ.update(env)
     # sys.path as `python -m` computes it: the working directory, PYTHONPATH, then the
     # interpreter's own paths (the zygote's, without its working directory and PYTHONPATH).
