@@ -1,0 +1,156 @@
+"""The Runner's own cost per call: ours against flamepy 0.6.0's, on a cluster in another process.
+
+Run: ``python benchmarks/bench_runner_client.py [--quick] [--profile]``. Prints figures and
+ratios measured in the same run; asserts nothing (machines are noisy).
+
+The cluster is ``flamepy-fake serve`` in a child process, so the fake's own work (scheduling,
+instances, the object cache) is not counted as the client's. For each Runner, on a warm service
+of a trivial function:
+
+* client CPU per call (``time.process_time`` of this process, every thread included) over N
+  sequential calls, each ``get()`` before the next (target: ours <= 0.4 ms and >= 3x better);
+* calls/s and client CPU per call for N calls submitted, then gathered (target: ours >= 2x).
+
+``--profile`` prints a cProfile of our sequential calls (the client side only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def trivial(x: int) -> int:
+    return x
+
+
+@contextlib.contextmanager
+def _served_cluster() -> Iterator[dict[str, str]]:
+    """``flamepy-fake serve`` in a child process; yields its FLAME_* endpoints."""
+    cli = Path(sys.executable).with_name("flamepy-fake")
+    proc = subprocess.Popen(
+        [str(cli), "serve", "--max-executors", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        env: dict[str, str] = {}
+        for line in proc.stdout:
+            if line.startswith("flamepy-fake ready:"):
+                env = dict(part.split("=", 1) for part in line.split(":", 1)[1].split())
+                break
+            if time.monotonic() > deadline:
+                break
+        if not env:
+            raise RuntimeError("flamepy-fake serve did not print its ready line")
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _project() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
+        root = Path(tmp)
+        (root / "README.md").write_text("bench\n")
+        old = os.getcwd()
+        os.chdir(root)
+        try:
+            yield root
+        finally:
+            os.chdir(old)
+
+
+def _sequential(svc: Any, calls: int) -> tuple[float, float]:
+    """(client CPU ms per call, wall ms per call) of ``calls`` calls, one after the other."""
+    for i in range(20):
+        svc(i).get()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for i in range(calls):
+        assert svc(i).get() == i
+    return (time.process_time() - cpu) / calls * 1000, (time.perf_counter() - wall) / calls * 1000
+
+
+def _batch(svc: Any, calls: int, gather: Callable[[list[Any]], list[Any]]) -> tuple[float, float]:
+    """(calls/s, client CPU ms per call) of ``calls`` calls submitted, then gathered."""
+    gather([svc(i) for i in range(50)])
+    cpu, wall = time.process_time(), time.perf_counter()
+    futures = [svc(i) for i in range(calls)]
+    assert gather(futures) == list(range(calls))
+    return calls / (time.perf_counter() - wall), (time.process_time() - cpu) / calls * 1000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer calls")
+    parser.add_argument("--profile", action="store_true", help="profile our sequential calls")
+    args = parser.parse_args()
+    sequential, batch = (100, 300) if args.quick else (300, 1000)
+
+    from flamepy.runner import Runner as FlamepyRunner
+
+    from flamepy_fake.plugin import reset_flamepy_clients
+    from flamepy_runner import FlameConfig, Runner
+
+    results: dict[str, tuple[float, float, float, float]] = {}
+    with _project(), _served_cluster() as env:
+        config = FlameConfig(endpoint=env["FLAME_ENDPOINT"], cache_endpoint=env["FLAME_CACHE_ENDPOINT"])
+        with Runner("bench-ours", config=config) as runner:
+            svc = runner.service(trivial, autoscale=False, warmup=2)
+            seq = _sequential(svc, sequential)
+            rate = _batch(svc, batch, runner.get)
+            results["flamepy_runner"] = (*seq, *rate)
+            if args.profile:
+                profile = cProfile.Profile()
+                profile.enable()
+                for i in range(sequential):
+                    svc(i).get()
+                profile.disable()
+        os.environ.update(env)
+        reset_flamepy_clients()
+        with FlamepyRunner("bench-flamepy") as theirs:
+            svc = theirs.service(trivial, autoscale=False, warmup=2)
+            seq = _sequential(svc, sequential)
+            rate = _batch(svc, batch, theirs.get)
+            results["flamepy 0.6.0"] = (*seq, *rate)
+        reset_flamepy_clients()
+
+    ours, base = results["flamepy_runner"], results["flamepy 0.6.0"]
+    print("client-side cost per call, trivial function, cluster in another process (flamepy-fake serve)")
+    print(f"{'':16s} {'CPU ms/call':>12s} {'wall ms/call':>13s} {'batch calls/s':>14s} {'batch CPU ms':>13s}")
+    for name, (cpu, wall, rate, batch_cpu) in results.items():
+        print(f"{name:16s} {cpu:12.3f} {wall:13.3f} {rate:14,.0f} {batch_cpu:13.3f}")
+    print(
+        f"ratios (flamepy / ours): sequential CPU {base[0] / ours[0]:.2f}x (target >= 3x, ours <= 0.4 ms), "
+        f"batch calls/s {ours[2] / base[2]:.2f}x (target >= 2x), batch CPU {base[3] / ours[3]:.2f}x"
+    )
+    if args.profile:
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
