@@ -19,11 +19,10 @@ from __future__ import annotations
 import importlib as _importlib
 import typing as _typing
 
-from ._cluster import ClusterStartError, FakeCluster
-
 if _typing.TYPE_CHECKING:
     from ._cache_server import FakeObjectCache
     from ._calls import CallLog, CallRecord
+    from ._cluster import ClusterStartError, FakeCluster
     from ._executors import AbandonedInstance, ExecutorInfo
     from ._faults import CallTarget, Fault, FaultError, Faults
     from ._introspect import (
@@ -61,14 +60,12 @@ __all__ = [
     "TaskState",
 ]
 
-# Tracebacks and reprs show the public path, not the private module.
-for _name in ("ClusterStartError", "FakeCluster"):
-    globals()[_name].__module__ = __name__
-del _name
-
-# Names whose modules import grpc or pyarrow: loaded on first access.
+# Loaded on first access, so that importing the package (as pytest does for the plugin in
+# every run) costs next to nothing; tracebacks and reprs show the public path.
 _LAZY = {
     "AbandonedInstance": "._executors",
+    "ClusterStartError": "._cluster",
+    "FakeCluster": "._cluster",
     "AppInfo": "._introspect",
     "AppState": "._introspect",
     "CallLog": "._calls",

@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import logging
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from typing import Any, NoReturn
 
 from ._cluster import BACKENDS, FLMRUN_MODES, ClusterStartError, FakeCluster
 from ._policies import DEFAULT_POLICIES, check_policies
+from ._values import parse_size, positive_int
 
 __all__ = ["main"]
 
@@ -32,8 +32,6 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -58,40 +56,12 @@ def _port(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type for an integer of at least 1 (shared with the pytest plugin's options)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
 def _policy_list(text: str) -> tuple[str, ...]:
     """argparse type for ``--policies``: comma-separated names, checked as the cluster checks them."""
     try:
         return check_policies([name.strip() for name in text.split(",")])
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte size such as ``1048576``, ``512M``, ``512MiB`` or ``2G`` (powers of 1024).
-
-    Raises:
-        argparse.ArgumentTypeError: the text is not a positive size.
-    """
-    match = _SIZE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 512M, 2G)")
-    if int(match.group(1)) < 1:
-        raise argparse.ArgumentTypeError(
-            "0 bytes leaves no room for any object; give a positive size such as 512M, "
-            "or leave the option out for no limit"
-        )
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:

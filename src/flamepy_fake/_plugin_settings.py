@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ._cli import parse_size, positive_int
+from ._values import parse_size, positive_int
 
 __all__ = ["BACKENDS", "EXECUTORS", "FLMRUN_MODES", "SCOPES", "Settings", "add_options", "read_settings"]
 

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._cli import parse_size
 from ._flamepy_reset import reset_flamepy_clients
 from ._plugin_settings import EXECUTORS, FAKE_ONLY, FLMRUN_MODES, Settings, add_options, read_settings
 from ._policies import DEFAULT_POLICIES, check_policies
+from ._values import parse_size
 
 if TYPE_CHECKING:
     from flamepy_runner import FlameConfig, PackageCache, Runner
@@ -60,6 +60,7 @@ _CLUSTER = pytest.StashKey["FakeCluster"]()
 _SETTINGS = pytest.StashKey[Settings]()
 _AUTOSTART = pytest.StashKey["Autostart"]()
 _PACKAGES = pytest.StashKey["PackageCache"]()
+_PRESTART = pytest.StashKey[threading.Thread]()
 _FAKE_ONLY_MARKER = "flame_fake_only"
 _REAL_ONLY_MARKER = "flame_real_only"
 
@@ -254,6 +255,10 @@ def _stop_autostart(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _stop_autostart(config)
+    prestart = config.stash.get(_PRESTART, None)
+    if prestart is not None:
+        del config.stash[_PRESTART]
+        prestart.join(timeout=60)  # imports only: then the zygote is the pool's to stop
     packages = config.stash.get(_PACKAGES, None)
     if packages is not None:
         del config.stash[_PACKAGES]
@@ -301,6 +306,41 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SETTINGS] = settings
     if settings.autostart and not _xdist_controller(config):
         _autostart(config, settings)
+
+
+# Fixtures whose tests start a fake cluster (on --flame-backend fake).
+_CLUSTER_FIXTURES = frozenset({"flame_cluster", "flame_env", "flame_config", "flame_runner"})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the zygote in the background when the collected tests will need a cluster, so its
+    imports overlap the first cluster's start rather than delay its first instance."""
+    config = session.config
+    settings = config.stash.get(_SETTINGS, None)
+    if (
+        settings is None
+        or settings.backend != "fake"
+        or settings.executors == "thread"
+        or config.option.collectonly
+        or _xdist_controller(config)
+        or not any(_CLUSTER_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in session.items)
+    ):
+        return
+    thread = threading.Thread(
+        target=_prestart, args=(settings.flmrun or "builtin",), name="flamepy-fake-prestart", daemon=True
+    )
+    thread.start()
+    config.stash[_PRESTART] = thread
+
+
+def _prestart(flmrun: str) -> None:
+    try:
+        from ._executors._zygote_pool import prestart_fork_server
+
+        prestart_fork_server(flmrun=flmrun)
+    except Exception:  # an optimisation only: the first cluster starts the zygote anyway
+        pass
 
 
 def _xdist_controller(config: pytest.Config) -> bool:

@@ -7,6 +7,7 @@ Skip reasons and usage errors are API (users read them in CI logs), so they are 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -650,3 +651,40 @@ def test_flame_runner_packages_once_per_content_outside_the_project(inner: pytes
     assert packages.name.startswith("flamepy-runner-packages-")
     assert not packages.exists()  # removed when the run ended
     assert not (project / "dist").exists()  # never written into the project
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the fork server runs on Linux only")
+@pytest.mark.parametrize(
+    ("args", "uses_cluster", "started"),
+    [((), True, True), (("--flame-executors=thread",), True, False), ((), False, False)],
+    ids=["cluster-tests", "thread-executors", "no-cluster-tests"],
+)
+def test_the_zygote_starts_at_collection_only_when_tests_need_a_forking_cluster(
+    inner: pytest.Pytester, args: tuple[str, ...], uses_cluster: bool, started: bool
+) -> None:
+    # The first test takes no fixture: a zygote it sees was started when collection finished.
+    # Not started means no prestart thread ran and the pool module was never imported.
+    inner.makepyfile(
+        test_order=f"""
+        import sys, threading, time
+
+        def _pool():
+            return sys.modules.get("flamepy_fake._executors._zygote_pool")
+
+        def test_runs_first_with_no_fixture():
+            if {started!r}:
+                deadline = time.monotonic() + 30
+                # _SHARED: set once the prestart thread has finished importing and asked the pool.
+                while not getattr(_pool(), "_SHARED", None) or not _pool()._SHARED.servers():
+                    assert time.monotonic() < deadline, "no zygote 30 s after collection"
+                    time.sleep(0.01)
+            else:
+                assert [t for t in threading.enumerate() if t.name == "flamepy-fake-prestart"] == []
+                assert _pool() is None
+
+        def test_then_one_with_a_cluster({"flame_cluster" if uses_cluster else ""}):
+            pass
+        """
+    )
+    result = inner.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)

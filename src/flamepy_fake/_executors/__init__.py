@@ -8,8 +8,34 @@ of a process shares.
 
 from __future__ import annotations
 
-from ._manager import BACKENDS, FLMRUN_MODES, AbandonedInstance, ExecutorInfo, ExecutorManager
-from ._zygote_pool import ForkServers, shared_fork_servers, stop_shared_fork_servers
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from ._manager import BACKENDS, FLMRUN_MODES, AbandonedInstance, ExecutorInfo, ExecutorManager
+    from ._zygote_pool import ForkServers, shared_fork_servers, stop_shared_fork_servers
+
+# Loaded on first access: the zygote pool is needed (by the plugin, before any cluster) without
+# the manager's imports (grpc, pyarrow).
+_LAZY = {
+    "BACKENDS": "._manager",
+    "FLMRUN_MODES": "._manager",
+    "AbandonedInstance": "._manager",
+    "ExecutorInfo": "._manager",
+    "ExecutorManager": "._manager",
+    "ForkServers": "._zygote_pool",
+    "shared_fork_servers": "._zygote_pool",
+    "stop_shared_fork_servers": "._zygote_pool",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BACKENDS",

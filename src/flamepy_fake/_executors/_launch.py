@@ -11,13 +11,11 @@ from pathlib import Path
 
 from .._install import Installation
 from .._state import AppRecord
+from ._zygote_pool import FLMEXEC_MODULE, RUNPY_MODULE, WORKER_MODULE
 
 __all__ = ["build_env", "expand", "instance_argv", "is_flmexec", "is_flmping", "is_flmrun"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-RUNPY_MODULE = "flamepy.runner.runpy"
-WORKER_MODULE = "flamepy_runner._worker"
-FLMEXEC_MODULE = "flamepy_fake._flmexec"
 
 
 def expand(text: str, *maps: Mapping[str, str]) -> str:

@@ -41,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import flamepy_runner
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
@@ -54,9 +53,6 @@ from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, Stat
 from ._hooks import ExecutorHooks
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
 from ._launch import (
-    FLMEXEC_MODULE,
-    RUNPY_MODULE,
-    WORKER_MODULE,
     build_env,
     instance_argv,
     is_flmexec,
@@ -64,7 +60,7 @@ from ._launch import (
     is_flmrun,
 )
 from ._zygote import ForkServer, fallback_text, fork_supported
-from ._zygote_pool import ForkServers, shared_fork_servers
+from ._zygote_pool import ForkServers, own_paths, shared_fork_servers, zygote_request
 
 __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
@@ -278,14 +274,9 @@ class ExecutorManager:
         if not fork_supported():
             logger.warning(fallback_text(f"no fork server on {sys.platform} (fork is safe on Linux only)"))
             return
-        modules = [WORKER_MODULE, FLMEXEC_MODULE]
-        if self.flmrun == "flamepy" and _importable(RUNPY_MODULE):
-            modules.append(RUNPY_MODULE)
-        env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
-        env["PYTHONPATH"] = os.pathsep.join([*_own_paths(), *filter(None, [env.get("PYTHONPATH")])])
         pool = self._fork_servers if self._fork_servers is not None else shared_fork_servers()
         try:
-            self._zygote = pool.get(python=self.python, modules=tuple(modules), preload=_PRELOAD, env=env)
+            self._zygote = pool.get(**zygote_request(self.python, self.flmrun))
         except RuntimeError as exc:  # the pool was stopped (interpreter exit): spawn instead
             logger.warning(fallback_text(str(exc)))
 
@@ -648,7 +639,7 @@ class ExecutorManager:
             cache_endpoint=self.cache_endpoint,
             tmp_dir=tmp_dir,
             installation=installation,
-            extra_pythonpath=_own_paths(),
+            extra_pythonpath=own_paths(),
         )
         argv = instance_argv(app, self.flmrun, env, self.python)
         if not argv[0]:
@@ -686,33 +677,6 @@ def _append_sys_path(paths: tuple[str, ...]) -> None:
         for path in paths:
             if path not in sys.path:
                 sys.path.append(path)
-
-
-#: Imported by the zygote besides the instance programs: what their tasks commonly need.
-_PRELOAD = (
-    "grpc._server",  # imported by grpc.server(), which every flmrun instance calls
-    "cloudpickle",
-    "pyarrow",
-    "pyarrow.flight",
-    "flamepy_runner._cache",
-    "flamepy_fake._flmping",
-)
-
-
-def _importable(module: str) -> bool:
-    """Whether ``module`` can be found (flamepy is optional)."""
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _own_paths() -> list[str]:
-    """Where flamepy_runner/flamepy_fake are imported from, so instances can import them too."""
-    here = Path(flamepy_runner.__file__).resolve().parent.parent
-    return [str(here)]
 
 
 def _session_context(app: AppRecord, ssn: SessionRecord) -> pb.SessionContext:

@@ -21,17 +21,48 @@ is replaced by the next :meth:`ForkServers.get`.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from ._zygote import ForkServer
+from .._home import FOREIGN_VARIABLES
+from ._zygote import ForkServer, fork_supported
 
-__all__ = ["ForkServers", "shared_fork_servers", "start_up_key", "stop_shared_fork_servers"]
+__all__ = [
+    "FLMEXEC_MODULE",
+    "RUNPY_MODULE",
+    "WORKER_MODULE",
+    "ForkServers",
+    "own_paths",
+    "prestart_fork_server",
+    "shared_fork_servers",
+    "start_up_key",
+    "stop_shared_fork_servers",
+    "zygote_request",
+]
+
+#: The instance programs a zygote serves (``python -m <module>``).
+RUNPY_MODULE = "flamepy.runner.runpy"
+WORKER_MODULE = "flamepy_runner._worker"
+FLMEXEC_MODULE = "flamepy_fake._flmexec"
+
+#: Imported by the zygote besides the instance programs: what their tasks commonly need.
+PRELOAD = (
+    "grpc._server",  # imported by grpc.server(), which every flmrun instance calls
+    "cloudpickle",
+    "pyarrow",
+    "pyarrow.flight",
+    "flamepy_runner._cache",
+    "flamepy_fake._flmping",
+)
 
 _Key = tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
 
@@ -121,6 +152,46 @@ class ForkServers:
         self._lock = threading.Lock()
         self._servers = {}
         self._log_dir = None
+
+
+def own_paths() -> list[str]:
+    """Where flamepy_runner/flamepy_fake are imported from, so instances can import them too."""
+    spec = importlib.util.find_spec("flamepy_runner")
+    assert spec is not None and spec.origin is not None
+    return [str(Path(spec.origin).resolve().parent.parent)]
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be found (flamepy is optional)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def zygote_request(python: str, flmrun: str) -> dict[str, Any]:
+    """What a cluster asks of the pool (:meth:`ForkServers.get`'s arguments): the interpreter,
+    the programs (flamepy's runpy too with ``flmrun="flamepy"``), preloads and environment."""
+    modules = [WORKER_MODULE, FLMEXEC_MODULE]
+    if flmrun == "flamepy" and _importable(RUNPY_MODULE):
+        modules.append(RUNPY_MODULE)
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join([*own_paths(), *filter(None, [env.get("PYTHONPATH")])])
+    return {"python": python, "modules": tuple(modules), "preload": PRELOAD, "env": env}
+
+
+def prestart_fork_server(*, flmrun: str = "builtin", python: str = sys.executable) -> None:
+    """Start the process-wide zygote that clusters with these settings will use, now.
+
+    The pytest plugin calls this (in the background) once collection shows that tests will
+    need a cluster, so the zygote's imports overlap the first cluster's start instead of
+    delaying its first instance. Cheap to import and call: it imports neither grpc nor
+    pyarrow here. Does nothing off Linux or once the pool is stopped.
+    """
+    if not fork_supported():
+        return
+    with contextlib.suppress(RuntimeError):
+        shared_fork_servers().get(**zygote_request(python, flmrun))
 
 
 _SHARED: ForkServers | None = None
