@@ -88,6 +88,7 @@ def test_stop_kills_the_zygotes_removes_their_logs_and_refuses_later_use(
     assert log_dir.name.startswith("flamepy-fake-zygotes-")
     pool.stop()
     assert not server.alive()
+    assert server._proc is not None and server._proc.returncode == 0  # it exited, not killed
     assert not log_dir.exists()
     assert server.pid is not None and not Path(f"/proc/{server.pid}").exists()
     pool.stop()  # idempotent
