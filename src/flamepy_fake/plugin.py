@@ -60,6 +60,7 @@ _CLUSTER = pytest.StashKey["FakeCluster"]()
 _SETTINGS = pytest.StashKey[Settings]()
 _AUTOSTART = pytest.StashKey["Autostart"]()
 _PACKAGES = pytest.StashKey["PackageCache"]()
+_FIXTURE_CLOSE_GRACE = 1.0  # seconds flame_runner's teardown waits for calls in flight
 _PRESTART = pytest.StashKey[threading.Thread]()
 _FAKE_ONLY_MARKER = "flame_fake_only"
 _REAL_ONLY_MARKER = "flame_real_only"
@@ -441,8 +442,17 @@ def _options(request: pytest.FixtureRequest, marked: dict[str, Any]) -> FlameOpt
 
 
 def _test_failed(item: pytest.Item) -> bool:
+    """Whether the test failed, or the run was interrupted (Ctrl-C, SIGTERM): an interrupted
+    test is a failed one, and the leftover checks would only add noise to pytest's exit."""
+    if _interrupted(item):
+        return True
     reports = item.stash.get(_REPORTS, {})
     return any(rep.failed for rep in reports.values())
+
+
+def _interrupted(item: pytest.Item) -> bool:
+    # pytest sets it before tearing the interrupted run's fixtures down (in sessionfinish).
+    return bool(getattr(item.session, "exitstatus", None) == pytest.ExitCode.INTERRUPTED)
 
 
 def _leftovers(
@@ -691,7 +701,8 @@ def _flame_runner(
     rootdir (``request.config.rootpath``). Packages are built once per content for the whole
     run (a :class:`flamepy_runner.PackageCache` of the run, outside the project; pass
     ``package_cache=`` to use another). Every Runner is closed after the test, before the
-    cluster's leftover check.
+    cluster's leftover check, waiting at most 1 s for calls still in flight (none when the
+    run was interrupted), whatever its ``close_timeout``.
     """
     from flamepy_runner import Runner
 
@@ -713,8 +724,12 @@ def _flame_runner(
     try:
         yield make
     finally:
+        # Calls still running when the test ends get a short grace, not the Runner's
+        # close_timeout (30 s): the test is over, and the leftover check reports what is left.
+        # None at all when the run was interrupted.
+        grace = 0.0 if _interrupted(request.node) else _FIXTURE_CLOSE_GRACE
         for runner in reversed(runners):
-            runner.close()
+            runner.close(timeout=min(grace, runner.close_timeout))
 
 
 @pytest.fixture(name="flame_env")

@@ -353,31 +353,37 @@ class Runner:
 
     # -- close -----------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Wait for calls in flight (up to ``close_timeout``), then clean up (idempotent).
+    def close(self, timeout: float | None = None) -> None:
+        """Wait for calls in flight (up to ``timeout``, ``close_timeout`` by default), then
+        clean up (idempotent).
 
         A Runner that registered the application closes its sessions, unregisters it, deletes
         ``<name>/*`` from the cache, the uploaded package and ``dist/<name>.tar.gz``. Cleanup
         failures are logged as warnings, never raised, so that a ``with`` block's own exception
         is the one that propagates. Leaving the ``with`` block because of SIGTERM (see the class
         docstring) does not wait for calls in flight.
-        """
-        self._close(wait=True)
 
-    def _close(self, *, wait: bool) -> None:
+        Raises:
+            UsageError: ``timeout`` is negative.
+        """
+        if timeout is not None and timeout < 0:
+            raise UsageError(f"close timeout must be >= 0, got {timeout}")
+        self._close(wait=True, timeout=self.close_timeout if timeout is None else timeout)
+
+    def _close(self, *, wait: bool, timeout: float = 0.0) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             inflight = list(self._inflight)
         if inflight and wait:
-            _, pending = concurrent.futures.wait(inflight, timeout=self.close_timeout)
+            _, pending = concurrent.futures.wait(inflight, timeout=timeout)
             if pending:
                 logger.warning(
                     "Runner %r: %d calls still running after %.1f s; closing their sessions anyway",
                     self.name,
                     len(pending),
-                    self.close_timeout,
+                    timeout,
                 )
         # Calls still running fail now, with one clear reason, before their sessions go away.
         self._stop_watching()
@@ -438,4 +444,4 @@ class Runner:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close(wait=not isinstance(exc, _sigterm.Terminated))
+        self._close(wait=not isinstance(exc, _sigterm.Terminated), timeout=self.close_timeout)

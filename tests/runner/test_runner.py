@@ -792,3 +792,13 @@ def test_unreachable_cluster_is_a_clear_error(project: Path) -> None:
     assert str(err.value).startswith(
         "cannot get application 'nowhere': session manager http://127.0.0.1:1 is unreachable: "
     )
+
+
+def test_close_refuses_a_negative_timeout_and_stays_open(make_runner: Callable[..., Runner]) -> None:
+    runner = make_runner()
+    with pytest.raises(UsageError) as err:
+        runner.close(timeout=-1)
+    assert str(err.value) == "close timeout must be >= 0, got -1"
+    assert not runner.closed
+    runner.close(timeout=0)  # nothing in flight: closes at once
+    assert runner.closed
