@@ -175,6 +175,7 @@ _OPTION_NAMES = (
     "cache_max_memory",
     "allow_open_sessions",
     "allow_unfinished_tasks",
+    "fork_server",
 )
 
 

@@ -159,11 +159,31 @@ def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> N
         [
             "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: executors, "
             "flmrun, max_executors, policies, retry_limit, default_resreq, cache_max_memory, "
-            "allow_open_sessions, allow_unfinished_tasks",
+            "allow_open_sessions, allow_unfinished_tasks, fork_server",
         ]
     )
     # __tracebackhide__ keeps the plugin's frames out of the report.
     assert "plugin.py" not in result.stdout.str()
+
+
+def test_the_marker_accepts_fork_server(inner: pytest.Pytester) -> None:
+    # Offered by the marker's signature, FlameOptions and the README, once refused as unknown.
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(fork_server=False)
+        def test_spawned(flame_cluster):
+            assert flame_cluster._manager.fork_server is False
+            assert flame_cluster._manager._zygote is None
+
+        @pytest.mark.flame(fork_server=True)
+        def test_forked(flame_cluster):
+            assert flame_cluster._manager.fork_server is True
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=2)
 
 
 def test_positional_marker_arguments_are_refused(inner: pytest.Pytester) -> None:
