@@ -120,16 +120,17 @@ def parse_path(text: str) -> ObjectPath:
     parts = text.split("/")
     if len(parts) not in (2, 3):
         raise ValueError(f"Invalid path '{text}': {_PATH_SHAPE}")
-    for part in parts:
+    # v0.6.0 checks each part in turn, a wildcard anywhere but the session id's place included,
+    # and only then the three-part shape: so ``a/s/*`` is "only allowed for session_id" (its
+    # "not allowed for object_id" text is unreachable), as measured on a real cluster.
+    for index, part in enumerate(parts):
         problem = _component_error(part)
         if problem:
             raise ValueError(problem)
-    if parts[0] == WILDCARD:
-        raise ValueError("Wildcard '*' only allowed for session_id")
+        if part == WILDCARD and index != 1:
+            raise ValueError("Wildcard '*' only allowed for session_id")
     if len(parts) == 3 and parts[1] == WILDCARD:
         raise ValueError("Wildcard session '*' cannot have object_id")
-    if len(parts) == 3 and parts[2] == WILDCARD:
-        raise ValueError("Wildcard '*' not allowed for object_id")
     return ObjectPath(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
 

@@ -313,7 +313,7 @@ PATH_SHAPE = "expected '<app>/<ssn>' or '<app>/<ssn>/<uuid>'"
         ("a/s/x/y", "Invalid path 'a/s/x/y': " + PATH_SHAPE),
         ("a", "Invalid path 'a': " + PATH_SHAPE),
         ("a/s/my..pkg", "Invalid key component: 'my..pkg'"),
-        ("a/s/*", "Wildcard '*' not allowed for object_id"),
+        ("a/s/*", "Wildcard '*' only allowed for session_id"),  # as real v0.6.0 answers (issue 15)
         ("a/*/x", "Wildcard session '*' cannot have object_id"),
     ],
 )

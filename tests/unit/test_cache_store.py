@@ -77,7 +77,11 @@ PATH_SHAPE = "expected '<app>/<ssn>' or '<app>/<ssn>/<uuid>'"
         ("a/s\\x/y", "Invalid key component: 's\\x'"),
         ("*/s", "Wildcard '*' only allowed for session_id"),
         ("a/*/x", "Wildcard session '*' cannot have object_id"),
-        ("a/s/*", "Wildcard '*' not allowed for object_id"),
+        # v0.6.0 checks the parts in turn before the three-part shape (measured on real):
+        ("a/s/*", "Wildcard '*' only allowed for session_id"),
+        ("a/*/*", "Wildcard '*' only allowed for session_id"),
+        ("*/..", "Wildcard '*' only allowed for session_id"),  # the first part decides
+        ("a/..x/*", "Invalid key component: '..x'"),
     ],
 )
 def test_parse_path_rejects_with_upstreams_text(text: str, reason: str) -> None:
@@ -191,7 +195,7 @@ def test_delete_resets_versions() -> None:
         ("a/../b", "Invalid key component: '..'"),
         ("a/s\\/x", "Invalid key component: 's\\'"),
         ("a//x", "Invalid key component: ''"),
-        ("a/s/*", "Wildcard '*' not allowed for object_id"),
+        ("a/s/*", "Wildcard '*' only allowed for session_id"),
     ],
 )
 def test_put_rejects_wildcard_and_bad_paths(path: str, message: str) -> None:
