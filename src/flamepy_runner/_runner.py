@@ -53,7 +53,9 @@ class Runner:
     Args:
         name: the application and package name.
         fail_if_exists: raise :class:`AlreadyExistsError` when ``name`` is already registered;
-            by default the existing application is reused and nothing is cleaned up for it.
+            by default the existing application is reused: :meth:`close` then closes only
+            the sessions this Runner opened and deletes only the objects it created (flamepy
+            0.6.0 closes nothing, which leaves the owner unable to unregister).
         dependencies: pip requirements written into a generated ``pyproject.toml`` when the
             project has none.
         python_version: the executor's Python version (``FLAME_PYTHON_VERSION``).
@@ -109,6 +111,7 @@ class Runner:
         self._closed = False
         self._registered = False
         self._services: list[RunnerService] = []
+        self._put_keys: list[str] = []  # put_object's keys: what a reusing Runner deletes
         self._inflight: set[ObjectFuture] = set()
         self._watcher: TaskWatcher | None = None
         self._storage: PackageStorage | None = None
@@ -140,7 +143,9 @@ class Runner:
                     endpoint=self.config.endpoint,
                 )
             logger.info(
-                "Runner %r: application already registered; reusing it (no cleanup on close)", self.name
+                "Runner %r: application already registered; reusing it (close() cleans up only "
+                "this Runner's sessions and objects)",
+                self.name,
             )
             return
         template = self._template()
@@ -349,7 +354,10 @@ class Runner:
     def put_object(self, obj: Any) -> ObjectRef:
         """Store ``obj`` under ``<name>/shared`` in the cache; pass the ref to any call."""
         self._check_open("cannot put an object")
-        return self.cache.put_object(f"{self.name}/shared", obj)
+        ref = self.cache.put_object(f"{self.name}/shared", obj)
+        with self._lock:
+            self._put_keys.append(ref.key)
+        return ref
 
     # -- close -----------------------------------------------------------------------------------
 
@@ -358,7 +366,9 @@ class Runner:
         clean up (idempotent).
 
         A Runner that registered the application closes its sessions, unregisters it, deletes
-        ``<name>/*`` from the cache, the uploaded package and ``dist/<name>.tar.gz``. Cleanup
+        ``<name>/*`` from the cache, the uploaded package and ``dist/<name>.tar.gz``. A Runner
+        that reused it closes the sessions it opened and deletes their objects and the ones its
+        :meth:`put_object` made, never the application or anyone else's. Cleanup
         failures are logged as warnings, never raised, so that a ``with`` block's own exception
         is the one that propagates. Leaving the ``with`` block because of SIGTERM (see the class
         docstring) does not wait for calls in flight.
@@ -399,6 +409,14 @@ class Runner:
             if self._storage is not None:
                 self._quietly("delete the uploaded package", self._storage.delete)
             self._remove_package_file()
+        else:
+            # Someone else's application: clean up what this Runner made, and nothing else.
+            for svc in self._services:
+                self._quietly(f"close session '{svc.session_id}'", svc.close)
+                where = f"{self.name}/{svc.session_id}"
+                self._quietly(f"delete '{where}' from the cache", self.cache.delete_objects, where)
+            for key in self._put_keys:
+                self._quietly(f"delete '{key}' from the cache", self.cache.delete_objects, key)
         self._release()
 
     def _stop_watching(self) -> None:

@@ -637,7 +637,38 @@ def test_fail_if_exists_and_reuse(make_runner: Callable[..., Runner], cluster: F
     svc.close()
     guest.close()
     with _frontend(cluster) as fe:
-        assert fe.get_application("shared-app") is not None  # the guest cleaned nothing up
+        assert fe.get_application("shared-app") is not None  # the guest never unregisters it
+
+
+def test_a_reusing_runner_closes_what_it_opened_and_the_owner_then_unregisters(
+    make_runner: Callable[..., Runner], cluster: FakeCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # issue 15 case 3: flamepy 0.6.0 (and we, before) left the guest's sessions open, so the
+    # owner's close() could not unregister ("has open sessions").
+    owner = make_runner("shared-app")
+    owner_svc = owner.service(sum_fn)
+    assert owner_svc(1, 1).get() == 2
+    owner_obj = owner.put_object("the owner's")
+    guest = make_runner("shared-app")
+    guest_svc = guest.service(sum_fn)
+    assert guest_svc(2, 2).get() == 4
+    guest_obj = guest.put_object("the guest's")
+    guest.close()
+    sessions = {s.id: s.state for s in cluster.sessions()}
+    assert sessions[guest_svc.session_id] == "closed"
+    assert sessions[owner_svc.session_id] == "open"  # never anyone else's
+    keys = _cache_keys(cluster)
+    assert not [k for k in keys if k.startswith(f"shared-app/{guest_svc.session_id}")]
+    assert guest_obj.key not in keys and owner_obj.key in keys
+    assert [k for k in keys if k.startswith(f"shared-app/{owner_svc.session_id}/")]
+    with _frontend(cluster) as fe:
+        assert fe.get_application("shared-app") is not None  # the application is the owner's
+    with caplog.at_level(logging.WARNING, logger="flamepy_runner"):
+        owner.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with _frontend(cluster) as fe:
+        assert fe.get_application("shared-app") is None
+    assert _cache_keys(cluster) == []
 
 
 def test_missing_template(make_runner: Callable[..., Runner], cluster: FakeCluster, project: Path) -> None:
