@@ -1,7 +1,7 @@
 """Failure report sections: what a failed test's report says about its fake cluster.
 
 :func:`failure_sections` returns, for a running cluster, one section per session that could not
-start an instance (events 1001/1002 and the last instance's stderr), then one section with the
+start an instance (events 1001/1002 and each distinct stderr of its instances, once), then one section with the
 cluster's state: applications, sessions with task counts, failed tasks with their messages,
 executors, the last calls and the stderr tail of every other instance that wrote some. The
 pytest plugin appends them to the report of a test that failed (or timed out).
@@ -34,7 +34,7 @@ def failure_sections(cluster: FakeCluster) -> list[tuple[str, str]]:
 
 
 def _bind_failures(cluster: FakeCluster, shown: set[str]) -> list[tuple[str, str]]:
-    """Sections for sessions that got event 1001/1002: the events, the last instance's stderr."""
+    """Sections for sessions that got event 1001/1002: the events, each distinct stderr once."""
     sections = []
     for ssn in cluster.sessions():
         events = [e for e in ssn.events if e.code in BIND_EVENTS]
@@ -42,15 +42,31 @@ def _bind_failures(cluster: FakeCluster, shown: set[str]) -> list[tuple[str, str
             continue
         lines = [f"event {e.code}: {e.message}" for e in events]
         executor_ids = cluster.executors_of(ssn.id)
-        if executor_ids:
-            last = executor_ids[-1]
-            tail = _stderr_tail(cluster, last)
-            if tail:
-                shown.add(last)
-                lines.append(f"stderr of the last instance, executor {last} (last {STDERR_LINES} lines):")
-                lines += [f"  {line}" for line in tail]
+        shown.update(executor_ids)
+        lines += _stderr_lines(cluster, executor_ids, "")
         sections.append((f"flame_cluster: session {ssn.id} could not start an instance", "\n".join(lines)))
     return sections
+
+
+def _stderr_lines(cluster: FakeCluster, executor_ids: list[str], where: str) -> list[str]:
+    """The stderr tails of ``executor_ids``, each distinct one once with the executors that wrote
+    it: five failed binds of one broken import print one traceback, not five."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for eid in executor_ids:
+        tail = tuple(_stderr_tail(cluster, eid))
+        if tail:
+            groups.setdefault(tail, []).append(eid)
+    lines = []
+    for tail, eids in groups.items():
+        if len(eids) == 1:
+            lines.append(f"stderr of executor {eids[0]}{where} (last {STDERR_LINES} lines):")
+        else:
+            lines.append(
+                f"stderr of {len(eids)} executors{where}, the same each time: {', '.join(eids)} "
+                f"(last {STDERR_LINES} lines):"
+            )
+        lines += [f"  {line}" for line in tail]
+    return lines
 
 
 def _state_lines(cluster: FakeCluster, shown: set[str]) -> list[str]:
@@ -88,11 +104,8 @@ def _state_lines(cluster: FakeCluster, shown: set[str]) -> list[str]:
     lines.append(f"Last {len(last)} of {len(calls)} calls:" if calls else "Calls: none")
     lines += [f"  - {_call_line(c)}" for c in last]
     for s in sessions:
-        for eid in cluster.executors_of(s.id):
-            tail = [] if eid in shown else _stderr_tail(cluster, eid)
-            if tail:
-                lines.append(f"stderr of executor {eid} of session {s.id} (last {STDERR_LINES} lines):")
-                lines += [f"  {line}" for line in tail]
+        unshown = [eid for eid in cluster.executors_of(s.id) if eid not in shown]
+        lines += _stderr_lines(cluster, unshown, f" of session {s.id}")
     return lines
 
 

@@ -730,7 +730,7 @@ def test_a_failed_or_timed_out_test_shows_bind_failures_and_the_instance_stderr(
                 "code 1 before creating its socket /tmp/ffx-*.sock",
                 "event 1002: Session retry limit reached after 1/1 failed attempts; new executor assignment "
                 "is paused for this session; existing executors are unchanged.",
-                "stderr of the last instance, executor * (last 20 lines):",
+                "stderr of executor * (last 20 lines):",
                 "  Traceback (most recent call last):",
                 "  *",
                 "  ModuleNotFoundError: No module named 'no_such_module_ffx'",

@@ -132,14 +132,16 @@ def wait_for(condition):
 '''
 
 
-def test_the_state_section_shows_instance_stderr_once(inner: pytest.Pytester) -> None:
+def test_each_distinct_instance_stderr_is_shown_once(inner: pytest.Pytester) -> None:
+    # Three failed binds of one broken import: one traceback with its count, in the bind section
+    # only; the noisy instance's stderr in the state section.
     inner.makepyfile(setup=NOISY_AND_BROKEN)
     inner.makepyfile(
         """
         import pytest
         from setup import NOISY, start, wait_for
 
-        @pytest.mark.flame(retry_limit=1)
+        @pytest.mark.flame(retry_limit=3)
         def test_fails(flame_cluster, tmp_path):
             start(flame_cluster, tmp_path, "noisy", NOISY)
             start(flame_cluster, tmp_path, "broken", "import no_such_module_ffx\\n")
@@ -153,7 +155,12 @@ def test_the_state_section_shows_instance_stderr_once(inner: pytest.Pytester) ->
     result.stdout.fnmatch_lines(
         [
             "*- flame_cluster: session ssn-broken could not start an instance -*",
-            "stderr of the last instance, executor * (last 20 lines):",
+            "event 1001: *",
+            "event 1001: *",
+            "event 1001: *",
+            "event 1002: Session retry limit reached after 3/3 failed attempts; *",
+            "stderr of 3 executors, the same each time: *, *, * (last 20 lines):",
+            "  Traceback (most recent call last):",
             "  ModuleNotFoundError: No module named 'no_such_module_ffx'",
             "*- flame_cluster: state of the fake Flame cluster when the test failed -*",
             "Applications: broken, flmexec, flmping, flmrun, noisy",
