@@ -1,10 +1,11 @@
 """Failure report sections: what a failed test's report says about its fake cluster.
 
 :func:`failure_sections` returns, for a running cluster, one section per session that could not
-start an instance (events 1001/1002 and each distinct stderr of its instances, once), then one section with the
-cluster's state: applications, sessions with task counts, failed tasks with their messages,
-executors, the last calls and the stderr tail of every other instance that wrote some. The
-pytest plugin appends them to the report of a test that failed (or timed out).
+start an instance (events 1001/1002 and each distinct stderr of its instances, once, with the
+executors that wrote it), then one section with the cluster's state: applications, sessions with
+task counts, failed tasks with their messages, executors, the last calls and the stderr tails of
+the other instances that wrote some. The pytest plugin appends them to the report of a test that
+failed (or timed out).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from ._cache_wire import ObjectRef
 from ._exceptions import RemoteError, UsageError
 from ._future import ObjectFuture
 from ._proto import pb
+from ._reference import check_importable
 from ._tasks import task_error_message
 from ._types import ResourceRequirement, SessionContext
 
@@ -167,6 +168,8 @@ class RunnerService:
         )
         self.warmup = warmup
         self.resreq = None if resreq is None else ResourceRequirement.coerce(resreq)
+        if runner.registered:  # a reused application's package is someone else's: not known
+            check_importable(execution_object, runner.project_dir, _describe(execution_object))
         self.session_id = _session_id_for(self._app, execution_object)
         self._closed = False
         self._lock = threading.Lock()

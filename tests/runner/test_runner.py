@@ -308,6 +308,32 @@ def test_unpicklable_execution_object_fails_before_a_session_opens(
     assert [s.metadata.id for s in sessions] == []
 
 
+def test_a_function_the_package_cannot_import_fails_at_service(
+    runner: Runner, cluster: FakeCluster, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a test module outside the packaged directory: the executors could never import it.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ffx_outside_pricing.py").write_text("def price(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(outside))
+    monkeypatch.delitem(sys.modules, "ffx_outside_pricing", raising=False)  # forgotten at teardown
+    import ffx_outside_pricing  # type: ignore[import-not-found]
+
+    with pytest.raises(UsageError) as err:
+        runner.service(ffx_outside_pricing.price)
+    root = project.resolve()
+    assert str(err.value) == (
+        f"cannot serve function price: it travels by reference to module 'ffx_outside_pricing' "
+        f"({outside.resolve() / 'ffx_outside_pricing.py'}), which the package of {root} does not "
+        f"provide, so the executors could not import it. Move it into the project (importable as "
+        f"'ffx_outside_pricing' from {root}), or make it travel by value: "
+        f"cloudpickle.register_pickle_by_value(sys.modules['ffx_outside_pricing'])"
+    )
+    with _frontend(cluster) as fe:
+        sessions = fe._stub.ListSession(pb.ListSessionRequest(), timeout=5).sessions
+    assert [s.metadata.id for s in sessions] == []
+
+
 def test_large_argument_is_passed_by_reference(runner: Runner, cluster: FakeCluster) -> None:
     def sizes(*args: bytes, **kwargs: bytes) -> list[int]:
         return [len(a) for a in args] + [len(v) for v in kwargs.values()]
