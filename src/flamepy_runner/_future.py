@@ -15,7 +15,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from ._cache_wire import ObjectRef
-from ._exceptions import WaitTimeoutError
+from ._exceptions import RemoteError, WaitTimeoutError
 
 __all__ = ["ObjectFuture"]
 
@@ -46,6 +46,7 @@ class ObjectFuture(concurrent.futures.Future[ObjectRef]):
         self.application = application
         self.session_id = session_id
         self.task_id = task_id
+        self._failure_id: str | None = None  # where the envelope records a failure (_envelope)
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
@@ -54,7 +55,9 @@ class ObjectFuture(concurrent.futures.Future[ObjectRef]):
     def _wait_ref(self, timeout: float | None) -> ObjectRef:
         try:
             return self.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError as exc:
+            if isinstance(exc, RemoteError):  # the remote call raised a TimeoutError
+                raise
             raise WaitTimeoutError(
                 f"task {self.task_id} of session '{self.session_id}' did not finish within {timeout} s",
                 session_id=self.session_id,

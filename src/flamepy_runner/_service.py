@@ -13,6 +13,7 @@ import inspect
 import logging
 import secrets
 import string
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ import cloudpickle
 
 from . import _wire
 from ._cache_wire import ObjectRef
+from ._envelope import FAILURE_KEYWORD, enclose, new_failure_id, read_failure
 from ._exceptions import RemoteError, UsageError
 from ._future import ObjectFuture
 from ._proto import pb
@@ -114,6 +116,35 @@ def _session_id_for(app: str, obj: Any) -> str:
     return f"{app}-" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(6))
 
 
+def _remote_class(type_name: str) -> type[BaseException] | None:
+    """The exception class ``module.QualName`` (a bare name: builtins, then ``__main__``) when its
+    module is imported here; nothing is imported for the sake of an error."""
+    candidates = [("builtins", type_name), ("__main__", type_name)] if "." not in type_name else []
+    module_name, _, qualname = type_name.rpartition(".")
+    while module_name:  # the longest imported module prefix: a.b.Outer.Inner
+        candidates.append((module_name, qualname))
+        module_name, _, head = module_name.rpartition(".")
+        qualname = f"{head}.{qualname}"
+    for module_name, qualname in candidates:
+        found: Any = sys.modules.get(module_name)
+        for part in qualname.split(".") if found is not None else ():
+            found = getattr(found, part, None)
+        if isinstance(found, type) and issubclass(found, BaseException):
+            return found
+    return None
+
+
+def _unpickled(pickled: bytes | None) -> BaseException | None:
+    """The remote exception itself, when it was sent and unpickles here."""
+    if pickled is None:
+        return None
+    try:
+        exc = _wire.loads(pickled)
+    except Exception:
+        return None
+    return exc if isinstance(exc, BaseException) else None
+
+
 def _pickle(value: Any, what: str) -> bytes:
     try:
         data: bytes = cloudpickle.dumps(value, protocol=5)
@@ -176,7 +207,11 @@ class RunnerService:
         self._function: Callable[..., ObjectFuture] | None = None
         self._signature: inspect.Signature | None = None
         context = _wire.RunnerContext(
-            execution_object=execution_object,
+            # In its envelope, so that a failed call reports its exception in full through any
+            # flmrun program (see _envelope).
+            execution_object=enclose(
+                execution_object, runner.cache.endpoint, f"{self._app}/{self.session_id}"
+            ),
             stateful=self.stateful,
             autoscale=self.autoscale,
             # flamepy's executor rebuilds a stateful instance's context through its validating
@@ -279,11 +314,13 @@ class RunnerService:
                 raise TypeError(f"{label}{sig}: {exc}") from None
         args = tuple(self._by_ref(a) for a in args)
         kwargs = {k: self._by_ref(v) for k, v in kwargs.items()}
-        data = self._request_bytes(method, args, kwargs, label)
+        failure_id = new_failure_id()
+        data = self._request_bytes(method, args, kwargs, label, failure_id)
         if len(data) > MAX_TASK_INPUT:
             args, kwargs = self._offload(args, kwargs, label)
-            data = self._request_bytes(method, args, kwargs, label)
+            data = self._request_bytes(method, args, kwargs, label, failure_id)
         future = ObjectFuture(self._runner._fetch, application=self._app, session_id=self.session_id)
+        future._failure_id = failure_id
         task = self._runner.frontend.create_task(self.session_id, data)
         future.task_id = task.metadata.id
         self._runner._track(future, functools.partial(self._complete, future))
@@ -302,9 +339,12 @@ class RunnerService:
 
     @staticmethod
     def _request_bytes(
-        method: str | None, args: tuple[Any, ...], kwargs: dict[str, Any], label: str
+        method: str | None, args: tuple[Any, ...], kwargs: dict[str, Any], label: str, failure_id: str
     ) -> bytes:
-        request = _wire.RunnerRequest(method=method, args=args or None, kwargs=kwargs or None)
+        # The envelope (or our worker) takes the failure record's id out before the call.
+        request = _wire.RunnerRequest(
+            method=method, args=args or None, kwargs={**kwargs, FAILURE_KEYWORD: failure_id}
+        )
         try:
             return _wire.dumps(request)
         except Exception as exc:
@@ -382,6 +422,8 @@ class RunnerService:
                 task_id=future.task_id,
             )
         failure = _wire.decode_failure(task.spec.output) if task.spec.HasField("output") else None
+        if failure is None and future._failure_id is not None:
+            failure = self._read_failure(future._failure_id)
         if failure is None:
             return RemoteError(
                 f"{where} failed: {message}",
@@ -389,14 +431,26 @@ class RunnerService:
                 session_id=self.session_id,
                 task_id=future.task_id,
             )
-        return RemoteError(
+        remote_class = _remote_class(failure.type_name)
+        remote_exception = None if remote_class is None else _unpickled(failure.exception)
+        return RemoteError.of_remote_class(
+            remote_class,
             f"{where} failed: {failure.type_name}: {failure.message}\n\n{failure.traceback.rstrip()}",
             remote_message=failure.message,
             remote_type=failure.type_name,
             remote_traceback=failure.traceback,
+            remote_exception=remote_exception,
             session_id=self.session_id,
             task_id=future.task_id,
         )
+
+    def _read_failure(self, failure_id: str) -> _wire.RemoteFailure | None:
+        """The envelope's failure record of a call (stock runpy's failed tasks have no output)."""
+        try:
+            return read_failure(self._runner.cache, f"{self._app}/{self.session_id}", failure_id)
+        except Exception as exc:  # the message alone still says what failed
+            logger.debug("session %s: no failure record %s: %s", self.session_id, failure_id, exc)
+            return None
 
     # -- lifetime --------------------------------------------------------------------------------
 

@@ -17,9 +17,11 @@ flamepy at all:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
+import os
 import pickle
 import traceback
 from typing import Any
@@ -28,6 +30,7 @@ import bson
 import cloudpickle
 
 __all__ = [
+    "FAILURE_KEYWORD",
     "FLAMEPY_MODULE",
     "RemoteFailure",
     "RunnerContext",
@@ -36,10 +39,12 @@ __all__ = [
     "decode_failure",
     "dumps",
     "encode_failure",
+    "failure_from_record",
     "is_object_ref",
     "is_runner_context",
     "is_runner_request",
     "loads",
+    "type_name_of",
 ]
 
 #: Module that names the Runner payload classes on the wire.
@@ -208,39 +213,82 @@ def is_object_ref(obj: object) -> bool:
     return isinstance(obj, ObjectRef) or _named(obj, ((_FLAMEPY_CACHE_MODULE, "ObjectRef"),))
 
 
-# -- failure details (our worker only) --------------------------------------------------------------
+# -- failure details ------------------------------------------------------------------------------
 
 #: Marker field of the failure record our worker returns as a failed task's output.
 _FAILURE_MARKER = "flamepy_runner.failure"
 #: Longest traceback kept in a failure record (the tail is kept: the raise site matters most).
 MAX_TRACEBACK_CHARS = 64 * 1024
+#: The keyword argument of a Runner call that names its failure record (see ``_envelope``); the
+#: envelope, or our worker, removes it before the call.
+FAILURE_KEYWORD = "__flamepy_runner_failure_id__"
+#: The name of the envelope's frame that calls the user's code: the user's frames follow it
+#: (cloudpickle names the file of by-value code ``<dynamic-code>``, so names are what is left).
+ENVELOPE_CALL_FRAME = "_flamepy_runner_invoke"
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclasses.dataclass(frozen=True)
 class RemoteFailure:
-    """What our worker reports about an exception raised by a task.
+    """What the executor reports about an exception raised by a task.
 
     Args:
-        type_name: the exception's class name.
+        type_name: the exception's class, ``module.QualName`` (the bare name for builtins), as
+            Python's traceback prints it.
         message: ``str(exception)``, the same text as the task's failure event.
-        traceback: the formatted traceback, possibly cut at the front.
+        traceback: the formatted traceback of the user's frames, possibly cut at the front.
+        exception: the exception, cloudpickled, when it pickles.
     """
 
     type_name: str
     message: str
     traceback: str
+    exception: bytes | None = None
+
+
+def type_name_of(cls: type[BaseException]) -> str:
+    """``module.QualName`` of an exception class, the bare name for builtins and ``__main__``."""
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of the user's frames: after the envelope's call frame (see ``_envelope``),
+    or without the leading frames of flamepy_runner's own files (the worker)."""
+    tb = exc.__traceback__
+    probe = tb
+    while probe is not None and probe.tb_frame.f_code.co_name != ENVELOPE_CALL_FRAME:
+        probe = probe.tb_next
+    if probe is not None and probe.tb_next is not None:
+        tb = probe.tb_next
+    else:
+        while tb is not None and tb.tb_next is not None and _is_own(tb.tb_frame.f_code.co_filename):
+            tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
+    return text
+
+
+def _is_own(filename: str) -> bool:
+    return os.path.dirname(os.path.abspath(filename)) == _OWN_DIR
 
 
 def encode_failure(exc: BaseException) -> bytes:
-    """The output of a failed task with our worker: BSON with the exception's type, text and traceback.
+    """The output of a failed task with our worker: BSON with the exception's type, text,
+    traceback and the pickled exception (when it pickles).
 
     flamepy's stock executor leaves a failed task's output empty; clients that do not know this
     record ignore it (the failure text is in the task's event either way).
     """
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if len(text) > MAX_TRACEBACK_CHARS:
-        text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
-    doc = {_FAILURE_MARKER: 1, "type": type(exc).__name__, "message": str(exc), "traceback": text}
+    doc: dict[str, Any] = {
+        _FAILURE_MARKER: 1,
+        "type": type_name_of(type(exc)),
+        "message": str(exc),
+        "traceback": _user_traceback(exc),
+    }
+    with contextlib.suppress(Exception):  # unpicklable: the type, text and traceback still travel
+        doc["exception"] = bson.Binary(cloudpickle.dumps(exc))
     return bytes(bson.encode(doc))
 
 
@@ -252,7 +300,21 @@ def decode_failure(output: bytes) -> RemoteFailure | None:
         return None
     if doc.get(_FAILURE_MARKER) != 1:
         return None
-    fields = (doc.get("type"), doc.get("message"), doc.get("traceback"))
+    return failure_from_record(doc)
+
+
+def failure_from_record(record: Any) -> RemoteFailure | None:
+    """The :class:`RemoteFailure` in a record (a mapping with ``type``, ``message``,
+    ``traceback`` and optionally ``exception``), or None when it is not one."""
+    if not isinstance(record, dict):
+        return None
+    fields = (record.get("type"), record.get("message"), record.get("traceback"))
     if not all(isinstance(f, str) for f in fields):
         return None
-    return RemoteFailure(type_name=fields[0], message=fields[1], traceback=fields[2])  # type: ignore[arg-type]
+    pickled = record.get("exception")
+    return RemoteFailure(
+        type_name=fields[0],  # type: ignore[arg-type]
+        message=fields[1],  # type: ignore[arg-type]
+        traceback=fields[2],  # type: ignore[arg-type]
+        exception=bytes(pickled) if isinstance(pickled, (bytes, bytearray)) else None,
+    )

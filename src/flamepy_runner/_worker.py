@@ -242,6 +242,10 @@ class RunnerWorker:
             if not _wire.is_runner_request(request):
                 raise ValueError(f"task input is not a RunnerRequest but {type(request).__name__}")
             method, args, kwargs = self._check_request(request)
+            # A Runner call names its failure record for the envelope (stock runpy writes it to
+            # the cache); here the failure goes into the task's output, so the envelope is told
+            # nothing and writes nothing.
+            kwargs.pop(_wire.FAILURE_KEYWORD, None)
             args, kwargs = self._resolve(args, kwargs)
             result = self._call(method, args, kwargs)
             if self._context.stateful:

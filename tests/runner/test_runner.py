@@ -357,37 +357,102 @@ def test_put_object_ref_as_argument(runner: Runner) -> None:
 # -- futures ----------------------------------------------------------------------------------------
 
 
-def test_remote_error_carries_type_message_and_traceback(runner: Runner, flmrun: str) -> None:
+class PricingError(Exception):
+    """An exception of the user's, with a field of its own (a default, so that it unpickles)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def test_remote_error_carries_type_message_and_traceback(runner: Runner) -> None:
+    # The same on every setup: through stock runpy the envelope records what our worker reports.
     def divide(a: int, b: int) -> float:
         return a / b
 
     svc = runner.service(divide)
     future = svc(1, 0)
-    with pytest.raises(RemoteError) as err:
+    with pytest.raises(ZeroDivisionError) as err:  # also the remote exception's class
         future.get()
     where = f"task {future.task_id} of session '{svc.session_id}' (application '{runner.name}')"
     exc = err.value
-    assert (exc.session_id, exc.task_id, exc.remote_message) == (
+    assert isinstance(exc, RemoteError) and type(exc).__name__ == "RemoteError(ZeroDivisionError)"
+    assert (exc.session_id, exc.task_id, exc.remote_message, exc.remote_type) == (
         svc.session_id,
         future.task_id,
         "division by zero",
+        "ZeroDivisionError",
     )
-    if flmrun == "builtin":
-        assert exc.remote_type == "ZeroDivisionError"
-        assert exc.remote_traceback is not None
-        assert exc.remote_traceback.endswith(", in divide\nZeroDivisionError: division by zero\n")
-        assert (
-            str(exc)
-            == f"{where} failed: ZeroDivisionError: division by zero\n\n{exc.remote_traceback.rstrip()}"
-        )
-    else:
-        assert (exc.remote_type, exc.remote_traceback) == (None, None)
-        assert str(exc) == f"{where} failed: division by zero"
+    assert isinstance(exc.remote_exception, ZeroDivisionError)
+    assert exc.remote_exception.args == ("division by zero",)
+    lines = (exc.remote_traceback or "").splitlines()
+    line = divide.__code__.co_firstlineno + 1
+    # The user's frame only: not the worker's, runpy's or the envelope's. (cloudpickle names
+    # the file of code sent by value "<dynamic-code>", so no source line is shown.)
+    assert lines == [
+        "Traceback (most recent call last):",
+        f'  File "<dynamic-code>", line {line}, in divide',
+        "ZeroDivisionError: division by zero",
+    ]
+    assert (
+        str(exc) == f"{where} failed: ZeroDivisionError: division by zero\n\n{exc.remote_traceback.rstrip()}"
+    )
     with pytest.raises(RemoteError):
         future.wait()
     with pytest.raises(RemoteError):
         future.ref()
     assert future.done()
+
+
+def test_a_remote_exception_of_the_users_class_is_caught_by_that_class(runner: Runner) -> None:
+    def price(item: str) -> float:
+        raise PricingError(f"no price for {item}", code=404)
+
+    future = runner.service(price)("tea")
+    with pytest.raises(PricingError) as err:
+        future.get()
+    exc = err.value
+    assert isinstance(exc, RemoteError) and type(exc).__name__ == "RemoteError(PricingError)"
+    assert exc.remote_type == f"{__name__}.PricingError"
+    assert exc.remote_message == "no price for tea"
+    assert exc.code == 404  # read from the remote exception
+    assert isinstance(exc.remote_exception, PricingError) and exc.remote_exception.code == 404
+    assert repr(exc) == f"RemoteError(PricingError)({str(exc)!r})"
+    # Pickled, it is a plain RemoteError with the same fields (the remote class is not needed).
+    again = cloudpickle.loads(cloudpickle.dumps(exc))
+    assert type(again) is RemoteError
+    assert (str(again), again.remote_type, again.task_id) == (str(exc), exc.remote_type, exc.task_id)
+
+
+def test_a_remote_timeout_error_is_not_a_wait_timeout(runner: Runner) -> None:
+    def slow() -> None:
+        raise TimeoutError("the supplier did not answer")
+
+    future = runner.service(slow)()
+    with pytest.raises(TimeoutError) as err:
+        future.get(timeout=60)
+    assert isinstance(err.value, RemoteError) and not isinstance(err.value, WaitTimeoutError)
+    assert err.value.remote_message == "the supplier did not answer"
+
+
+def test_a_remote_class_unknown_here_gives_a_plain_remote_error(runner: Runner) -> None:
+    def oops() -> None:
+        import types
+
+        module = types.ModuleType("ffx_remote_only")
+        exec("class Oops(Exception):\n    pass\n", module.__dict__)
+        raise module.Oops("only the executor knows this class")
+
+    future = runner.service(oops)()
+    with pytest.raises(RemoteError) as err:
+        future.get()
+    assert type(err.value) is RemoteError
+    assert (err.value.remote_type, err.value.remote_exception) == ("ffx_remote_only.Oops", None)
+    assert "ffx_remote_only" not in sys.modules  # nothing imported for the error's sake
+    assert str(err.value).startswith(
+        f"task {future.task_id} of session '{future.session_id}' (application '{runner.name}') failed: "
+        "ffx_remote_only.Oops: only the executor knows this class\n\nTraceback (most recent call last):\n"
+    )
 
 
 def test_get_with_timeout_then_done(runner: Runner, tmp_path: Path) -> None:
