@@ -184,6 +184,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 _SIGTERM_HANDLER = pytest.StashKey[Any]()
+_SIGINT_HANDLER = pytest.StashKey[Any]()
+_RECEIVED = pytest.StashKey["_Received"]()
 # The pytest runs alive in this process (a pytester inline run nests one in another): the
 # shared zygotes are stopped when the outermost one ends, not when a nested one does.
 _LIVE_CONFIGS: set[int] = set()
@@ -196,13 +198,36 @@ class _SigtermAsInterrupt:
     way), since ``timeout`` and CI runners often signal only the process they started.
     """
 
-    def __init__(self, xdist_controller: bool) -> None:
+    def __init__(self, xdist_controller: bool, received: _Received) -> None:
         self.xdist_controller = xdist_controller
+        self.received = received
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.signals += 1
         if self.xdist_controller:
             _forward_to_workers(signum)
         raise KeyboardInterrupt(f"flamepy_fake: received {signal.Signals(signum).name}")
+
+
+class _Received:
+    """How many SIGINT/SIGTERM this run got. pytest marks a run interrupted only once its
+    KeyboardInterrupt handler has run, and a second Ctrl-C can land before that (or in the
+    middle of teardown): the fixtures ask this count too, so an interrupted run never gets the
+    leftover checks."""
+
+    def __init__(self) -> None:
+        self.signals = 0
+
+
+class _SigintRecorder:
+    """Python's own SIGINT behaviour (KeyboardInterrupt), counted in :class:`_Received`."""
+
+    def __init__(self, received: _Received) -> None:
+        self.received = received
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.received.signals += 1
+        signal.default_int_handler(signum, frame)
 
 
 def _forward_to_workers(signum: int) -> None:
@@ -229,15 +254,20 @@ def _child_pids() -> list[int]:
 
 
 def _install_sigterm_handler(config: pytest.Config) -> None:
-    # Only where nobody else handles SIGTERM, and only from the main thread (Python's rule).
+    # Only where nobody else handles the signal, and only from the main thread (Python's rule).
+    received = config.stash[_RECEIVED] = _Received()
     if threading.current_thread() is not threading.main_thread():
         return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        recorder = _SigintRecorder(received)
+        signal.signal(signal.SIGINT, recorder)
+        config.stash[_SIGINT_HANDLER] = recorder
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
     controller = (
         bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
     )
-    handler = _SigtermAsInterrupt(xdist_controller=controller)
+    handler = _SigtermAsInterrupt(xdist_controller=controller, received=received)
     signal.signal(signal.SIGTERM, handler)
     config.stash[_SIGTERM_HANDLER] = handler
 
@@ -271,6 +301,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     handler = config.stash.get(_SIGTERM_HANDLER, None)
     if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    recorder = config.stash.get(_SIGINT_HANDLER, None)
+    if recorder is not None and signal.getsignal(signal.SIGINT) is recorder:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _stop_shared_start_up() -> None:
@@ -452,7 +485,11 @@ def _test_failed(item: pytest.Item) -> bool:
 
 
 def _interrupted(item: pytest.Item) -> bool:
-    # pytest sets it before tearing the interrupted run's fixtures down (in sessionfinish).
+    # pytest sets it before tearing the interrupted run's fixtures down (in sessionfinish),
+    # unless a second signal cut its handler short: the count covers that.
+    received = item.config.stash.get(_RECEIVED, None)
+    if received is not None and received.signals:
+        return True
     return bool(getattr(item.session, "exitstatus", None) == pytest.ExitCode.INTERRUPTED)
 
 

@@ -109,3 +109,48 @@ def test_one_sigint_ends_the_run_at_once_with_pytests_code_and_leaves_nothing(
     assert "Traceback" not in out and "Failed: flame_cluster" not in out, out
     assert _gone(instance)
     assert not (project / "dist").exists()
+
+
+def test_a_second_sigint_during_the_first_ones_handling_skips_the_leftover_checks(
+    pytester: pytest.Pytester, project: Path
+) -> None:
+    # 50 ms after the first, the second Ctrl-C lands while pytest is still formatting the first
+    # (before it marks the run interrupted): the leftover check used to run and crash out with
+    # "Failed: flame_cluster: the test left work behind".
+    marker = project / "pid"
+    pytester.makepyfile(
+        test_hang=f"""
+        import hangtasks
+
+        def test_waits_forever(flame_runner):
+            flame_runner().service(hangtasks.forever)({str(marker)!r}).get()
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() or not marker.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the task never started"
+            time.sleep(0.02)
+        instance = int(marker.read_text())
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # Python's own answer to a KeyboardInterrupt that escapes: death by SIGINT.
+    assert proc.returncode in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), out
+    assert "KeyboardInterrupt" in out
+    assert "left work behind" not in out and "Failed:" not in out, out
+    assert _gone(instance)
+    assert not (project / "dist").exists()
