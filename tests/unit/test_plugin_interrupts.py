@@ -72,17 +72,15 @@ def test_teardown_gives_calls_in_flight_one_second_whatever_close_timeout(
     assert _gone(int((project / "pid").read_text()))  # the instance died with its cluster
 
 
-def test_one_sigint_ends_the_run_at_once_with_pytests_code_and_leaves_nothing(
-    pytester: pytest.Pytester, project: Path
-) -> None:
+def _interrupt_endless_test(project: Path, *signals_and_gaps: float | signal.Signals) -> tuple[int, str, int]:
+    """Run a test waiting on an endless call in a pytest process, send it the signals once the
+    task runs (a number in between is a pause in seconds); return (exit code, output, the
+    instance's pid)."""
     marker = project / "pid"
-    pytester.makepyfile(
-        test_hang=f"""
-        import hangtasks
-
-        def test_waits_forever(flame_runner):
-            flame_runner().service(hangtasks.forever)({str(marker)!r}).get()
-        """
+    (project / "test_hang.py").write_text(
+        "import hangtasks\n\n"
+        "def test_waits_forever(flame_runner):\n"
+        f"    flame_runner().service(hangtasks.forever)({str(marker)!r}).get()\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
@@ -98,58 +96,35 @@ def test_one_sigint_ends_the_run_at_once_with_pytests_code_and_leaves_nothing(
             assert proc.poll() is None and time.monotonic() < deadline, "the task never started"
             time.sleep(0.02)
         instance = int(marker.read_text())
-        proc.send_signal(signal.SIGINT)
+        for step in signals_and_gaps:
+            if isinstance(step, signal.Signals):
+                proc.send_signal(step)
+            else:
+                time.sleep(step)
         out, _ = proc.communicate(timeout=20)  # was 30 s and more; now well under 2 s
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out
+    return proc.returncode, out, instance
+
+
+def test_one_sigint_ends_the_run_at_once_with_pytests_code_and_leaves_nothing(project: Path) -> None:
+    returncode, out, instance = _interrupt_endless_test(project, signal.SIGINT)
+    assert returncode == pytest.ExitCode.INTERRUPTED, out
     assert "KeyboardInterrupt" in out
     assert "Traceback" not in out and "Failed: flame_cluster" not in out, out
     assert _gone(instance)
     assert not (project / "dist").exists()
 
 
-def test_a_second_sigint_during_the_first_ones_handling_skips_the_leftover_checks(
-    pytester: pytest.Pytester, project: Path
-) -> None:
+def test_a_second_sigint_during_the_first_ones_handling_skips_the_leftover_checks(project: Path) -> None:
     # 50 ms after the first, the second Ctrl-C lands while pytest is still formatting the first
     # (before it marks the run interrupted): the leftover check used to run and crash out with
     # "Failed: flame_cluster: the test left work behind".
-    marker = project / "pid"
-    pytester.makepyfile(
-        test_hang=f"""
-        import hangtasks
-
-        def test_waits_forever(flame_runner):
-            flame_runner().service(hangtasks.forever)({str(marker)!r}).get()
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists() or not marker.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, "the task never started"
-            time.sleep(0.02)
-        instance = int(marker.read_text())
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    returncode, out, instance = _interrupt_endless_test(project, signal.SIGINT, 0.05, signal.SIGINT)
     # Python's own answer to a KeyboardInterrupt that escapes: death by SIGINT.
-    assert proc.returncode in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), out
+    assert returncode in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), out
     assert "KeyboardInterrupt" in out
     assert "left work behind" not in out and "Failed:" not in out, out
     assert _gone(instance)
