@@ -24,10 +24,13 @@ import io
 import os
 import pickle
 import traceback
+import types
 from typing import Any
 
 import bson
 import cloudpickle
+
+from ._types import SessionContext
 
 __all__ = [
     "FAILURE_KEYWORD",
@@ -109,6 +112,22 @@ _RENAMES = {cls: _rename_pattern(cls) for cls in (RunnerContext, RunnerRequest)}
 _SCAN_LIMIT = 64  # the outer object's class reference is at the start of the stream
 
 
+class _ContextPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """Pickles an execution object so that an executor without flamepy_runner can load it.
+
+    A :class:`SessionContext` set as ``_session_context`` on a function, class or instance
+    travels with it, but only the client reads it (to name the session). It is sent as a
+    ``types.SimpleNamespace`` with the same fields: by reference, our class would make the
+    executor import flamepy_runner, which stock flmrun does not have.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is SessionContext:
+            fields = {"session_id": obj.session_id, "application_name": obj.application_name}
+            return types.SimpleNamespace, (), fields
+        return super().reducer_override(obj)
+
+
 def dumps(obj: RunnerContext | RunnerRequest) -> bytes:
     """Pickle ``obj`` with cloudpickle so that it unpickles as flamepy's class of the same name.
 
@@ -126,7 +145,12 @@ def dumps(obj: RunnerContext | RunnerRequest) -> bytes:
     pattern = _RENAMES.get(type(obj))
     if pattern is None:
         raise TypeError(f"expected RunnerContext or RunnerRequest, got {type(obj).__name__}")
-    data: bytes = cloudpickle.dumps(obj, protocol=5)
+    if isinstance(obj, RunnerContext):
+        buffer = io.BytesIO()
+        _ContextPickler(buffer, protocol=5).dump(obj)
+        data = buffer.getvalue()
+    else:
+        data = cloudpickle.dumps(obj, protocol=5)
     ours, theirs = pattern
     at = data.find(ours, 0, _SCAN_LIMIT + len(ours))
     if at < 0:  # pragma: no cover - only if the pickler changes its opcode layout

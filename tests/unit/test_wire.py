@@ -157,3 +157,44 @@ def test_our_worker_reads_flamepy_payloads_without_importing_flamepy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout == "flamepy_runner._wire m (1,)\n[]\n"
+
+
+def test_a_session_context_travels_without_flamepy_runner() -> None:
+    # Only the client reads _session_context; an executor running stock flmrun has flamepy but
+    # not flamepy_runner, so ours must not travel by reference (Flame v0.6.0 failed to bind).
+    import subprocess
+    import textwrap
+    import types
+
+    from flamepy_runner import SessionContext
+
+    def tagged(x: int) -> int:
+        return x + 1
+
+    tagged._session_context = SessionContext(session_id="s-1", application_name="demo")  # type: ignore[attr-defined]
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        payload = _wire.dumps(_wire.RunnerContext(tagged))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["flamepy_runner"] = None  # any import of it fails, as on a stock executor
+        import cloudpickle
+        ctx = cloudpickle.loads({payload!r})
+        fn = ctx.execution_object
+        print(type(ctx).__module__, fn(2), fn._session_context)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0,
+        "flamepy.runner.types 3 namespace(session_id='s-1', application_name='demo')\n",
+        "",
+    )
+    # Pickling elsewhere is unchanged: a SessionContext is still one after a round trip.
+    again = cloudpickle.loads(cloudpickle.dumps(tagged._session_context))  # type: ignore[attr-defined]
+    assert type(again) is SessionContext and not isinstance(again, types.SimpleNamespace)
+    # The client-side object keeps its context.
+    assert tagged._session_context == SessionContext(session_id="s-1", application_name="demo")  # type: ignore[attr-defined]
