@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from ._cluster import BACKENDS, FLMRUN_MODES, ClusterStartError, FakeCluster
+from ._cluster import BACKENDS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterStartError, FakeCluster
 from ._policies import DEFAULT_POLICIES, check_policies
 from ._values import parse_size, positive_int
 
@@ -110,6 +110,14 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
         default=None,
         help="fork instance processes from a zygote that has already imported them "
         "(default: on where supported, Linux); --no-fork-server spawns each one",
+    )
+    group.add_argument(
+        "--instance-imports",
+        choices=INSTANCE_IMPORTS,
+        default="declared",
+        help="what flmrun instance processes can import: what a Flame executor has (declared, the "
+        "default: the standard library, flamepy 0.6.0 and its requirements, the package and its "
+        "declared dependencies) or everything this environment has (all)",
     )
     group.add_argument(
         "--flmrun",
@@ -219,6 +227,7 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             cache_port=getattr(args, "cache_port", 0),
             backend=args.backend,
             fork_server=args.fork_server,
+            instance_imports=args.instance_imports,
             flmrun=args.flmrun,
             max_executors=args.max_executors,
             policies=args.policies,

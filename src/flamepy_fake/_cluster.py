@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from flamepy_runner._exceptions import UsageError
 
 from ._policies import DEFAULT_POLICIES, check_policies
+from ._values import INSTANCE_IMPORTS
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ._records import EventRecord
     from ._state import ClusterState
 
-__all__ = ["BACKENDS", "FLMRUN_MODES", "ClusterStartError", "FakeCluster"]
+__all__ = ["BACKENDS", "FLMRUN_MODES", "INSTANCE_IMPORTS", "ClusterStartError", "FakeCluster"]
 
 #: Values accepted by ``FakeCluster(backend=...)`` and ``flamepy-fake --backend``.
 BACKENDS: tuple[str, ...] = ("auto", "thread", "process")
@@ -145,6 +146,15 @@ class FakeCluster:
             supported (Linux), ``False`` always spawns. When the zygote cannot be used (not
             Linux, or it died), instances are spawned after one warning on the ``flamepy_fake``
             logger.
+        instance_imports: what ``flmrun`` instance processes can import. ``"declared"`` (the
+            default) is what a Flame v0.6.0 executor has: the standard library, the flmrun
+            program's distributions (flamepy 0.6.0 and its requirements; the builtin worker
+            adds flamepy-runner's), the package and the distributions its ``pyproject.toml``
+            (or the Runner's ``dependencies=``) declares, with their requirements resolved
+            from this environment; any other import fails with ``ModuleNotFoundError`` as on
+            Flame, and the instance's stderr names the missing declaration. ``"all"`` lets
+            instances import everything this environment has. Thread executors always share
+            the test's modules.
 
     Raises:
         ValueError: an option is out of range or not one of the accepted values.
@@ -168,6 +178,7 @@ class FakeCluster:
         advertise_host: str | None = None,
         log_calls: bool = False,
         fork_server: bool | None = None,
+        instance_imports: str = "declared",
     ) -> None:
         if not host:
             raise ValueError("host must be a non-empty address, e.g. '127.0.0.1'")
@@ -179,6 +190,10 @@ class FakeCluster:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if flmrun not in FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
+        if instance_imports not in INSTANCE_IMPORTS:
+            raise ValueError(
+                f"instance_imports must be one of {', '.join(INSTANCE_IMPORTS)}; got {instance_imports!r}"
+            )
         if max_executors is not None and (
             isinstance(max_executors, bool) or not isinstance(max_executors, int) or max_executors < 1
         ):
@@ -214,6 +229,7 @@ class FakeCluster:
         if fork_server is not None and not isinstance(fork_server, bool):
             raise ValueError(f"fork_server must be True, False or None; got {fork_server!r}")
         self._fork_server = fork_server
+        self._instance_imports = instance_imports
 
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.NEW
@@ -387,6 +403,7 @@ class FakeCluster:
             home=self._home,
             hooks=ExecutorHooks(self._faults, self._calls),
             fork_server=self._fork_server,
+            instance_imports=self._instance_imports,
         )
         self._manager = manager  # before start(): a half-started manager is stopped too
         manager.start()

@@ -69,12 +69,14 @@ class Installation:
         path: directories to prepend to ``PATH``.
         env: variables to set when absent (``FLAME_PYTHON_VERSION``, ``FLAME_APP_DIR``).
         release: the release directory (None when nothing was downloaded).
+        declared: the dependencies the package's ``pyproject.toml`` declares.
     """
 
     pythonpath: tuple[str, ...] = ()
     path: tuple[str, ...] = ()
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     release: Path | None = None
+    declared: tuple[str, ...] = ()
 
 
 def python_version() -> str:
@@ -244,6 +246,7 @@ class Installer:
                 path=tuple(bin_dir),
                 env={"FLAME_PYTHON_VERSION": version},
                 release=release,
+                declared=tuple(_declared_dependencies(src)),
             )
 
     # -- download -------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ._values import parse_size, positive_int
+from ._values import INSTANCE_IMPORTS, parse_size, positive_int
 
 __all__ = ["BACKENDS", "EXECUTORS", "FLMRUN_MODES", "SCOPES", "Settings", "add_options", "read_settings"]
 
@@ -30,7 +30,7 @@ SCOPES = ("function", "module", "session")
 AUTOSTART_VAR = "FLAMEPY_FAKE_AUTOSTART"
 
 # The settings that only a fake cluster has (a real or external cluster is configured elsewhere).
-FAKE_ONLY = ("executors", "flmrun", "max_executors", "retry_limit", "cache_max_memory")
+FAKE_ONLY = ("executors", "flmrun", "max_executors", "retry_limit", "cache_max_memory", "instance_imports")
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -71,6 +71,12 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str], ...] = (
     ("executors", _choice(EXECUTORS), "auto|thread|process", "how the fake runs instances (default: auto)"),
     ("flmrun", _choice(FLMRUN_MODES), "builtin|flamepy", "flmrun program of the fake (default: builtin)"),
     ("max_executors", positive_int, "N", "fake-only cap on instances (default: none, as Flame v0.6.0)"),
+    (
+        "instance_imports",
+        _choice(INSTANCE_IMPORTS),
+        "declared|all",
+        "what flmrun instances import: what an executor has (declared, default) or everything (all)",
+    ),
     ("retry_limit", positive_int, "N", "bind retry limit of the fake (default: 5)"),
     ("cache_max_memory", _size, "SIZE", "object cache memory limit of the fake, e.g. 512M (default: none)"),
     ("scope", _choice(SCOPES), "function|module|session", "lifetime of a fake cluster (default: function)"),
@@ -108,6 +114,7 @@ class Settings:
     max_executors: int | None = None
     retry_limit: int | None = None
     cache_max_memory: int | None = None
+    instance_imports: str | None = None
     scope: str = "function"
     endpoint: str | None = None
     cache_endpoint: str | None = None
@@ -123,6 +130,7 @@ class Settings:
             "max_executors": self.max_executors,
             "retry_limit": self.retry_limit,
             "cache_max_memory": self.cache_max_memory,
+            "instance_imports": self.instance_imports,
         }
         return {k: v for k, v in values.items() if v is not None}
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["parse_size", "positive_int"]
+__all__ = ["INSTANCE_IMPORTS", "parse_size", "positive_int"]
+
+#: What flmrun instance processes can import (``FakeCluster(instance_imports=)``): what a
+#: Flame executor has (``declared``), or everything the test's environment has (``all``).
+INSTANCE_IMPORTS: tuple[str, ...] = ("declared", "all")
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

@@ -40,7 +40,7 @@ import pytest
 from ._flamepy_reset import reset_flamepy_clients
 from ._plugin_settings import EXECUTORS, FAKE_ONLY, FLMRUN_MODES, Settings, add_options, read_settings
 from ._policies import DEFAULT_POLICIES, check_policies
-from ._values import parse_size
+from ._values import INSTANCE_IMPORTS, parse_size
 
 if TYPE_CHECKING:
     from flamepy_runner import FlameConfig, PackageCache, Runner
@@ -83,6 +83,8 @@ class FlameOptions:
         allow_unfinished_tasks: do not fail the test when tasks are pending or running at teardown.
         fork_server: fork instance processes from the cluster's zygote (``None``: where
             supported; ``False``: spawn each one), see ``FakeCluster``.
+        instance_imports: what flmrun instances can import: ``declared`` (what a Flame
+            executor has) or ``all`` (everything the test's environment has), see ``FakeCluster``.
 
     Raises:
         TypeError: an option has the wrong type, or a positional argument was given.
@@ -103,6 +105,7 @@ class FlameOptions:
         allow_open_sessions: bool = False,
         allow_unfinished_tasks: bool = False,
         fork_server: bool | None = None,
+        instance_imports: str = "declared",
     ) -> None:
         if executors is not None and backend is not None:
             raise TypeError("give executors or its former name backend, not both")
@@ -111,6 +114,10 @@ class FlameOptions:
             raise ValueError(f"{name} must be one of {', '.join(EXECUTORS)}; got {executors!r}")
         if flmrun not in FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
+        if instance_imports not in INSTANCE_IMPORTS:
+            raise ValueError(
+                f"instance_imports must be one of {', '.join(INSTANCE_IMPORTS)}; got {instance_imports!r}"
+            )
         for name, value in (("max_executors", max_executors), ("retry_limit", retry_limit)):
             if name == "max_executors" and value is None:
                 continue
@@ -127,6 +134,7 @@ class FlameOptions:
             raise TypeError(f"fork_server must be True, False or None; got {fork_server!r}")
         self.fork_server = fork_server
         self.flmrun = flmrun
+        self.instance_imports = instance_imports
         self.max_executors = max_executors
         self.policies = check_policies(policies)
         self.retry_limit = retry_limit
@@ -146,6 +154,7 @@ class FlameOptions:
             "default_resreq": self.default_resreq,
             "cache_max_memory": self.cache_max_memory,
             "fork_server": self.fork_server,
+            "instance_imports": self.instance_imports,
         }
 
 
@@ -176,6 +185,7 @@ _OPTION_NAMES = (
     "allow_open_sessions",
     "allow_unfinished_tasks",
     "fork_server",
+    "instance_imports",
 )
 
 
@@ -327,7 +337,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "flame(*, executors='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
         "retry_limit=5, default_resreq=None, "
         "cache_max_memory=None, allow_open_sessions=False, allow_unfinished_tasks=False, "
-        "fork_server=None): "
+        "fork_server=None, instance_imports='declared'): "
         "options of the flame_cluster fixture (the closest marker wins)",
     )
     config.addinivalue_line(
@@ -363,17 +373,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     ):
         return
     thread = threading.Thread(
-        target=_prestart, args=(settings.flmrun or "builtin",), name="flamepy-fake-prestart", daemon=True
+        target=_prestart,
+        args=(settings.flmrun or "builtin", settings.instance_imports or "declared"),
+        name="flamepy-fake-prestart",
+        daemon=True,
     )
     thread.start()
     config.stash[_PRESTART] = thread
 
 
-def _prestart(flmrun: str) -> None:
+def _prestart(flmrun: str, instance_imports: str) -> None:
     try:
         from ._executors._zygote_pool import prestart_fork_server
 
-        prestart_fork_server(flmrun=flmrun)
+        prestart_fork_server(flmrun=flmrun, instance_imports=instance_imports)
     except Exception:  # an optimisation only: the first cluster starts the zygote anyway
         pass
 

@@ -145,6 +145,39 @@ def test_run_lists_the_default_applications_through_flamepy() -> None:
     assert proc.stdout == "['flmexec', 'flmping', 'flmrun']\n"
 
 
+NUMPY_APP = """
+import sys
+from flamepy_runner import RemoteError, Runner
+from shop import numpy_sum
+
+with Runner("numpy-app", project_dir=".") as runner:
+    try:
+        print(runner.service(numpy_sum)(4).get())
+    except RemoteError as exc:
+        print(exc.remote_message)
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "printed"), [([], "No module named 'numpy'"), (["--instance-imports", "all"], "6")]
+)
+def test_run_instance_imports(tmp_path: Path, options: list[str], printed: str) -> None:
+    # numpy is installed here, but the project declares nothing: an executor would not have it.
+    (tmp_path / "shop.py").write_text(
+        "def numpy_sum(n):\n    import numpy\n    return int(numpy.arange(n).sum())\n"
+    )
+    (tmp_path / "app.py").write_text(NUMPY_APP)
+    proc = subprocess.run(
+        [FLAMEPY_FAKE, "run", *options, "--", sys.executable, "app.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=CHILD_ENV,
+        cwd=tmp_path,
+    )
+    assert (proc.returncode, proc.stdout) == (0, printed + "\n"), proc.stderr
+
+
 def test_run_exports_the_endpoints_and_exits_with_the_command_status(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -218,6 +251,10 @@ def test_run_an_unknown_command_exits_127(capsys: pytest.CaptureFixture[str]) ->
         (
             ["run", "--cache-max-memory", "12X", "--", "true"],
             "argument --cache-max-memory: not a size: '12X'",
+        ),
+        (
+            ["run", "--instance-imports", "some", "--", "true"],
+            "argument --instance-imports: invalid choice: 'some' (choose from 'declared', 'all')",
         ),
         ([], "the following arguments are required: COMMAND"),
         (["launch"], "argument COMMAND: invalid choice: 'launch'"),

@@ -159,7 +159,7 @@ def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> N
         [
             "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: executors, "
             "flmrun, max_executors, policies, retry_limit, default_resreq, cache_max_memory, "
-            "allow_open_sessions, allow_unfinished_tasks, fork_server",
+            "allow_open_sessions, allow_unfinished_tasks, fork_server, instance_imports",
         ]
     )
     # __tracebackhide__ keeps the plugin's frames out of the report.

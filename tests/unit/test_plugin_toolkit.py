@@ -525,10 +525,9 @@ def test_a_shared_cluster_is_cleaned_between_tests(inner: pytest.Pytester, scope
         from flamepy_runner import CacheClient
         from flamepy_fake._workset import snapshot
 
-        seen = []
+        from shop import double
 
-        def double(x):
-            return 2 * x
+        seen = []
 
         @pytest.mark.flame(allow_open_sessions=True)
         def test_creates(flame_env, flame_cluster, flame_runner):
@@ -557,6 +556,12 @@ def test_a_shared_cluster_is_cleaned_between_tests(inner: pytest.Pytester, scope
         def test_other_module(flame_cluster):
             assert (flame_cluster is test_a.seen[0]) == (SCOPE == "session")
         """.replace("SCOPE", repr(scope)),
+        # The service lives in the project's code: a test module imports pytest, which an
+        # executor does not have.
+        shop="""
+        def double(x):
+            return 2 * x
+        """,
     )
     result = inner.runpytest_subprocess(f"--flame-scope={scope}")
     result.assert_outcomes(passed=4, errors=1)
@@ -688,3 +693,66 @@ def test_the_zygote_starts_at_collection_only_when_tests_need_a_forking_cluster(
     )
     result = inner.runpytest_subprocess(*args)
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(
+    ("how", "sees_all"),
+    [("default", False), ("marker", True), ("option", True), ("ini", True), ("marker-over-ini", False)],
+)
+def test_instance_imports_from_marker_option_and_ini(
+    inner: pytest.Pytester, how: str, sees_all: bool
+) -> None:
+    # numpy is installed here but declared by no project: hidden from instances by default, as
+    # on an executor; instance_imports="all" shows the whole environment again.
+    marker = {
+        "marker": '@pytest.mark.flame(instance_imports="all")',
+        "marker-over-ini": '@pytest.mark.flame(instance_imports="declared")',
+    }.get(how, "")
+    if how in ("ini", "marker-over-ini"):
+        inner.makeini("[pytest]\nflame_instance_imports = all\n")
+    inner.makepyfile(
+        shop="""
+        def numpy_sum(n):
+            import numpy
+            return int(numpy.arange(n).sum())
+        """,
+        test_it=f"""
+        import pytest
+        from flamepy_runner import RemoteError
+        from shop import numpy_sum
+
+        {marker}
+        def test_numpy(flame_runner):
+            svc = flame_runner().service(numpy_sum)
+            if {sees_all!r}:
+                assert svc(4).get() == 6
+            else:
+                with pytest.raises(RemoteError) as err:
+                    svc(4).get()
+                assert err.value.remote_message == "No module named 'numpy'"
+        """,
+    )
+    args = ["--flame-instance-imports=all"] if how == "option" else []
+    inner.runpytest_subprocess(*args).assert_outcomes(passed=1)
+
+
+def test_a_bad_instance_imports_setting_names_the_choices(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.flame(instance_imports="some")
+        def test_marked(flame_cluster):
+            pass
+        """
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["E   ValueError: @pytest.mark.flame: instance_imports must be one of declared, all; got 'some'"]
+    )
+    result = inner.runpytest_subprocess("--flame-instance-imports=some")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*error: argument --flame-instance-imports: must be one of declared, all; got 'some'"]
+    )

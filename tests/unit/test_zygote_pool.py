@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flamepy_fake._executors._zygote_pool import ForkServers, start_up_key
+from flamepy_fake._executors._import_scope import ENV_VAR, ImportScope
+from flamepy_fake._executors._zygote_pool import ForkServers, start_up_key, zygote_request
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server runs on Linux only")
 
@@ -40,8 +41,14 @@ def _get(pool: ForkServers, env: dict[str, str]):  # type: ignore[no-untyped-def
     return pool.get(python=PY, modules=("ffx_pool_prog",), preload=(), env=env)
 
 
-def test_the_key_is_interpreter_programs_preloads_and_python_settings_only() -> None:
+def test_the_key_is_interpreter_programs_preloads_python_settings_and_import_scope_only() -> None:
     base = start_up_key(PY, ("m",), ("p",), {"PYTHONPATH": "/a", "HOME": "/h"})
+    scoped = {"PYTHONPATH": "/a", ENV_VAR: ImportScope(frozenset({"x"})).to_env()}
+    assert start_up_key(PY, ("m",), ("p",), scoped) != base
+    key = start_up_key(PY, ("m",), ("p",), scoped)
+    assert start_up_key(PY, ("m",), ("p",), {**scoped, "HOME": "/h"}) == key
+    other = {**scoped, ENV_VAR: ImportScope(frozenset({"y"})).to_env()}
+    assert start_up_key(PY, ("m",), ("p",), other) != key
     assert start_up_key(PY, ("m",), ("p",), {"HOME": "/other", "PYTHONPATH": "/a"}) == base
     assert start_up_key(PY, ("m",), ("p",), {"PYTHONPATH": "/b", "HOME": "/h"}) != base
     assert start_up_key(PY, ("m",), ("p",), {"PYTHONPATH": "/a", "PYTHONHASHSEED": "0"}) != base
@@ -101,3 +108,16 @@ def test_stop_kills_the_zygotes_removes_their_logs_and_refuses_later_use(
 def test_a_pool_never_used_stops_without_making_anything(pool: ForkServers) -> None:
     pool.stop()
     assert (pool.started, pool.servers()) == (0, [])
+
+
+def test_a_zygote_of_declared_imports_reports_what_its_scope_hid_while_preloading(pool: ForkServers) -> None:
+    # pyarrow and flamepy probe numpy at import; an executor has no numpy, so neither does the
+    # zygote's scope, and the zygote says so (an instance declaring numpy is then spawned).
+    declared = pool.get(**zygote_request(PY, "flamepy", "declared"))
+    everything = pool.get(**zygote_request(PY, "flamepy", "all"))
+    assert declared is not everything
+    assert declared.wait_ready(60) and everything.wait_ready(60)
+    assert "numpy" in declared.hidden_at_start
+    assert "pytest" not in declared.hidden_at_start  # nothing the programs import tried it
+    assert everything.hidden_at_start == frozenset()
+    assert ENV_VAR not in zygote_request(PY, "flamepy", "all")["env"]

@@ -2,8 +2,9 @@
 
 ``ExecutorManager`` is the only entry point (contract D); see ``_manager`` for the executor
 life cycle, ``_instance`` for the two instance kinds, ``_launch`` for command and
-environment construction, and ``_zygote``/``_zygote_pool`` for the fork servers every cluster
-of a process shares.
+environment construction, ``_zygote``/``_zygote_pool`` for the fork servers every cluster
+of a process shares, and ``_visible``/``_import_scope`` for what an instance can import (what a
+Flame executor has, not the test's whole environment).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
 from . import _pdeath
+from ._import_scope import guarded_argv
 from ._zygote import ForkServer
 
 __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
@@ -266,8 +267,10 @@ class ProcessInstance(Instance):
             with self._stop_lock, self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
                 if self._stopped:
                     raise ShimError("the executor manager is stopping")
+                # An import scope in the environment is applied before the program starts.
+                argv = guarded_argv(self.argv, self.env)
                 self._proc = subprocess.Popen(
-                    _pdeath.wrap(self.argv, self.env) if self.die_with_parent else self.argv,
+                    _pdeath.wrap(argv, self.env) if self.die_with_parent else argv,
                     cwd=self.cwd,
                     env=self.env,
                     stdin=subprocess.DEVNULL,

@@ -50,7 +50,9 @@ from .._introspect import ExecutorState, executor_state
 from .._policies import DEFAULT_POLICIES
 from .._scheduler import Scheduler
 from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
+from .._values import INSTANCE_IMPORTS
 from ._hooks import ExecutorHooks
+from ._import_scope import ENV_VAR as IMPORT_SCOPE_VAR
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
 from ._launch import (
     build_env,
@@ -59,6 +61,7 @@ from ._launch import (
     is_flmping,
     is_flmrun,
 )
+from ._visible import instance_scope
 from ._zygote import ForkServer, fallback_text, fork_supported
 from ._zygote_pool import ForkServers, own_paths, shared_fork_servers, zygote_request
 
@@ -163,6 +166,11 @@ class ExecutorManager:
         releases: where installed packages are kept: the process-wide store by default
             (:func:`.._install.shared_release_store`), so a package version is extracted and
             its dependencies installed once per process, not once per cluster.
+        instance_imports: what flmrun instance processes can import: ``declared`` (default)
+            limits them to what a Flame executor has (the standard library, the flmrun
+            program's distributions, the package and the distributions it declares, see
+            :mod:`._visible`); ``all`` lets them import anything the test's environment has.
+            Thread instances always share this process's modules.
     """
 
     def __init__(
@@ -187,11 +195,16 @@ class ExecutorManager:
         fork_server: bool | None = None,
         fork_servers: ForkServers | None = None,
         releases: ReleaseStore | None = None,
+        instance_imports: str = "declared",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
         if flmrun not in FLMRUN_MODES:
             raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
+        if instance_imports not in INSTANCE_IMPORTS:
+            raise ValueError(
+                f"instance_imports must be one of {', '.join(INSTANCE_IMPORTS)}; got {instance_imports!r}"
+            )
         if max_executors is not None and max_executors < 1:
             raise ValueError(f"max_executors must be at least 1; got {max_executors!r}")
         self.state = state
@@ -199,6 +212,7 @@ class ExecutorManager:
         self.cache_endpoint = cache_endpoint
         self.backend = backend
         self.flmrun = flmrun
+        self.instance_imports = instance_imports
         self.max_executors = max_executors
         self.work_dir = Path(work_dir)
         self.retry_backoff = retry_backoff
@@ -276,7 +290,7 @@ class ExecutorManager:
             return
         pool = self._fork_servers if self._fork_servers is not None else shared_fork_servers()
         try:
-            self._zygote = pool.get(**zygote_request(self.python, self.flmrun))
+            self._zygote = pool.get(**zygote_request(self.python, self.flmrun, self.instance_imports))
         except RuntimeError as exc:  # the pool was stopped (interpreter exit): spawn instead
             logger.warning(fallback_text(str(exc)))
 
@@ -641,6 +655,9 @@ class ExecutorManager:
             installation=installation,
             extra_pythonpath=own_paths(),
         )
+        if is_flmrun(app) and self.instance_imports == "declared":
+            scope = instance_scope(self.flmrun, app.name, installation.declared, installation.pythonpath)
+            env[IMPORT_SCOPE_VAR] = scope.to_env()
         argv = instance_argv(app, self.flmrun, env, self.python)
         if not argv[0]:
             raise ShimError("the application has no command")

@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from . import _pdeath
+from . import _import_scope, _pdeath
 
 __all__ = ["ForkServer", "ForkedProcess", "fallback_text", "fork_supported"]
 
@@ -143,6 +143,11 @@ class ForkServer:
         self._children: dict[int, ForkedProcess] = {}
         self._early_exits: dict[int, int] = {}
         self._warned = False
+        # Modules the zygote's import scope refused while it preloaded (its scope: what every
+        # program's distributions make visible). Their absence is baked into its modules (e.g.
+        # flamepy's cache decides at import whether numpy exists), so an instance whose scope
+        # makes one visible is spawned instead.
+        self.hidden_at_start: frozenset[str] = frozenset()
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -204,6 +209,7 @@ class ForkServer:
     def _handle(self, message: dict[str, Any]) -> None:
         if "ready" in message:
             if message["ready"]:
+                self.hidden_at_start = frozenset(str(n) for n in message.get("hidden", ()))
                 self._ready.set()
             else:
                 self._reason = str(message.get("error", "it is not ready"))
@@ -334,7 +340,11 @@ class ForkServer:
     ) -> ForkedProcess | None:
         """Fork an instance running ``python -m module *args``; None when the zygote is down
         (:meth:`reason` says why; the caller spawns instead)."""
-        child = self._spawn(module, args, env, cwd, stdout_path, stderr_path)
+        try:
+            child = self._spawn(module, args, env, cwd, stdout_path, stderr_path)
+        except _WiderScope as wider:
+            logger.info("flamepy-fake: spawning an instance instead of forking it: %s", wider)
+            return None
         if child is None and not self._stopping:
             self._warn_once()
         return child
@@ -362,6 +372,7 @@ class ForkServer:
                 self._reason = f"it did not finish its imports within {self.ready_timeout:g} s"
                 self.stop()
                 return None
+        self._check_scope(env)
         event: threading.Event = threading.Event()
         box: list[dict[str, Any]] = []
         request: dict[str, Any] = {
@@ -389,6 +400,27 @@ class ForkServer:
         reply = box[0]
         child = reply.get("child")
         return child if isinstance(child, ForkedProcess) else None
+
+    def _check_scope(self, env: Mapping[str, str]) -> None:
+        """Raise :class:`_WiderScope` when ``env``'s import scope shows a module this zygote
+        was refused while it preloaded."""
+        text = env.get(_import_scope.ENV_VAR)
+        if not text or not self.hidden_at_start:
+            return
+        try:
+            names = _import_scope.ImportScope.from_env(text).names
+        except ValueError:
+            return  # the child reports the bad scope itself
+        wider = sorted(names & self.hidden_at_start)
+        if wider:
+            raise _WiderScope(
+                f"its application declares {', '.join(wider)}, which the fork server's modules "
+                "were imported without"
+            )
+
+
+class _WiderScope(Exception):
+    """An instance sees modules its zygote's imports could not: it must be spawned."""
 
 
 def _startup_settings(env: Mapping[str, str]) -> dict[str, str]:
@@ -480,7 +512,9 @@ def serve(fd: int, modules: list[str], preload: list[str]) -> dict[str, Any] | N
     os.set_blocking(wake_r, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    _send(ctl, {"ready": True, "threads": _native_threads()})
+    scope = _import_scope.current()
+    hidden = sorted(scope.hidden) if scope is not None else []
+    _send(ctl, {"ready": True, "threads": _native_threads(), "hidden": hidden})
     buffer = b""
     zygote = os.getpid()
     children: set[int] = set()
@@ -556,6 +590,9 @@ def become(request: dict[str, Any]) -> None:
     sys.path[:] = [os.getcwd(), *(os.path.abspath(p) for p in own), *_BASE_PATH]
     sys.path_importer_cache.clear()
     importlib.invalidate_caches()
+    # The instance's own import scope (or none), replacing the zygote's; the out-of-scope
+    # modules the zygote imported leave sys.modules.
+    _import_scope.activate()
     _reseed()
     sys.argv = [request["module"], *request["args"]]
     # `python -m` runs a fresh copy of the module as __main__ and leaves the module itself
@@ -642,6 +679,9 @@ class _PrecompiledFinder(importlib.abc.MetaPathFinder):
 def main(argv: list[str]) -> int:
     """The zygote's entry point: ``FD MODULE... -- PRELOAD...``."""
     _BASE_PATH[:] = _base_path()
+    # Preload within the executors' scope (when the cluster limits what instances import), so
+    # that the modules' import-time probes for optional modules find what an executor has.
+    _import_scope.activate(quiet=True)
     fd = int(argv[0])
     rest = argv[1:]
     split = rest.index("--") if "--" in rest else len(rest)

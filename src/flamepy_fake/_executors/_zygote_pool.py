@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .._home import FOREIGN_VARIABLES
+from ._import_scope import ENV_VAR
 from ._zygote import ForkServer, fork_supported
 
 __all__ = [
@@ -70,8 +71,9 @@ _Key = tuple[str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, str], ...]]
 def start_up_key(
     python: str, modules: tuple[str, ...], preload: tuple[str, ...], env: Mapping[str, str]
 ) -> _Key:
-    """What distinguishes two zygotes: interpreter, programs, preloads, start-up environment."""
-    settings = tuple(sorted((k, v) for k, v in env.items() if k.startswith("PYTHON")))
+    """What distinguishes two zygotes: interpreter, programs, preloads, start-up environment
+    (the ``PYTHON*`` variables and the import scope its modules are imported within)."""
+    settings = tuple(sorted((k, v) for k, v in env.items() if k.startswith("PYTHON") or k == ENV_VAR))
     return (python, modules, preload, settings)
 
 
@@ -169,18 +171,30 @@ def _importable(module: str) -> bool:
         return False
 
 
-def zygote_request(python: str, flmrun: str) -> dict[str, Any]:
+def zygote_request(python: str, flmrun: str, instance_imports: str = "declared") -> dict[str, Any]:
     """What a cluster asks of the pool (:meth:`ForkServers.get`'s arguments): the interpreter,
-    the programs (flamepy's runpy too with ``flmrun="flamepy"``), preloads and environment."""
+    the programs (flamepy's runpy too with ``flmrun="flamepy"``), preloads and environment.
+
+    With ``instance_imports="declared"`` the zygote imports within the scope of every program's
+    distributions (:func:`._visible.zygote_scope`), which is part of its environment and so of
+    what tells two zygotes apart.
+    """
     modules = [WORKER_MODULE, FLMEXEC_MODULE]
     if flmrun == "flamepy" and _importable(RUNPY_MODULE):
         modules.append(RUNPY_MODULE)
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
     env["PYTHONPATH"] = os.pathsep.join([*own_paths(), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop(ENV_VAR, None)
+    if instance_imports == "declared":
+        from ._visible import zygote_scope
+
+        env[ENV_VAR] = zygote_scope().to_env()
     return {"python": python, "modules": tuple(modules), "preload": PRELOAD, "env": env}
 
 
-def prestart_fork_server(*, flmrun: str = "builtin", python: str = sys.executable) -> None:
+def prestart_fork_server(
+    *, flmrun: str = "builtin", instance_imports: str = "declared", python: str = sys.executable
+) -> None:
     """Start the process-wide zygote that clusters with these settings will use, now.
 
     The pytest plugin calls this (in the background) once collection shows that tests will
@@ -191,7 +205,7 @@ def prestart_fork_server(*, flmrun: str = "builtin", python: str = sys.executabl
     if not fork_supported():
         return
     with contextlib.suppress(RuntimeError):
-        shared_fork_servers().get(**zygote_request(python, flmrun))
+        shared_fork_servers().get(**zygote_request(python, flmrun, instance_imports))
 
 
 _SHARED: ForkServers | None = None
