@@ -138,9 +138,10 @@ class InstanceServicer:
         except Exception as exc:
             self._failed(f"task {request.task_id}", exc)
             details = getattr(self.service, "failure_output", None)
-            if details is None:
+            output = None if details is None else details(exc)
+            if output is None:
                 return pb.TaskResult(return_code=-1, message=str(exc))
-            return pb.TaskResult(return_code=-1, message=str(exc), output=details(exc))
+            return pb.TaskResult(return_code=-1, message=str(exc), output=output)
         if output is None:
             return pb.TaskResult(return_code=0)
         return pb.TaskResult(return_code=0, output=output)
@@ -193,9 +194,6 @@ class RunnerWorker:
         cache: the object cache client (shared, thread-safe; the worker does not close it).
     """
 
-    #: A failed task's output: the exception's type, text and traceback (see ``_wire.encode_failure``).
-    failure_output = staticmethod(_wire.encode_failure)
-
     def __init__(self, cache: CacheClient) -> None:
         self._cache = cache
         self._app: str | None = None
@@ -204,6 +202,16 @@ class RunnerWorker:
         self._context: Any = None
         self._target: Any = None
         self._lock = threading.Lock()  # tasks are sequential; this guards misuse, not contention
+        self._call_failure: BaseException | None = None  # what the last call raised, if it did
+
+    def failure_output(self, exc: BaseException) -> bytes | None:
+        """A failed task's output: the type, text and traceback (``_wire.encode_failure``) of an
+        exception the execution object raised; None for any other failure (bad input, an
+        argument that cannot be loaded), which stock runpy too reports by its message alone."""
+        if exc is not self._call_failure:
+            return None
+        self._call_failure = None
+        return _wire.encode_failure(exc)
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -333,13 +341,19 @@ class RunnerWorker:
         if method is None:
             if not callable(target):
                 raise ValueError(f"the execution object ({type(target).__name__}) is not callable")
-            return target(*args, **kwargs)
-        func = getattr(target, method, None)
-        if func is None:
-            raise ValueError(f"the execution object ({type(target).__name__}) has no method {method!r}")
-        if not callable(func):
-            raise ValueError(f"attribute {method!r} of the execution object is not callable")
-        return func(*args, **kwargs)
+            func = target
+        else:
+            func = getattr(target, method, None)
+            if func is None:
+                raise ValueError(f"the execution object ({type(target).__name__}) has no method {method!r}")
+            if not callable(func):
+                raise ValueError(f"attribute {method!r} of the execution object is not callable")
+        self._call_failure = None
+        try:
+            return func(*args, **kwargs)
+        except Exception as exc:
+            self._call_failure = exc  # the failure the envelope reports under stock runpy
+            raise
 
     def _save_state(self) -> None:
         assert self._common_ref is not None

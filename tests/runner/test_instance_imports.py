@@ -231,3 +231,22 @@ def test_instance_imports_takes_declared_or_all(value: Any) -> None:
     with pytest.raises(ValueError) as err:
         FakeCluster(instance_imports=value)
     assert str(err.value) == f"instance_imports must be one of declared, all; got {value!r}"
+
+
+def test_a_numpy_argument_fails_as_on_an_executor_without_numpy(
+    cluster: FakeCluster, project: Path, tasks: Any
+) -> None:
+    # The arguments are loaded before the call, outside the envelope that reports the type and
+    # traceback: stock runpy reports the message alone, and so must our worker.
+    import numpy
+
+    with _runner(cluster, project) as runner:
+        svc = runner.service(tasks.yaml_dump)
+        with pytest.raises(RemoteError) as err:
+            svc(numpy.arange(3)).get()
+    exc = err.value
+    assert type(exc) is RemoteError
+    assert (exc.remote_type, exc.remote_traceback, exc.remote_exception) == (None, None, None)
+    assert str(exc) == (
+        f"task 1 of session '{svc.session_id}' (application '{runner.name}') failed: No module named 'numpy'"
+    )
