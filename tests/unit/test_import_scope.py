@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from flamepy_fake._executors import _visible
-from flamepy_fake._executors._import_scope import ENV_VAR, ImportScope, guarded_argv, hidden_text
-from flamepy_fake._executors._visible import instance_scope, visible_names, zygote_scope
+from flamepy_fake._executors._import_scope import (
+    ENV_VAR,
+    ImportScope,
+    guarded_argv,
+    hidden_text,
+    spawn_env,
+    with_program,
+)
+from flamepy_fake._executors._visible import instance_scope, program_names, visible_names, zygote_scope
 
 # -- resolution -------------------------------------------------------------------------------
 
@@ -75,8 +82,10 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     _dist(root, "ffx-epsilon", [], top_level="ffx_epsilon\n")
     monkeypatch.syspath_prepend(str(root))
     _visible._resolved.cache_clear()
+    _visible._distribution.cache_clear()
     yield root
     _visible._resolved.cache_clear()
+    _visible._distribution.cache_clear()
 
 
 ALPHA = {"ffx_alpha_mod", "ffx_beta_pkg", "ffx_beta_single", "ffx_beta_ext", "ffx_gamma", "ffx_zeta"}
@@ -107,28 +116,61 @@ def test_unknown_and_unreadable_requirements_add_nothing(site: Path) -> None:
 
 
 def test_instance_scopes_per_flmrun() -> None:
-    builtin = instance_scope("builtin", "app-1", ["hypothesis"], ["/r/src", "/r/deps"])
-    stock = instance_scope("flamepy", "app-1", [], [])
+    declared = instance_scope("builtin", "app-1", ["hypothesis"], ["/r/src", "/r/deps"])
+    assert declared == ImportScope(
+        frozenset(
+            {
+                "hypothesis",
+                "sortedcontainers",
+                "_hypothesis_ftz_detector",
+                "_hypothesis_globals",
+                "_hypothesis_pytestplugin",
+            }
+        ),
+        ("/r/src", "/r/deps"),
+        "app-1",
+        "flamepy 0.6.0 and flamepy-runner with their requirements",
+        "builtin",
+    )
+    builtin = with_program(declared)
+    stock = with_program(instance_scope("flamepy", "app-1", [], []))
+    assert (builtin.program, stock.program, stock.executor) == ("", "", "flamepy 0.6.0 and its requirements")
     assert {"flamepy", "grpc", "pyarrow", "cloudpickle", "yaml", "bson", "httpx", "pydantic"} <= stock.names
     assert {"flamepy_runner", "flamepy_fake", "jsonschema", "numpy", "pytest"}.isdisjoint(stock.names)
     assert {"flamepy_runner", "jsonschema", "hypothesis", "sortedcontainers"} <= builtin.names
     assert {"numpy", "pytest"}.isdisjoint(builtin.names)
-    assert (builtin.roots, builtin.app, builtin.executor) == (
-        ("/r/src", "/r/deps"),
-        "app-1",
-        "flamepy 0.6.0 and flamepy-runner with their requirements",
+    assert builtin.names == declared.names | program_names("builtin")
+    assert program_names("*") == program_names("builtin") > program_names("flamepy")
+
+
+def test_the_zygote_scope_is_made_without_resolving_anything() -> None:
+    assert zygote_scope() == ImportScope(
+        frozenset(), (), "", "flamepy 0.6.0 and flamepy-runner with their requirements", "*"
     )
-    assert stock.executor == "flamepy 0.6.0 and its requirements"
-    assert zygote_scope().names == instance_scope("builtin", "", [], []).names
+    assert instance_scope("flamepy", "a", [" ", ""], []).names == frozenset()
+
+
+def test_a_spawned_instance_gets_its_program_names_from_the_cluster() -> None:
+    env = {"X": "1", ENV_VAR: instance_scope("flamepy", "a", [], ["/r"]).to_env()}
+    spawned = spawn_env(env)
+    assert spawned["X"] == "1" and env[ENV_VAR] != spawned[ENV_VAR]
+    assert ImportScope.from_env(spawned[ENV_VAR]) == with_program(ImportScope.from_env(env[ENV_VAR]))
+    assert spawn_env({"X": "1"}) == {"X": "1"}
 
 
 # -- the scope --------------------------------------------------------------------------------
 
 
 def test_a_scope_travels_in_the_environment() -> None:
-    scope = ImportScope(frozenset({"b", "a"}), ("/r",), "app", "what it has")
+    scope = ImportScope(frozenset({"b", "a"}), ("/r",), "app", "what it has", "flamepy")
     text = scope.to_env()
-    assert json.loads(text) == {"names": ["a", "b"], "roots": ["/r"], "app": "app", "executor": "what it has"}
+    assert json.loads(text) == {
+        "names": ["a", "b"],
+        "roots": ["/r"],
+        "app": "app",
+        "executor": "what it has",
+        "program": "flamepy",
+    }
     assert ImportScope.from_env(text) == scope
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "guarded_argv",
     "hidden_text",
     "main",
+    "spawn_env",
+    "with_program",
 ]
 
 #: The variable that carries an instance's :class:`ImportScope` (removed before its program runs).
@@ -56,17 +58,22 @@ class ImportScope:
         app: the application, named in the hint of a hidden import.
         executor: what the executor has, in the words of the hint (e.g. "flamepy 0.6.0 and its
             requirements").
+        program: the flmrun program (``builtin``, ``flamepy``; ``*``: both) whose
+            distributions are visible too. Their names are resolved where it is cheapest: by
+            the zygote while it starts (its children inherit them), else on first use
+            (:func:`with_program`).
     """
 
     names: frozenset[str]
     roots: tuple[str, ...] = ()
     app: str = ""
     executor: str = ""
+    program: str = ""
 
     def to_env(self) -> str:
         """The scope as :data:`ENV_VAR`'s value."""
         data = {"names": sorted(self.names), "roots": list(self.roots), "app": self.app}
-        return json.dumps({**data, "executor": self.executor})
+        return json.dumps({**data, "executor": self.executor, "program": self.program})
 
     @classmethod
     def from_env(cls, text: str) -> ImportScope:
@@ -82,9 +89,30 @@ class ImportScope:
                 roots=tuple(str(r) for r in data["roots"]),
                 app=str(data.get("app", "")),
                 executor=str(data.get("executor", "")),
+                program=str(data.get("program", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{ENV_VAR} is not an import scope: {exc}") from exc
+
+
+# Top-level names of each flmrun program's distributions, resolved once per process (a forked
+# instance inherits its zygote's).
+_PROGRAM_NAMES: dict[str, frozenset[str]] = {}
+
+
+def with_program(scope: ImportScope) -> ImportScope:
+    """``scope`` with its program's names among its own (resolved now if this process has not)."""
+    if not scope.program:
+        return scope
+    names = _PROGRAM_NAMES.get(scope.program)
+    if names is None:
+        from ._visible import program_names  # packaging and importlib.metadata: only when needed
+
+        if scope.program == "*":  # the zygote: its children will ask for each program's
+            for program in ("builtin", "flamepy"):
+                _PROGRAM_NAMES.setdefault(program, program_names(program))
+        names = _PROGRAM_NAMES[scope.program] = program_names(scope.program)
+    return dataclasses.replace(scope, names=scope.names | names, program="")
 
 
 def hidden_text(module: str, distribution: str | None, scope: ImportScope) -> str:
@@ -333,7 +361,7 @@ def activate(env: Mapping[str, str] | None = None, *, quiet: bool = False) -> Sc
             index = sys.meta_path.index(finder)
             sys.meta_path[index : index + 1] = finder.inner
         return None
-    scope = ImportScope.from_env(text)
+    scope = with_program(ImportScope.from_env(text))
     if finder is None:
         finder = ScopeFinder(scope, sys.meta_path, quiet=quiet)
         sys.meta_path[:] = [finder]
@@ -350,6 +378,15 @@ def guarded_argv(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     if ENV_VAR not in env or len(args) < 3 or args[1] != "-m":
         return args
     return [args[0], "-m", __name__, *args[2:]]
+
+
+def spawn_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a spawned instance: its scope with the program's names resolved here, once
+    per process, rather than in every spawned child."""
+    text = env.get(ENV_VAR)
+    if text is None:
+        return dict(env)
+    return {**env, ENV_VAR: with_program(ImportScope.from_env(text)).to_env()}
 
 
 def main(argv: Sequence[str]) -> None:

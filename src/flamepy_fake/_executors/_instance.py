@@ -25,7 +25,7 @@ from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
 from . import _pdeath
-from ._import_scope import guarded_argv
+from ._import_scope import guarded_argv, spawn_env
 from ._zygote import ForkServer
 
 __all__ = ["Instance", "InstanceCrashed", "ProcessInstance", "ShimError", "ThreadInstance"]
@@ -268,11 +268,11 @@ class ProcessInstance(Instance):
                 if self._stopped:
                     raise ShimError("the executor manager is stopping")
                 # An import scope in the environment is applied before the program starts.
-                argv = guarded_argv(self.argv, self.env)
+                argv, env = guarded_argv(self.argv, self.env), spawn_env(self.env)
                 self._proc = subprocess.Popen(
-                    _pdeath.wrap(argv, self.env) if self.die_with_parent else argv,
+                    _pdeath.wrap(argv, env) if self.die_with_parent else argv,
                     cwd=self.cwd,
-                    env=self.env,
+                    env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,

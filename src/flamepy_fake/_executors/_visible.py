@@ -16,17 +16,18 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 from collections.abc import Iterable, Sequence
-
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from typing import TYPE_CHECKING
 
 from ._import_scope import ImportScope
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 __all__ = [
     "FLAMEPY_EXECUTOR_REQUIREMENTS",
     "WORKER_REQUIREMENTS",
     "instance_scope",
+    "program_names",
     "visible_names",
     "zygote_scope",
 ]
@@ -60,6 +61,8 @@ _WORKER_TEXT = "flamepy 0.6.0 and flamepy-runner with their requirements"
 @functools.lru_cache(maxsize=256)
 def _resolved(requirements: tuple[str, ...]) -> frozenset[str]:
     """Top-level module names of ``requirements``' installed distributions and of theirs."""
+    from packaging.utils import canonicalize_name  # ~50 ms to import: only when there is work
+
     names: set[str] = set()
     seen: set[tuple[str, str]] = set()
     pending: list[Requirement] = []
@@ -74,21 +77,34 @@ def _resolved(requirements: tuple[str, ...]) -> frozenset[str]:
         todo = [e for e in ["", *extras] if (key, e) not in seen]
         if not todo:
             continue
-        try:
-            dist = importlib.metadata.distribution(req.name)
-        except importlib.metadata.PackageNotFoundError:
+        found = _distribution(key)
+        if found is None:
             continue  # not in the test's environment: the installer installs it into the package
         seen.update((key, e) for e in todo)
+        top_level, requires = found
         if "" in todo:
-            names |= _top_level(dist)
-        for text in dist.requires or ():
+            names |= top_level
+        for text in requires:
             sub = _requirement(text)
             if sub is not None and any(_applies(sub, e) for e in todo):
                 pending.append(sub)
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=1024)
+def _distribution(name: str) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """An installed distribution's top-level names and requirements (None: not installed);
+    read once per process, since each program's scope reads most of the same ones."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return frozenset(_top_level(dist)), tuple(dist.requires or ())
+
+
 def _requirement(text: str) -> Requirement | None:
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         return Requirement(text)
     except InvalidRequirement:
@@ -96,6 +112,8 @@ def _requirement(text: str) -> Requirement | None:
 
 
 def _applies(req: Requirement, extra: str) -> bool:
+    from packaging.markers import UndefinedEnvironmentName
+
     if req.marker is None:
         return extra == ""
     try:
@@ -126,23 +144,29 @@ def _top_level(dist: importlib.metadata.Distribution) -> set[str]:
 
 def visible_names(requirements: Iterable[str]) -> frozenset[str]:
     """Top-level module names of the distributions ``requirements`` name, transitively."""
-    return _resolved(tuple(sorted({r.strip() for r in requirements if r.strip()})))
+    wanted = tuple(sorted({r.strip() for r in requirements if r.strip()}))
+    return _resolved(wanted) if wanted else frozenset()
 
 
 def _program_requirements(flmrun: str) -> tuple[tuple[str, ...], str]:
-    if flmrun == "builtin":
-        return (*FLAMEPY_EXECUTOR_REQUIREMENTS, *WORKER_REQUIREMENTS), _WORKER_TEXT
-    return FLAMEPY_EXECUTOR_REQUIREMENTS, _EXECUTOR_TEXT
+    if flmrun == "flamepy":
+        return FLAMEPY_EXECUTOR_REQUIREMENTS, _EXECUTOR_TEXT
+    return (*FLAMEPY_EXECUTOR_REQUIREMENTS, *WORKER_REQUIREMENTS), _WORKER_TEXT  # builtin, or *: both
+
+
+def program_names(flmrun: str) -> frozenset[str]:
+    """Top-level names of what the flmrun program needs (``*``: both programs)."""
+    return visible_names(_program_requirements(flmrun)[0])
 
 
 def zygote_scope() -> ImportScope:
-    """The zygote's scope: every program it preloads (both flmruns), no package."""
-    names = visible_names((*FLAMEPY_EXECUTOR_REQUIREMENTS, *WORKER_REQUIREMENTS))
-    return ImportScope(names=names, executor=_WORKER_TEXT)
+    """The zygote's scope: every program it preloads (both flmruns), no package. Cheap: the
+    zygote resolves the names itself, while it starts."""
+    return ImportScope(names=frozenset(), executor=_WORKER_TEXT, program="*")
 
 
 def instance_scope(flmrun: str, app: str, declared: Sequence[str], roots: Sequence[str]) -> ImportScope:
-    """The scope of an instance of ``app``.
+    """The scope of an instance of ``app`` (its program's names are added where it starts).
 
     Args:
         flmrun: ``builtin`` (our worker) or ``flamepy`` (stock runpy).
@@ -150,6 +174,7 @@ def instance_scope(flmrun: str, app: str, declared: Sequence[str], roots: Sequen
         declared: the package's declared dependencies (pip requirement strings).
         roots: the package's directories (release, ``deps``).
     """
-    program, text = _program_requirements(flmrun)
-    names = visible_names(program) | visible_names(declared)
-    return ImportScope(names=names, roots=tuple(roots), app=app, executor=text)
+    text = _program_requirements(flmrun)[1]
+    return ImportScope(
+        names=visible_names(declared), roots=tuple(roots), app=app, executor=text, program=flmrun
+    )
