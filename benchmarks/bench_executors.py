@@ -5,8 +5,9 @@ nothing (machines are noisy, and the figures move with the load of the machine).
 minute.
 
 * spawn-to-ready (process start until the socket accepts a connection), median: an instance
-  forked by the fork server (zygote), with and without ``GRPC_ENABLE_FORK_SUPPORT``, against
-  today's spawn and bare ``python -c pass``; target <= 25 ms for our worker;
+  forked by the fork server (zygote), with and without ``GRPC_ENABLE_FORK_SUPPORT`` and with
+  and without an import scope (``instance_imports="declared"``, the default: a few ms at
+  most), against today's spawn and bare ``python -c pass``; target <= 25 ms for our worker;
 * trivial Runner task round trip through flamepy 0.6.0's ``Session.invoke`` (median), on the
   thread backend and through an isolated (forked) instance; target < 3 ms;
 * 1,000 trivial tasks over 10 instances (tasks/s), thread and isolated;
@@ -141,14 +142,23 @@ def spawn_to_ready(runs: int) -> dict[str, float]:
             inst.stop()
             return elapsed
 
-    def forked(module: str, grpc_fork: str) -> float:
+    def forked(module: str, grpc_fork: str, scoped: bool = False) -> float:
+        from flamepy_fake._executors._import_scope import ENV_VAR
+        from flamepy_fake._executors._visible import instance_scope, zygote_scope
+
         extra = {"GRPC_ENABLE_FORK_SUPPORT": grpc_fork}
+        zygote_env = {**os.environ, **extra}
+        zygote_env.pop(ENV_VAR, None)
+        if scoped:  # instance_imports="declared": the zygote and each child apply a scope
+            zygote_env[ENV_VAR] = zygote_scope().to_env()
+            program = "builtin" if module == WORKER else "flamepy"
+            extra = {**extra, ENV_VAR: instance_scope(program, "bench", [], ["/nonexistent"]).to_env()}
         with tempfile.TemporaryDirectory() as logs:
             server = ForkServer(
                 python=sys.executable,
                 modules=(WORKER, RUNPY),
                 preload=("cloudpickle", "pyarrow", "pyarrow.flight", "flamepy_runner._cache"),
-                env={**os.environ, **extra},
+                env=zygote_env,
                 log_path=Path(logs) / "zygote.log",
             )
             server.start()
@@ -163,8 +173,10 @@ def spawn_to_ready(runs: int) -> dict[str, float]:
         f"spawn  {WORKER}": _median_ms([instance(WORKER, None, {}) for _ in range(runs)]),
         f"spawn  {RUNPY}": _median_ms([instance(RUNPY, None, {}) for _ in range(runs)]),
         f"fork   {WORKER}": forked(WORKER, "0"),
+        f"fork   {WORKER}, instance_imports=declared": forked(WORKER, "0", scoped=True),
         f"fork   {WORKER} (GRPC_ENABLE_FORK_SUPPORT=1)": forked(WORKER, "1"),
         f"fork   {RUNPY}": forked(RUNPY, "0"),
+        f"fork   {RUNPY}, instance_imports=declared": forked(RUNPY, "0", scoped=True),
     }
 
 
