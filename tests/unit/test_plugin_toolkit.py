@@ -756,3 +756,39 @@ def test_a_bad_instance_imports_setting_names_the_choices(inner: pytest.Pytester
     result.stderr.fnmatch_lines(
         ["*error: argument --flame-instance-imports: must be one of declared, all; got 'some'"]
     )
+
+
+def test_the_failure_report_names_the_missing_declaration(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        shop="""
+        def numpy_sum(n):
+            import numpy
+            return int(numpy.arange(n).sum())
+        """,
+        test_it="""
+        from shop import numpy_sum
+
+        def test_numpy(flame_runner):
+            assert flame_runner("shop").service(numpy_sum)(4).get() == 6
+        """,
+    )
+    result = inner.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E * flamepy_runner._exceptions.RemoteError(ModuleNotFoundError): task 1 of session 'shop-*' "
+            "(application 'shop') failed: ModuleNotFoundError: No module named 'numpy'",
+            "stderr of executor * of session shop-* (last 20 lines):",
+        ]
+    )
+    hint = (
+        "  flamepy-fake: module 'numpy' (distribution 'numpy', installed where the tests run) is "
+        "hidden from this instance: application 'shop' does not declare it, and a Flame executor "
+        "has only the standard library, flamepy 0.6.0 and flamepy-runner with their requirements, "
+        "the package and the dependencies it declares. If the task needs it, declare it "
+        "(Runner(..., dependencies=['numpy']) or [project] dependencies in the package's "
+        "pyproject.toml), or let instances see the test's whole environment with the cluster "
+        "option instance_imports='all'."
+    )
+    header = next(n for n, line in enumerate(result.outlines) if line.startswith("stderr of executor "))
+    assert result.outlines[header + 1] == hint
