@@ -1,11 +1,13 @@
 """The object cache's wire behaviour, driven with a plain pyarrow Flight client (A3-A7).
 
-These hold for the real Flame v0.6.0 object cache too: set ``FLAME_REAL_CACHE_ENDPOINT`` to run
-the ``real`` parameter. Errors are pinned by class *and* by the server's exact text as v0.6.0
-sends it (``shared/reference/v0.6.0.md`` section 7; see ``server_text`` for the one suffix the
-fake's pyarrow server adds). ``fake_only`` tests, each with its reason, check where the fake deliberately
-differs (a clear error where the real cache panics, decodable ListFlights/GetSchema answers
-where upstream's cannot be decoded by pyarrow) or need its introspection.
+These hold for the real Flame v0.6.0 object cache too: the ``real`` parameter runs against the
+real cluster the rest of the contract suite uses (``FLAME_REAL_ENDPOINT`` and
+``FLAME_REAL_CACHE_ENDPOINT``, or a fresh one in Docker). Errors are pinned by class *and* by
+the server's exact text as v0.6.0 sends it (``shared/reference/v0.6.0.md`` section 7; see
+``server_text`` for the one suffix the fake's pyarrow server adds). ``fake_only`` tests, each
+with its reason, check where the fake deliberately differs (a clear error where the real cache
+panics, decodable ListFlights/GetSchema answers where upstream's cannot be decoded by pyarrow)
+or need its introspection.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 from bson.int64 import Int64
+from support import eventually
 
 from flamepy_fake._cache_server import FakeObjectCache
 
@@ -91,9 +93,8 @@ class Cache:
 def _cache(request: pytest.FixtureRequest) -> Iterator[Cache]:
     app = f"contract-{uuid.uuid4().hex[:8]}"
     if request.param == "real":
-        endpoint = os.environ.get("FLAME_REAL_CACHE_ENDPOINT")
-        if not endpoint:
-            pytest.skip("set FLAME_REAL_CACHE_ENDPOINT to run cache contracts against a real Flame cache")
+        # The same real cluster as every other contract test's (environment or Docker).
+        endpoint = request.getfixturevalue("real_flame_backend").cache_endpoint
         client = flight.FlightClient(endpoint, generic_options=GRPC_OPTIONS)
         yield Cache(endpoint, client, app, None)
         list(client.do_action(flight.Action("DELETE", f"{app}/*".encode())))
@@ -530,9 +531,7 @@ def test_client_disconnecting_mid_upload_changes_nothing(cache: Cache, sentinel:
     )
     assert proc.stdout.strip() == "sent", proc.stderr
     # Wait for the server to notice the dead stream; the sentinel fixture then checks the data.
-    deadline = time.monotonic() + 30
-    while fake.finished_puts == before and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually(lambda: fake.finished_puts != before, "the server to notice the dead stream", timeout=30)
     assert fake.finished_puts == before + 1
 
 

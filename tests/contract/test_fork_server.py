@@ -15,13 +15,12 @@ import os
 import re
 import signal
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import eventually
 
 from flamepy_fake import FakeCluster
 from flamepy_runner import Runner
@@ -35,17 +34,6 @@ DOWN = (
     "flamepy-fake: the fork server is down (it was killed by signal 9 (SIGKILL)); "
     "instances are spawned instead (slower start-up)"
 )
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def ping(cluster: FakeCluster) -> int:
@@ -87,7 +75,7 @@ def test_a_dead_zygote_falls_back_to_spawning_with_one_warning(
         ping(cluster)  # served by a forked instance (see test_executors.py's flmping test)
         assert zygote.pid is not None
         os.kill(zygote.pid, signal.SIGKILL)
-        wait_for(lambda: not zygote.alive(), 30, "the cluster to notice the dead zygote")
+        eventually(lambda: not zygote.alive(), "the cluster to notice the dead zygote", timeout=30)
         first = ping(cluster)
         second = ping(cluster)
         assert fallback_warnings(caplog) == [DOWN]

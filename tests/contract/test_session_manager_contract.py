@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 from _backends import FlameBackend, Names
+from support import eventually
 
 from flamepy_runner._proto import pb
 
@@ -102,17 +103,6 @@ def get_task(frontend: Any, session_id: str, task_id: str) -> Any:
 def watch(frontend: Any, session_id: str, task_id: str, timeout: float = RUN) -> list[Any]:
     stream = frontend.WatchTask(pb.WatchTaskRequest(session_id=session_id, task_id=task_id), timeout=timeout)
     return list(stream)
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = RUN) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def events(message: Any) -> list[tuple[int, str]]:
@@ -878,7 +868,9 @@ def test_close_session_is_refused_while_a_task_runs(frontend: Any, names: Names,
     sid = names.session()
     create_session(frontend, sid, "flmexec")
     create_task(frontend, sid, json.dumps({"language": "python", "code": script}).encode())
-    eventually(lambda: get_task(frontend, sid, "1").status.state == pb.Running, "the task to run")
+    eventually(
+        lambda: get_task(frontend, sid, "1").status.state == pb.Running, "the task to run", timeout=RUN
+    )
     assert status(frontend.CloseSession, pb.CloseSessionRequest(session_id=sid)) == (
         grpc.StatusCode.INTERNAL,
         "Cannot close session with running tasks",
@@ -958,7 +950,7 @@ def test_bind_failures_are_session_events(frontend: Any, names: Names) -> None:
         session = frontend.GetSession(pb.GetSessionRequest(session_id=sid), timeout=CALL)
         return session if any(e.code == 1001 for e in session.status.events) else None
 
-    session = eventually(bind_failed, "a bind failure event")
+    session = eventually(bind_failed, "a bind failure event", timeout=RUN)
     failure = next(e for e in session.status.events if e.code == 1001)
     # v0.6.0's text, ids in literal angle brackets; only the executor id and node name vary.
     match = re.fullmatch(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from support import eventually
 
 from flamepy_fake import CallTarget, FakeCluster, TaskState
 from flamepy_runner import (
@@ -112,7 +113,11 @@ def test_watch_cut_three_times_is_retried(runner: Runner, cluster: FakeCluster, 
     svc = runner.service(wait_for_gate)
     cluster.faults.cut_watch(times=3)
     future = svc(str(gate))
-    _wait_for(lambda: len(cluster.calls(method="WatchTask", status="UNAVAILABLE")) == 3, "3 cut watches")
+    eventually(
+        lambda: len(cluster.calls(method="WatchTask", status="UNAVAILABLE")) == 3,
+        "3 cut watches",
+        timeout=WAIT,
+    )
     gate.touch()
     assert future.get(timeout=WAIT) == "open"
 
@@ -139,7 +144,7 @@ def test_watch_ended_without_a_terminal_state_is_watched_again(
     svc = runner.service(wait_for_gate)
     fault = cluster.faults.cut_watch(status=None, times=None)  # every watch ends at once
     future = svc(str(gate))
-    _wait_for(lambda: fault.hits >= 5, "5 clean cuts")
+    eventually(lambda: fault.hits >= 5, "5 clean cuts", timeout=WAIT)
     fault.remove()
     gate.touch()
     assert future.get(timeout=WAIT) == "open"
@@ -256,13 +261,3 @@ def _retry_limit(runner: Runner, session_id: str, code: int, detail: str) -> str
         + rf"<\S+> on node <\S+> failed to bind session with return_code <{code}>: "
         + re.escape(detail)
     )
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)

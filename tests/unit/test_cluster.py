@@ -8,12 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from support import eventually
 
 from flamepy_fake import ClusterStartError, FakeCluster
 from flamepy_runner import FlameConfig, UsageError
@@ -453,13 +454,6 @@ def test_stop_ends_a_task_watch_in_progress(resources: ResourceSnapshot) -> None
     resources.assert_clean()
 
 
-def _wait(check: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_an_instance_that_dies_binding_is_diagnosable_after_it_is_gone(tmp_path: Path) -> None:
     script = tmp_path / "broken_service.py"
     script.write_text("import no_such_module_ffx\n")
@@ -473,8 +467,10 @@ def test_an_instance_that_dies_binding_is_diagnosable_after_it_is_gone(tmp_path:
             session = pb.SessionSpec(application="broken")
             stub.CreateSession(pb.CreateSessionRequest(session_id="ssn-broken", session=session), timeout=30)
             stub.CreateTask(pb.CreateTaskRequest(task=pb.TaskSpec(session_id="ssn-broken")), timeout=30)
-        _wait(lambda: [e.code for e in cluster.session_events("ssn-broken")] == [1001, 1001, 1002], "1002")
-        _wait(lambda: not cluster.executors(), "the executors to go")  # gone: no id to look up there
+        eventually(
+            lambda: [e.code for e in cluster.session_events("ssn-broken")] == [1001, 1001, 1002], "1002"
+        )
+        eventually(lambda: not cluster.executors(), "the executors to go")  # gone: no id to look up there
         executor_ids = cluster.executors_of("ssn-broken")
         assert len(executor_ids) == 2
         node = cluster.state.nodes()[0].name

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 from flamepy_fake._executors._instance import ProcessInstance, ShimError, describe_exit
 from flamepy_fake._executors._launch import build_env, expand, instance_argv, is_flmrun
@@ -117,9 +117,7 @@ def test_stop_kills_the_whole_group_and_keeps_logs(tmp_path: Path) -> None:
     inst = _instance(tmp_path, ["sh", "-c", script], ready_timeout=0.1, stop_grace=0.3)
     with pytest.raises(ShimError):
         inst.start()
-    deadline = time.monotonic() + 10
-    while not (tmp_path / "child").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually((tmp_path / "child").exists, "the child to write its pid", timeout=10)
     child = int((tmp_path / "child").read_text())
     inst.stop()
     for pid in (inst.pid, child):
@@ -129,15 +127,14 @@ def test_stop_kills_the_whole_group_and_keeps_logs(tmp_path: Path) -> None:
 
 
 def _gone(pid: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def dead() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        # an orphaned grandchild is reaped by init, shortly after the kill
-        time.sleep(0.02)
-    pytest.fail(f"process {pid} is still alive")
+            return True
+        return False  # an orphaned grandchild is reaped by init, shortly after the kill
+
+    eventually(dead, f"process {pid} to exit", timeout=10)
 
 
 def test_stop_before_start_never_spawns(tmp_path: Path) -> None:
@@ -178,9 +175,7 @@ def test_stop_while_waiting_for_the_connection_ends_start(tmp_path: Path) -> Non
 
     thread = threading.Thread(target=start)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "s.sock").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    eventually((tmp_path / "s.sock").exists, "the socket to appear", timeout=30)
     inst.stop()
     thread.join(timeout=30)  # far below ready_timeout: only the stop can have ended the wait
     assert not thread.is_alive()

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import tarfile
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import eventually
 
 from flamepy_fake._cache_server import FakeObjectCache
 from flamepy_fake._install import Installer, InstallError, ReleaseStore, python_version, shared_release_store
@@ -273,9 +273,7 @@ def test_cancel_kills_a_running_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not installer._procs and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: installer._procs, "pip to start", timeout=30)
     installer.cancel()
     thread.join(timeout=30)
     assert not thread.is_alive()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pytest
+from support import eventually
 
 from flamepy_fake import (
     AppInfo,
@@ -34,13 +34,6 @@ def stub(cluster: FakeCluster) -> Iterator[rpc.Stub]:
         yield rpc.Stub(channel, pb.FRONTEND_SERVICE)
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_enums_follow_the_protobuf_values() -> None:
     assert [s.name for s in TaskState] == [pb.TaskState.Name(i).upper() for i in range(5)]
     assert [s.name for s in SessionState] == ["OPEN", "CLOSED"]
@@ -66,7 +59,7 @@ def test_sessions_tasks_and_executors(cluster: FakeCluster, stub: rpc.Stub) -> N
         pb.CreateTaskRequest(task=pb.TaskSpec(session_id="p1", input=b'{"memory": 1e30}')), timeout=10
     )
     finished = (TaskState.SUCCEED, TaskState.FAILED)
-    _wait_for(lambda: all(t.state in finished for t in cluster.tasks("p1")), "both tasks to finish")
+    eventually(lambda: all(t.state in finished for t in cluster.tasks("p1")), "both tasks to finish")
     (ssn,) = cluster.sessions()
     assert (ssn.id, ssn.application, ssn.state) == ("p1", "flmping", SessionState.OPEN)
     assert (ssn.pending, ssn.running, ssn.succeeded, ssn.failed, ssn.cancelled) == (0, 0, 1, 1, 0)

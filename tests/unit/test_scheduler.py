@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from support import eventually
 
 from flamepy_fake._scheduler import Scheduler
 from flamepy_fake._state import AppSpec, ClusterState, SessionSpec
@@ -170,9 +169,7 @@ def test_thread_starts_and_stops(state: ClusterState) -> None:
     r.scheduler.start()
     state.create_session("s", SessionSpec(application="app"))
     state.create_task("s", b"x")
-    deadline = time.monotonic() + 10
-    while not r.spawned and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(lambda: r.spawned, "the scheduler to spawn", timeout=10)
     r.scheduler.stop()
     assert [sid for sid, _ in r.spawned] == ["s"]
 

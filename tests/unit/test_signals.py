@@ -17,10 +17,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -182,17 +183,6 @@ AUTOSTART_INNER_TEST = textwrap.dedent(
 )
 
 
-def _wait_for(check: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "endless_service.py").write_text(ENDLESS_SERVICE)
@@ -263,7 +253,7 @@ def _assert_cleaned(proc: subprocess.Popen[bytes], instances: dict[int, Path]) -
 
 
 def _endless_instances(spawned: Spawned, proc: subprocess.Popen[bytes]) -> dict[int, Path]:
-    found = _wait_for(lambda: _instances(proc.pid), 60, "the instance process")
+    found = eventually(lambda: _instances(proc.pid), "the instance process", timeout=60)
     assert isinstance(found, dict)
     spawned.instances.update(found)
     return found
@@ -273,7 +263,7 @@ def _endless_instances(spawned: Spawned, proc: subprocess.Popen[bytes]) -> dict[
 def test_sigterm_to_pytest_with_the_plugin_cleans_up(project: Path, spawned: Spawned, xdist: bool) -> None:
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_endless.py"]
     proc = _start(spawned, [*argv, "-n", "1"] if xdist else argv, project)
-    _wait_for(lambda: (project / "task-running").exists(), 120, "the inner test's task")
+    eventually(lambda: (project / "task-running").exists(), "the inner test's task", timeout=120)
     instances = _endless_instances(spawned, proc)
     proc.send_signal(signal.SIGTERM)  # to pytest (the xdist controller) only, as CI runners do
     _assert_cleaned(proc, instances)
@@ -284,7 +274,7 @@ def test_sigterm_to_pytest_with_autostart_cleans_up(project: Path, spawned: Spaw
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_autostarted.py"]
     argv += ["--flame-autostart", "--flame-executors=process"]
     proc = _start(spawned, [*argv, "-n", "1"] if xdist else argv, project)
-    _wait_for(lambda: (project / "task-running").exists(), 120, "the inner test's task")
+    eventually(lambda: (project / "task-running").exists(), "the inner test's task", timeout=120)
     instances = _endless_instances(spawned, proc)
     proc.send_signal(signal.SIGTERM)  # to pytest (the xdist controller) only, as CI runners do
     _assert_cleaned(proc, instances)
@@ -334,7 +324,9 @@ def test_instances_exit_within_a_second_when_the_cluster_is_sigkilled(
     proc.kill()
     proc.wait()
     # The bound is one second; the deadline leaves room for a loaded machine.
-    _wait_for(lambda: not any(_alive(pid) for pid in instances), 3.0, "the orphaned instances to exit")
+    eventually(
+        lambda: not any(_alive(pid) for pid in instances), "the orphaned instances to exit", timeout=3.0
+    )
     # Nothing but us can remove the socket directory after a SIGKILL: the fixture does.
 
 
@@ -358,13 +350,15 @@ def test_forked_instances_and_the_zygote_exit_when_the_cluster_is_sigkilled(
     assert len(zygotes) == 1, zygotes
     instances = _children(zygotes[0])
     assert len(instances) == 1, instances
-    socket_dir = _wait_for(lambda: _socket_dir(instances[0]), 30, "the instance's socket")
+    socket_dir = eventually(lambda: _socket_dir(instances[0]), "the instance's socket", timeout=30)
     for pid in [*instances, *zygotes]:
         spawned.instances[pid] = socket_dir  # killed (and the directory removed) by the fixture
     proc.kill()
     proc.wait()
     gone = [*instances, *zygotes]
-    _wait_for(lambda: not any(_alive(pid) for pid in gone), 3.0, "the zygote and its instances to exit")
+    eventually(
+        lambda: not any(_alive(pid) for pid in gone), "the zygote and its instances to exit", timeout=3.0
+    )
 
 
 def _socket_dir(pid: int) -> Path | None:

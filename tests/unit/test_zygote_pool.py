@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import eventually
 
 from flamepy_fake._executors._import_scope import ENV_VAR, ImportScope
 from flamepy_fake._executors._zygote_pool import ForkServers, start_up_key, zygote_request
@@ -74,10 +74,7 @@ def test_a_dead_zygote_is_replaced_by_the_next_get(pool: ForkServers, lib: Path)
     assert first.wait_ready(60)
     assert first.pid is not None
     os.killpg(first.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while first.alive() and time.monotonic() < deadline:  # its reader sees the socket close
-        time.sleep(0.01)
-    assert not first.alive()
+    eventually(lambda: not first.alive(), "its reader to see the socket close", timeout=10)
     assert not first.wait_ready(0)
     replacement = _get(pool, _env(lib))
     assert replacement is not first

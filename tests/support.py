@@ -1,0 +1,43 @@
+"""Helpers every test module shares (importable as ``support``: pytest puts ``tests/`` on sys.path).
+
+Waiting: a test that waits for something the cluster does in the background polls a condition
+with :func:`eventually` (never sleeps a fixed time and then asserts), and fails with what it was
+waiting for when the bound passes. The bound is never reached when things work; it only keeps a
+broken run from hanging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+__all__ = ["WAIT", "eventually"]
+
+T = TypeVar("T")
+
+#: Seconds a wait may last before the test fails (generous: the machines are shared and noisy).
+WAIT = 60.0
+
+
+def eventually(check: Callable[[], T], what: str, *, timeout: float = WAIT, interval: float = 0.02) -> T:
+    """Call ``check`` until it returns a true value, and return that value.
+
+    Args:
+        check: the condition; its first true result is returned (so it can return what it found).
+        what: what is awaited, for the failure message ("the task to run").
+        timeout: seconds before giving up.
+        interval: seconds between two calls.
+
+    Raises:
+        AssertionError: ``timed out after {timeout} s waiting for {what}``; the last value of
+            ``check`` is not true.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
