@@ -11,6 +11,7 @@ from typing import Any
 
 import cloudpickle
 import pytest
+from support import eventually
 
 from flamepy_fake import FakeCluster
 from flamepy_runner import NotFoundError, Runner, UsageError, _wire
@@ -27,7 +28,6 @@ def double(x: int) -> int:
 
 def gated(path: str) -> int:
     import os
-    import time
 
     while path and not os.path.exists(path):
         time.sleep(0.01)
@@ -114,7 +114,11 @@ def test_close_fails_what_is_still_tracked(runner: Runner, tmp_path: Path) -> No
     results = Results()
     tid = _task(runner, svc.session_id, str(tmp_path / "gate"))
     watcher.track(svc.session_id, tid, results(tid))
-    time.sleep(0.05)
+    # Once the task runs (held by its gate), the watcher has nothing to report yet.
+    running = pb.TaskState.Value("Running")
+    eventually(
+        lambda: runner.frontend.get_task(svc.session_id, tid).status.state == running, "the task to run"
+    )
     assert results.done == {}
     watcher.close(UsageError("stopped by the test"))
     assert [(t, str(e)) for t, e in results.done.values()] == [(None, "stopped by the test")]
