@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import bson
 import cloudpickle
 import pyarrow.flight as flight
 import pytest
@@ -34,6 +35,7 @@ from flamepy_runner import (
     SessionContext,
     UsageError,
     WaitTimeoutError,
+    _wire,
 )
 from flamepy_runner._frontend import FrontendClient
 from flamepy_runner._proto import pb
@@ -77,6 +79,11 @@ def _session(cluster: FakeCluster, session_id: str) -> Any:
         return fe.get_session(session_id)
 
 
+def _common_key(cluster: FakeCluster, session_id: str) -> str:
+    """The cache key of a session's RunnerContext (its common data is that object's ref)."""
+    return str(bson.decode(bytes(_session(cluster, session_id).spec.common_data))["key"])
+
+
 def _cache_keys(cluster: FakeCluster) -> list[str]:
     client = flight.FlightClient(cluster.cache_endpoint.replace("grpc://", "grpc+tcp://"))
     try:
@@ -102,14 +109,21 @@ def test_stateful_instance_service(runner: Runner) -> None:
     assert counter.get().get() == 14
 
 
-def test_object_future_arguments_travel_as_refs(runner: Runner) -> None:
+def test_object_future_arguments_travel_as_refs(runner: Runner, cluster: FakeCluster) -> None:
     double_service = runner.service(double)
     add_service = runner.service(sum_fn)
     first = double_service(21)
     total = add_service(first, 8)
     assert total.get() == 50
-    # The ref the second call received is the first call's: nothing was fetched and re-put.
-    assert first.ref().key.startswith(f"{runner.name}/{double_service.session_id}/")
+    # The second task's input names the first result by its ref: the client never fetched it
+    # and put it again, the second call's executor read it from the cache, once.
+    ref = first.ref()
+    assert ref.key.startswith(f"{runner.name}/{double_service.session_id}/")
+    task = cluster.state.get_task(add_service.session_id, "1")
+    request = _wire.loads(task.input, prefer_ours=True)
+    sent = bson.decode(request.args[0])  # an ObjectRef travels as its BSON, as flamepy sends it
+    assert sent == {"endpoint": ref.endpoint, "key": ref.key, "version": ref.version}
+    assert [c.key for c in cluster.calls(method="DoGet") if c.key == ref.key] == [ref.key]
 
 
 # -- defaults and options ---------------------------------------------------------------------------
@@ -171,19 +185,30 @@ def test_stateful_refused_for_classes_and_functions(runner: Runner) -> None:
     assert runner.service(sum_fn, warmup=0).min_instances == 0
 
 
-def test_stateful_change_is_seen_by_the_next_call_on_another_instance(runner: Runner) -> None:
+def test_stateful_change_is_seen_by_the_next_call_on_another_instance(
+    runner: Runner, cluster: FakeCluster
+) -> None:
     counter = runner.service(Counter(0), stateful=True, autoscale=False, warmup=2)
-    totals, instances = [], set()
-    for _ in range(8):
-        totals.append(counter.add(1).get())
-        instances.add(counter.whoami().get())
-    assert totals == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [counter.add(1).get() for _ in range(3)] == [1, 2, 3]
+    # The instance that served them dies as the next task is handed to it: the task goes back
+    # to Pending and another instance runs it, from the state written back after each call.
+    kill = cluster.faults.kill_instance("idle")
+    assert counter.add(1).get() == 4
+    assert not kill.active  # it fired: the fourth call did run elsewhere
+    assert [counter.add(1).get() for _ in range(4)] == [5, 6, 7, 8]
     assert counter.get().get() == 8
+    # Each of the nine tasks that ran wrote the state back (update_object of the context's key).
+    key = _common_key(cluster, counter.session_id)
+    assert len([c for c in cluster.calls(method="DoPut") if c.key == key]) == 9
 
 
 def test_stateless_instance_state_is_not_written_back(runner: Runner, cluster: FakeCluster) -> None:
     counter = runner.service(Counter(5))
     assert counter.add(1).get() == 6
+    assert counter.get().get() == 6  # the instance keeps its own copy between calls
+    # No task wrote the state back (a stateful one updates the context's key after each task).
+    key = _common_key(cluster, counter.session_id)
+    assert [c for c in cluster.calls(method="DoPut") if c.key == key] == []
     counter.close()
     # A new session of the same object starts from the client's copy, untouched.
     again = runner.service(Counter(5))
