@@ -60,6 +60,14 @@ def _flame_backend(
         with fake_backend(tmp_path_factory.mktemp("flame-fake")) as backend:
             yield backend
         return
+    yield request.getfixturevalue("real_flame_backend")
+
+
+@pytest.fixture(name="real_flame_backend", scope="session")
+def _real_flame_backend() -> Iterator[FlameBackend]:
+    """The real Flame v0.6.0 every ``real`` parameter uses, the cache contracts' too: the one
+    ``FLAME_REAL_ENDPOINT`` and ``FLAME_REAL_CACHE_ENDPOINT`` name, or a fresh one in Docker
+    (skipped with the reason when neither can be had)."""
     with contextlib.ExitStack() as stack:
         try:
             backend = stack.enter_context(real_backend())
