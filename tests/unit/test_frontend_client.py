@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from flamepy_fake import FakeCluster
 from flamepy_runner import (
     AlreadyExistsError,
     ConfigError,
+    DeadlineExceededError,
     FlameConfig,
+    FlameError,
+    InternalError,
     InvalidArgumentError,
+    InvalidStateError,
     NotFoundError,
     UnavailableError,
     UsageError,
 )
-from flamepy_runner._frontend import FrontendClient, channel_target
+from flamepy_runner._frontend import FrontendClient, channel_target, rpc_errors
 from flamepy_runner._proto import pb
 
 
@@ -106,3 +111,84 @@ def test_unreachable_and_closed() -> None:
         client.get_session("s")
     assert str(closed.value) == "cannot get session 's': the client of http://127.0.0.1:1 is closed"
     client.close()  # idempotent
+
+
+# -- the error-mapping boundary: every gRPC status code -----------------------------------------
+
+_ENDPOINT = "http://sm.example:8080"
+_MAPPED = {
+    "NOT_FOUND": (NotFoundError, "cannot open session 's-1': boom"),
+    "ALREADY_EXISTS": (AlreadyExistsError, "cannot open session 's-1': boom"),
+    "INVALID_ARGUMENT": (InvalidArgumentError, "cannot open session 's-1': boom"),
+    "OUT_OF_RANGE": (InvalidArgumentError, "cannot open session 's-1': boom"),
+    "FAILED_PRECONDITION": (InvalidStateError, "cannot open session 's-1': boom"),
+    "UNAVAILABLE": (
+        UnavailableError,
+        f"cannot open session 's-1': session manager {_ENDPOINT} is unreachable: boom",
+    ),
+    "DEADLINE_EXCEEDED": (
+        DeadlineExceededError,
+        f"cannot open session 's-1': no answer from session manager {_ENDPOINT} in time: boom",
+    ),
+    **{
+        name: (InternalError, "cannot open session 's-1': boom")
+        for name in (
+            "CANCELLED",
+            "UNKNOWN",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "ABORTED",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        )
+    },
+}
+
+
+class _Refused(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_the_mapping_names_every_status_code_but_ok() -> None:
+    assert set(_MAPPED) == {c.name for c in grpc.StatusCode} - {"OK"}
+
+
+@pytest.mark.parametrize("name", sorted(_MAPPED))
+def test_every_status_code_maps_to_one_error_with_the_full_text(name: str) -> None:
+    cls, text = _MAPPED[name]
+    refused = _Refused(grpc.StatusCode[name], "boom")
+    with (
+        pytest.raises(FlameError) as err,
+        rpc_errors("cannot open session 's-1'", _ENDPOINT, session_id="s-1"),
+    ):
+        raise refused
+    assert type(err.value) is cls
+    assert str(err.value) == err.value.message == text
+    assert (err.value.endpoint, err.value.session_id, err.value.task_id) == (_ENDPOINT, "s-1", None)
+    assert err.value.__cause__ is refused
+
+
+def test_an_error_without_a_code_or_details_is_internal_with_its_text() -> None:
+    class Bare(grpc.RpcError):
+        def __str__(self) -> str:
+            return "no code"
+
+    with pytest.raises(InternalError) as err, rpc_errors("cannot list", _ENDPOINT):
+        raise Bare()
+    assert str(err.value) == "cannot list: no code"
+
+
+def test_our_own_errors_pass_the_boundary_unchanged() -> None:
+    mine = UsageError("already mapped")
+    with pytest.raises(UsageError) as err, rpc_errors("cannot list", _ENDPOINT):
+        raise mine
+    assert err.value is mine
