@@ -69,7 +69,7 @@ def _memory() -> tuple[int, int]:
 def serve(kind: str) -> None:
     """Run a server and answer ``mem`` / ``reset`` / ``quit`` on stdin."""
     if kind == "fake":
-        from flamepy_fake._cache_server import FakeObjectCache
+        from flamepy_fake._cache._server import FakeObjectCache
 
         cache = FakeObjectCache().start()
         endpoint, stop = cache.endpoint, cache.stop

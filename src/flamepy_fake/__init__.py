@@ -20,7 +20,7 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from ._cache_server import FakeObjectCache
+    from ._cache._server import FakeObjectCache
     from ._calls import CallLog, CallRecord
     from ._cluster import ClusterStartError, FakeCluster
     from ._executors import AbandonedInstance, ExecutorInfo
@@ -74,7 +74,7 @@ _LAZY = {
     "EventRecord": "._records",
     "ExecutorInfo": "._executors",
     "ExecutorState": "._introspect",
-    "FakeObjectCache": "._cache_server",
+    "FakeObjectCache": "._cache._server",
     "Fault": "._faults",
     "FaultError": "._faults",
     "Faults": "._faults",

@@ -2,7 +2,7 @@
 
 ``CallLog`` keeps the last :data:`MAX_CALLS` calls in a bounded deque behind one lock, so
 recording costs one small object and one append per call. Transports (``_intercept.py`` for
-gRPC, ``_cache_server.py`` for Flight) append; tests read ``cluster.calls``. Nothing here
+gRPC, ``_cache/_server.py`` for Flight) append; tests read ``cluster.calls``. Nothing here
 imports grpc or pyarrow.
 """
 

@@ -4,7 +4,7 @@
 
 - ``_state.ClusterState``: the plain-Python state model (sessions, tasks, executors);
 - ``_frontend.FrontendServicer``: the ``flame.v1.Frontend`` gRPC adapter over that state;
-- ``_cache_server.FakeObjectCache``: the Arrow Flight object cache;
+- ``_cache._server.FakeObjectCache``: the Arrow Flight object cache;
 - ``_executors.ExecutorManager``: the scheduler and the thread / process instances.
 
 Every cluster owns its state, ports, threads and work directory, so two clusters in one
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from flamepy_runner._config import FlameConfig
 
-    from ._cache_server import FakeObjectCache
+    from ._cache._server import FakeObjectCache
     from ._calls import CallLog
     from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
     from ._faults import Faults
@@ -366,7 +366,7 @@ class FakeCluster:
         self._start_executors()
 
     def _start_cache(self) -> str:
-        from ._cache_server import FakeObjectCache
+        from ._cache._server import FakeObjectCache
 
         cache = FakeObjectCache(
             self._host,

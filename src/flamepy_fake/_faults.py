@@ -10,7 +10,7 @@ A ``when`` predicate runs on the serving thread under the registry's lock: keep 
 not call ``faults`` from it; an exception it raises fails the call it was asked about.
 
 The transports call :meth:`Faults.take` at one place each: the Frontend servicer wrapper
-(``_intercept.py``), the Flight server's handlers (``_cache_server.py``) and the executor
+(``_intercept.py``), the Flight server's handlers (``_cache/_server.py``) and the executor
 manager. With no fault set, :meth:`Faults.take` returns at its first line (one attribute read).
 Nothing here imports grpc or pyarrow.
 """

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flamepy_fake import _cache_store
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache import _store as _cache_store
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_runner import FlameConfig
 from flamepy_runner import _serialization as ser
 from flamepy_runner._cache import CacheClient, ObjectRef

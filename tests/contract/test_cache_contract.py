@@ -28,7 +28,7 @@ import pytest
 from bson.int64 import Int64
 from support import eventually
 
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache._server import FakeObjectCache
 
 OPAQUE = pa.schema([("version", pa.uint64()), ("data", pa.binary())])
 GRPC_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]

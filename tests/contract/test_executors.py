@@ -28,7 +28,7 @@ import grpc
 import pytest
 from support import eventually
 
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_fake._executors import ExecutorManager, ForkServers
 from flamepy_fake._frontend import FrontendServicer
 from flamepy_fake._state import AppSpec, ClusterState, SessionSpec, TaskRecord

@@ -18,8 +18,8 @@ import pyarrow.flight as flight
 import pytest
 from bson.int64 import Int64
 
-from flamepy_fake import _cache_store
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache import _store as _cache_store
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_runner import (
     ClusterError,
     DeadlineExceededError,

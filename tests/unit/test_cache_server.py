@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 import pytest
 
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_runner import FlameConfig, NotFoundError
 from flamepy_runner._cache import CacheClient, ObjectRef
 

@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_runner import FlameConfig, NotFoundError
 from flamepy_runner._cache import CacheClient, ObjectRef
 

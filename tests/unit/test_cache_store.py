@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.ipc
 import pytest
 
-from flamepy_fake import _cache_store as cs
-from flamepy_fake._cache_store import (
+from flamepy_fake._cache import _store as cs
+from flamepy_fake._cache._store import (
     INVALID_ARGUMENT,
     NOT_FOUND,
     NativeTable,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_fake._install import Installer
 from flamepy_fake._records import AppRecord
 from flamepy_runner import (

@@ -15,7 +15,7 @@ import cloudpickle
 import grpc
 import pytest
 
-from flamepy_fake._cache_server import FakeObjectCache
+from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_runner import _wire
 from flamepy_runner._cache import CacheClient, ObjectRef
 from flamepy_runner._config import FlameConfig

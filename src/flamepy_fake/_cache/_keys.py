@@ -1,7 +1,7 @@
 """Object-cache keys and tickets, parsed as the real cache does (A2, A5), and the neutral error.
 
 Errors are :class:`StoreError` carrying the gRPC status name the real cache
-(``object_cache/src/cache.rs``) answers with; :mod:`flamepy_fake._cache_server` turns them into
+(``object_cache/src/cache.rs``) answers with; :mod:`flamepy_fake._cache._server` turns them into
 Flight statuses in one place.
 """
 

@@ -1,8 +1,8 @@
 """The fake object cache's Arrow Flight transport (A3-A7 of ``cache-and-executor.md``).
 
-:class:`FakeObjectCache` owns a :class:`~flamepy_fake._cache_store.ObjectStore` and a
+:class:`FakeObjectCache` owns a :class:`~flamepy_fake._cache._store.ObjectStore` and a
 ``pyarrow.flight`` server in front of it. The server translates the store's neutral
-:class:`~flamepy_fake._cache_keys.StoreError` into Flight statuses in one place
+:class:`~flamepy_fake._cache._keys.StoreError` into Flight statuses in one place
 (:func:`_status`): INVALID_ARGUMENT as ``InvalidRequest``, NOT_FOUND as ``ObjectNotFound``,
 INTERNAL as ``FlightInternalError``, which pyarrow clients see as ``ArrowInvalid``,
 ``ArrowKeyError`` and ``FlightInternalError``, as with the real cache. Each status message is
@@ -30,7 +30,9 @@ from bson.int64 import Int64
 
 from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
-from ._cache_keys import (
+from .._calls import CACHE_SERVICE, CallLog
+from .._faults import DELAY, FAIL, CallTarget, Faults
+from ._keys import (
     INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -40,10 +42,8 @@ from ._cache_keys import (
     parse_ticket,
     utf8_error,
 )
-from ._cache_payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
-from ._cache_store import ObjectStore, Row
-from ._calls import CACHE_SERVICE, CallLog
-from ._faults import DELAY, FAIL, CallTarget, Faults
+from ._payloads import RESPONSE_SCHEMA, NativeTable, PayloadBuilder, binary_array, binary_cells
+from ._store import ObjectStore, Row
 
 __all__ = ["FakeObjectCache"]
 
@@ -166,7 +166,7 @@ _FAULT_ERRORS: dict[str, Callable[[str], BaseException]] = {
 
 def _watched(handler: str, impl: Callable[..., Any], calls: CallLog, faults: Faults) -> Callable[..., Any]:
     """``impl`` recorded in ``calls`` and subject to ``faults`` (the cache's one interception point)."""
-    from ._calllog import _FLIGHT_METHODS, _FLIGHT_STATUS
+    from .._calllog import _FLIGHT_METHODS, _FLIGHT_STATUS
 
     method = _FLIGHT_METHODS[handler.upper()]
     key_of = _KEY_OF[handler]
@@ -524,7 +524,7 @@ class FakeObjectCache:
             if self._tls is not None:
                 kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
             if self._log_calls:
-                from ._calllog import FlightCallLog
+                from .._calllog import FlightCallLog
 
                 kwargs["middleware"] = {"flamepy-fake-calls": FlightCallLog()}
             try:

@@ -1,9 +1,9 @@
 """State of the fake object cache: versions, patches, native tables, eviction, disk.
 
-Plain Python over ``pyarrow`` buffers, no Flight: :mod:`flamepy_fake._cache_server` is the thin
-Arrow Flight adapter in front of it. Keys are parsed by :mod:`flamepy_fake._cache_keys`, payloads
-are encoded by :mod:`flamepy_fake._cache_payloads`. Refusals are
-:class:`~flamepy_fake._cache_keys.StoreError` with the real cache's status and message texts
+Plain Python over ``pyarrow`` buffers, no Flight: :mod:`flamepy_fake._cache._server` is the thin
+Arrow Flight adapter in front of it. Keys are parsed by :mod:`flamepy_fake._cache._keys`, payloads
+are encoded by :mod:`flamepy_fake._cache._payloads`. Refusals are
+:class:`~flamepy_fake._cache._keys.StoreError` with the real cache's status and message texts
 (``cache-and-executor.md`` part A).
 
 Model (A3-A8): every key has metadata (current version S, size) and, while resident, a payload:
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ._cache_keys import (
+from ._keys import (
     INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
@@ -37,7 +37,7 @@ from ._cache_keys import (
     parse_path,
     parse_ticket,
 )
-from ._cache_payloads import (
+from ._payloads import (
     FORMAT_ARROW_TABLE,
     FORMAT_KEY,
     KIND_BASE,
