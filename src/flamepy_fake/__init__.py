@@ -22,9 +22,10 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from ._cache._server import FakeObjectCache
     from ._calls import CallLog, CallRecord
-    from ._cluster import ClusterStartError, FakeCluster
+    from ._cluster import FakeCluster
+    from ._errors import ClusterStartError, FaultError
     from ._executors import AbandonedInstance, ExecutorInfo
-    from ._faults import CallTarget, Fault, FaultError, Faults
+    from ._faults import CallTarget, Fault, Faults
     from ._introspect import (
         AppInfo,
         AppState,
@@ -64,7 +65,7 @@ __all__ = [
 # every run) costs next to nothing; tracebacks and reprs show the public path.
 _LAZY = {
     "AbandonedInstance": "._executors",
-    "ClusterStartError": "._cluster",
+    "ClusterStartError": "._errors",
     "FakeCluster": "._cluster",
     "AppInfo": "._introspect",
     "AppState": "._introspect",
@@ -76,7 +77,7 @@ _LAZY = {
     "ExecutorState": "._introspect",
     "FakeObjectCache": "._cache._server",
     "Fault": "._faults",
-    "FaultError": "._faults",
+    "FaultError": "._errors",
     "Faults": "._faults",
     "ObjectInfo": "._introspect",
     "SessionInfo": "._introspect",

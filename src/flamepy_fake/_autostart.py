@@ -69,7 +69,7 @@ class Autostart:
             self.cluster = cluster
             base = {k: v for k, v in os.environ.items() if k in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
             return isolated_env(base, cluster.home, cluster.env)
-        from ._backends import Unavailable
+        from ._errors import Unavailable
         from ._home import make_home
         from ._plugin_pool import open_remote
 

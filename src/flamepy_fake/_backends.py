@@ -36,6 +36,7 @@ import grpc
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb, rpc
 
+from ._errors import Unavailable
 from ._workset import close_session_patiently
 
 if TYPE_CHECKING:
@@ -91,10 +92,6 @@ cache:
     policy: lru
     max_memory: 512M
 """
-
-
-class Unavailable(Exception):
-    """The real backend cannot run here; the message is the skip reason."""
 
 
 @dataclass(frozen=True)

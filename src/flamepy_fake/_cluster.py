@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from flamepy_runner._exceptions import UsageError
 
+from ._errors import ClusterStartError
 from ._policies import DEFAULT_POLICIES, check_policies
 from ._values import INSTANCE_IMPORTS
 
@@ -83,13 +84,6 @@ _RUNNING: set[FakeCluster] = set()
 def _stop_forgotten_clusters() -> None:
     for cluster in list(_RUNNING):
         cluster.stop()
-
-
-class ClusterStartError(RuntimeError):
-    """Raised by :meth:`FakeCluster.start` when a part cannot start (typically a taken port).
-
-    Nothing of the cluster is left running when it is raised.
-    """
 
 
 class _Lifecycle(enum.Enum):

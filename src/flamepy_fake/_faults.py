@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable, Collection
 from types import TracebackType
 
+from ._errors import FaultError
+
 __all__ = ["CallTarget", "Fault", "FaultError", "Faults"]
 
 # Status codes a fault may answer with (gRPC names, OK excluded).
@@ -68,10 +70,6 @@ FAIL, DELAY, CUT_WATCH, KILL_TASK, KILL_IDLE, SESSION_ENTER, DOWNLOAD, INSTALL =
     "download",
     "install",
 )
-
-
-class FaultError(ValueError):
-    """A fault the fake cannot apply (unknown method, a status the transport cannot send, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ._errors import InstallError
 from ._state import AppRecord
 
 __all__ = [
@@ -54,10 +55,6 @@ __all__ = [
 _DOWNLOAD_TIMEOUT = 300.0
 _PIP_TIMEOUT = 600.0
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-class InstallError(Exception):
-    """Installing an application failed; the message says why (bind code 10)."""
 
 
 @dataclasses.dataclass(frozen=True)

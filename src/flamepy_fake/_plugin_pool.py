@@ -11,7 +11,8 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._backends import FlameBackend, Unavailable
+from ._backends import FlameBackend
+from ._errors import Unavailable
 
 if TYPE_CHECKING:
     from ._cluster import FakeCluster

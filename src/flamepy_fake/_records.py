@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from ._errors import ResultError, StateError
+
 __all__ = [
     "APP_ENABLED",
     "DEFAULT_DELAY_RELEASE",
@@ -64,28 +66,6 @@ ResReq = tuple[int, int, int]
 def now_ms() -> int:
     """Return the current time as epoch milliseconds."""
     return time.time_ns() // 1_000_000
-
-
-class StateError(Exception):
-    """A request the state refused, with the gRPC status code upstream answers with.
-
-    Args:
-        code: name of a ``grpc.StatusCode`` member, e.g. ``"NOT_FOUND"``.
-        message: the exact status message upstream sends.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class ResultError(StateError):
-    """A refusal that upstream reports in-band as ``Result{return_code: -1, message}`` with status OK.
-
-    Raised only by the application RPCs past their pre-checks (name validation, duplicates,
-    unknown apps, open sessions); the transport turns it into a Result instead of a status.
-    """
 
 
 @dataclass(frozen=True)

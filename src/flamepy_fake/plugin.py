@@ -680,7 +680,7 @@ def _remote_cluster(
     if fake_only:
         given = ", ".join(f"{name}={marked[name]!r}" for name in fake_only)
         pytest.skip(f"@pytest.mark.flame({given}): fake-only (the backend is {settings.backend})")
-    from ._backends import Unavailable
+    from ._errors import Unavailable
     from ._remote import RemoteCluster
     from ._workset import cleanup, snapshot
 

@@ -16,7 +16,6 @@ from flamepy_fake._backends import (
     SESSION_MANAGER_IMAGE,
     FlameBackend,
     Names,
-    Unavailable,
     docker_backend,
     docker_problem,
     external_backend,
@@ -25,6 +24,7 @@ from flamepy_fake._backends import (
     real_backend,
     wait_until_ready,
 )
+from flamepy_fake._errors import Unavailable
 
 __all__ = [
     "CLUSTER_CONFIG",

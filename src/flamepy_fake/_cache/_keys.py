@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from .._errors import StoreError
+
 __all__ = [
     "INTERNAL",
     "INVALID_ARGUMENT",
@@ -30,20 +32,6 @@ INTERNAL = "INTERNAL"
 WILDCARD = "*"
 
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
-
-
-class StoreError(Exception):
-    """A refusal, with the gRPC status the real cache would answer.
-
-    Args:
-        code: ``"INVALID_ARGUMENT"``, ``"NOT_FOUND"`` or ``"INTERNAL"``.
-        message: the text the client sees.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 # --------------------------------------------------------------------------- keys

@@ -24,6 +24,7 @@ import grpc
 from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceService, InstanceServicer
 
+from .._errors import InstanceCrashed, ShimError
 from . import _pdeath
 from ._import_scope import guarded_argv, spawn_env
 from ._zygote import ForkServer
@@ -55,14 +56,6 @@ class _Process(Protocol):
     def poll(self) -> int | None: ...
 
     def wait(self, timeout: float | None = None) -> int: ...
-
-
-class ShimError(Exception):
-    """The instance could not be created (bind code 11)."""
-
-
-class InstanceCrashed(Exception):
-    """The instance died (or was stopped) while running a task; the message says how."""
 
 
 class Instance:
