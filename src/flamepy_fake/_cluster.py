@@ -307,7 +307,7 @@ class FakeCluster:
         from ._frontend import FrontendServicer
         from ._home import make_home
         from ._intercept import intercepted
-        from ._limits import FRONTEND_MAX_REQUEST, refuse_oversized
+        from ._limits import limit_requests
         from ._state import ClusterState
 
         # Check the host and explicit ports before building anything: a clear message beats
@@ -339,12 +339,7 @@ class FakeCluster:
             interceptors.append(GrpcCallLog())
         self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS), interceptors=interceptors)
         servicer = intercepted(FrontendServicer(self._state), pb.FRONTEND_SERVICE, self._calls, self._faults)
-        handler = rpc.generic_handler(
-            pb.FRONTEND_SERVICE,
-            servicer,
-            max_request_bytes=FRONTEND_MAX_REQUEST,
-            refuse_oversized=refuse_oversized,
-        )
+        handler = rpc.generic_handler(pb.FRONTEND_SERVICE, servicer, wrap_unary_request=limit_requests)
         self._server.add_generic_rpc_handlers((handler,))
         try:
             bound = self._server.add_insecure_port(f"{_bracket(self._host)}:{self._port}")

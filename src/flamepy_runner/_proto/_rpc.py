@@ -62,41 +62,16 @@ class Stub:
         raise AttributeError(f"{self.service.full_name} has no RPC named {name!r}")
 
 
-class _Oversized:
-    """What the deserializer hands over instead of a request that is over the size limit."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-
-def _limited(
-    request_cls: Any,
-    impl: Callable[..., Any],
-    max_bytes: int,
-    refuse: Callable[[int, grpc.ServicerContext], None],
-) -> tuple[Callable[[bytes], Any], Callable[..., Any]]:
-    """A deserializer that measures the encoded request first, and ``impl`` refusing what it flagged."""
-
-    def deserialize(raw: bytes) -> Any:
-        if len(raw) > max_bytes:
-            return _Oversized(len(raw))  # not parsed: the handler refuses it first
-        return request_cls.FromString(raw)
-
-    def behaviour(request: Any, context: grpc.ServicerContext) -> Any:
-        if isinstance(request, _Oversized):
-            refuse(request.size, context)
-            raise AssertionError("refuse() must abort the call")  # pragma: no cover
-        return impl(request, context)
-
-    return deserialize, behaviour
+#: Replaces a unary-request RPC's request deserializer and behaviour: given the request class
+#: and the servicer's method, returns ``(deserializer, behaviour)``.
+UnaryWrapper = Callable[[Any, Callable[..., Any]], tuple[Callable[[bytes], Any], Callable[..., Any]]]
 
 
 def generic_handler(
     service: ServiceDescriptor,
     servicer: object,
     *,
-    max_request_bytes: int | None = None,
-    refuse_oversized: Callable[[int, grpc.ServicerContext], None] | None = None,
+    wrap_unary_request: UnaryWrapper | None = None,
 ) -> grpc.GenericRpcHandler:
     """Build a handler that routes each RPC of ``service`` to the method of the same name.
 
@@ -105,12 +80,9 @@ def generic_handler(
     Args:
         service: the service descriptor.
         servicer: an object with one ``Name(request, context)`` method per implemented RPC.
-        max_request_bytes: the largest encoded request (of a unary-request RPC) handed to the
-            servicer; larger ones go to ``refuse_oversized`` unparsed. None: no limit.
-        refuse_oversized: called with the request's size and the context; must abort the call.
+        wrap_unary_request: replaces the deserializer and behaviour of each RPC whose request
+            is a single message (the fake cluster measures requests with it before parsing).
     """
-    if (max_request_bytes is None) != (refuse_oversized is None):
-        raise ValueError("max_request_bytes and refuse_oversized go together")
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
         impl = getattr(servicer, method.name, None)
@@ -121,10 +93,8 @@ def generic_handler(
             "request_deserializer": request_cls.FromString,
             "response_serializer": response_cls.SerializeToString,
         }
-        if max_request_bytes is not None and refuse_oversized is not None and not method.client_streaming:
-            kwargs["request_deserializer"], impl = _limited(
-                request_cls, impl, max_request_bytes, refuse_oversized
-            )
+        if wrap_unary_request is not None and not method.client_streaming:
+            kwargs["request_deserializer"], impl = wrap_unary_request(request_cls, impl)
         if method.client_streaming and method.server_streaming:
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(impl, **kwargs)
         elif method.client_streaming:
