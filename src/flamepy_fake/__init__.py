@@ -21,12 +21,13 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from ._cache._server import FakeObjectCache
-    from ._calls import CallLog, CallRecord
     from ._cluster import FakeCluster
+    from ._control._records import EventRecord
     from ._errors import ClusterStartError, FaultError
     from ._executors import AbandonedInstance, ExecutorInfo
-    from ._faults import CallTarget, Fault, Faults
-    from ._introspect import (
+    from ._toolkit._calls import CallLog, CallRecord
+    from ._toolkit._faults import CallTarget, Fault, Faults
+    from ._toolkit._introspect import (
         AppInfo,
         AppState,
         ExecutorState,
@@ -36,7 +37,6 @@ if _typing.TYPE_CHECKING:
         TaskInfo,
         TaskState,
     )
-    from ._records import EventRecord
 
 __all__ = [
     "AbandonedInstance",
@@ -67,23 +67,23 @@ _LAZY = {
     "AbandonedInstance": "._executors",
     "ClusterStartError": "._errors",
     "FakeCluster": "._cluster",
-    "AppInfo": "._introspect",
-    "AppState": "._introspect",
-    "CallLog": "._calls",
-    "CallRecord": "._calls",
-    "CallTarget": "._faults",
-    "EventRecord": "._records",
+    "AppInfo": "._toolkit._introspect",
+    "AppState": "._toolkit._introspect",
+    "CallLog": "._toolkit._calls",
+    "CallRecord": "._toolkit._calls",
+    "CallTarget": "._toolkit._faults",
+    "EventRecord": "._control._records",
     "ExecutorInfo": "._executors",
-    "ExecutorState": "._introspect",
+    "ExecutorState": "._toolkit._introspect",
     "FakeObjectCache": "._cache._server",
-    "Fault": "._faults",
+    "Fault": "._toolkit._faults",
     "FaultError": "._errors",
-    "Faults": "._faults",
-    "ObjectInfo": "._introspect",
-    "SessionInfo": "._introspect",
-    "SessionState": "._introspect",
-    "TaskInfo": "._introspect",
-    "TaskState": "._introspect",
+    "Faults": "._toolkit._faults",
+    "ObjectInfo": "._toolkit._introspect",
+    "SessionInfo": "._toolkit._introspect",
+    "SessionState": "._toolkit._introspect",
+    "TaskInfo": "._toolkit._introspect",
+    "TaskState": "._toolkit._introspect",
 }
 
 

@@ -37,7 +37,7 @@ from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb, rpc
 
 from ._errors import Unavailable
-from ._workset import close_session_patiently
+from ._toolkit._workset import close_session_patiently, open_channel
 
 if TYPE_CHECKING:
     from flamepy_fake import FakeCluster
@@ -140,18 +140,6 @@ class FlameBackend:
             yield rpc.Stub(channel, pb.FRONTEND_SERVICE)
         finally:
             channel.close()
-
-
-def open_channel(config: FlameConfig) -> grpc.Channel:
-    """A gRPC channel to ``config.endpoint`` (TLS with ``config.ca_file`` for ``https://``)."""
-    url = urlsplit(config.endpoint)
-    if url.scheme not in ("http", "https") or not url.hostname or not url.port:
-        raise ValueError(f"endpoint must look like http(s)://host:port; got {config.endpoint!r}")
-    target = f"{url.hostname}:{url.port}"
-    if url.scheme == "http":
-        return grpc.insecure_channel(target)
-    roots = Path(config.ca_file).read_bytes() if config.ca_file else None
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
 
 
 class Names:

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ._cluster import BACKENDS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterStartError, FakeCluster
-from ._policies import DEFAULT_POLICIES, check_policies
+from ._control._policies import DEFAULT_POLICIES, check_policies
 from ._values import parse_size, positive_int
 
 __all__ = ["main"]

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from flamepy_runner._exceptions import UsageError
 
+from ._control._policies import DEFAULT_POLICIES, check_policies
 from ._errors import ClusterStartError
-from ._policies import DEFAULT_POLICIES, check_policies
 from ._values import INSTANCE_IMPORTS
 
 if TYPE_CHECKING:
@@ -42,12 +42,12 @@ if TYPE_CHECKING:
     from flamepy_runner._config import FlameConfig
 
     from ._cache._server import FakeObjectCache
-    from ._calls import CallLog
+    from ._control._records import EventRecord
+    from ._control._state import ClusterState
     from ._executors import AbandonedInstance, ExecutorInfo, ExecutorManager
-    from ._faults import Faults
-    from ._introspect import AppInfo, ObjectInfo, SessionInfo, TaskInfo
-    from ._records import EventRecord
-    from ._state import ClusterState
+    from ._toolkit._calls import CallLog
+    from ._toolkit._faults import Faults
+    from ._toolkit._introspect import AppInfo, ObjectInfo, SessionInfo, TaskInfo
 
 __all__ = ["BACKENDS", "FLMRUN_MODES", "INSTANCE_IMPORTS", "ClusterStartError", "FakeCluster"]
 
@@ -236,7 +236,7 @@ class FakeCluster:
         self._bound_port = 0
         self._cache_endpoint: str | None = None
         self._abandoned: tuple[AbandonedInstance, ...] = ()
-        from ._calls import CallLog  # here, not at module level: `import flamepy_fake` stays cheap
+        from ._toolkit._calls import CallLog  # here, not at module level: `import flamepy_fake` stays cheap
 
         self._calls = CallLog()
         self._faults: Faults | None = None
@@ -303,12 +303,12 @@ class FakeCluster:
 
         from flamepy_runner._proto import pb, rpc
 
-        from ._faults import Faults
-        from ._frontend import FrontendServicer
+        from ._control._frontend import FrontendServicer
+        from ._control._state import ClusterState
         from ._home import make_home
-        from ._intercept import intercepted
         from ._limits import limit_requests
-        from ._state import ClusterState
+        from ._toolkit._faults import Faults
+        from ._toolkit._intercept import intercepted
 
         # Check the host and explicit ports before building anything: a clear message beats
         # grpc's (which also logs its own lines on stderr).
@@ -334,7 +334,7 @@ class FakeCluster:
         self._pool = ThreadPoolExecutor(max_workers=_SERVER_THREADS, thread_name_prefix="flamepy-fake-rpc")
         interceptors = []
         if self._log_calls:
-            from ._calllog import GrpcCallLog
+            from ._toolkit._calllog import GrpcCallLog
 
             interceptors.append(GrpcCallLog())
         self._server = grpc.server(self._pool, options=list(_GRPC_OPTIONS), interceptors=interceptors)
@@ -601,7 +601,7 @@ class FakeCluster:
         Raises:
             UsageError: the cluster is not running.
         """
-        from ._introspect import app_info
+        from ._toolkit._introspect import app_info
 
         self._require_running("applications()")
         assert self._state is not None
@@ -613,7 +613,7 @@ class FakeCluster:
         Raises:
             UsageError: the cluster is not running.
         """
-        from ._introspect import session_info
+        from ._toolkit._introspect import session_info
 
         self._require_running("sessions()")
         assert self._state is not None
@@ -625,8 +625,8 @@ class FakeCluster:
         Raises:
             UsageError: the cluster is not running, or has no such session.
         """
-        from ._introspect import task_info
-        from ._state import StateError
+        from ._control._state import StateError
+        from ._toolkit._introspect import task_info
 
         self._require_running("tasks()")
         assert self._state is not None
@@ -642,7 +642,7 @@ class FakeCluster:
         Raises:
             UsageError: the cluster is not running.
         """
-        from ._introspect import ObjectInfo
+        from ._toolkit._introspect import ObjectInfo
 
         self._require_running("objects()")
         assert self._cache is not None
@@ -697,7 +697,7 @@ class FakeCluster:
         Raises:
             UsageError: the cluster is not running, or has no such session.
         """
-        from ._state import StateError
+        from ._control._state import StateError
 
         self._require_running("session_events()")
         assert self._state is not None

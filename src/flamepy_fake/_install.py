@@ -40,8 +40,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ._control._state import AppRecord
 from ._errors import InstallError
-from ._state import AppRecord
 
 __all__ = [
     "InstallError",

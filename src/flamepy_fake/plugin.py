@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._control._policies import DEFAULT_POLICIES, check_policies
 from ._flamepy_reset import reset_flamepy_clients
 from ._plugin_settings import EXECUTORS, FAKE_ONLY, FLMRUN_MODES, Settings, add_options, read_settings
-from ._policies import DEFAULT_POLICIES, check_policies
 from ._values import INSTANCE_IMPORTS, parse_size
 
 if TYPE_CHECKING:
@@ -434,7 +434,7 @@ def pytest_runtest_makereport(
     item.stash.setdefault(_REPORTS, {})[report.when] = report
     cluster = item.stash.get(_CLUSTER, None)
     if report.failed and report.when == "call" and cluster is not None and cluster.running:
-        from ._report import failure_sections
+        from ._toolkit._report import failure_sections
 
         report.sections += failure_sections(cluster)
     return report
@@ -638,7 +638,7 @@ def _shared_cluster(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, scope: str, options: FlameOptions
 ) -> Iterator[FakeCluster]:
     __tracebackhide__ = True
-    from ._workset import cleanup, snapshot
+    from ._toolkit._workset import cleanup, snapshot
 
     pool: ClusterPool = request.getfixturevalue(f"_flame_{scope}_pool")
     cluster = pool.fake(options.cluster_kwargs())
@@ -682,7 +682,7 @@ def _remote_cluster(
         pytest.skip(f"@pytest.mark.flame({given}): fake-only (the backend is {settings.backend})")
     from ._errors import Unavailable
     from ._remote import RemoteCluster
-    from ._workset import cleanup, snapshot
+    from ._toolkit._workset import cleanup, snapshot
 
     pool: ClusterPool = request.getfixturevalue("_flame_session_pool")
     try:

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from flamepy_fake._frontend import FrontendServicer
-from flamepy_fake._state import ClusterState
+from flamepy_fake._control._frontend import FrontendServicer
+from flamepy_fake._control._state import ClusterState
 from flamepy_fake.plugin import reset_flamepy_clients
 from flamepy_runner._proto import pb, rpc
 

@@ -26,7 +26,7 @@ from flamepy import (
     TaskState,
 )
 
-from flamepy_fake._state import ClusterState, SessionSpec
+from flamepy_fake._control._state import ClusterState, SessionSpec
 from flamepy_runner._proto import pb
 
 ENOENT = "No such file or directory (os error 2)"

@@ -29,9 +29,9 @@ import pytest
 from support import eventually
 
 from flamepy_fake._cache._server import FakeObjectCache
+from flamepy_fake._control._frontend import FrontendServicer
+from flamepy_fake._control._state import AppSpec, ClusterState, SessionSpec, TaskRecord
 from flamepy_fake._executors import ExecutorManager, ForkServers
-from flamepy_fake._frontend import FrontendServicer
-from flamepy_fake._state import AppSpec, ClusterState, SessionSpec, TaskRecord
 from flamepy_runner._proto import pb, rpc
 
 pytestmark = pytest.mark.fake_only(reason="drives the fake's own ExecutorManager and its knobs in a harness")

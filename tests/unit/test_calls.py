@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from flamepy_fake import CallLog, CallRecord, FakeCluster
-from flamepy_fake._calls import MAX_CALLS
+from flamepy_fake._toolkit._calls import MAX_CALLS
 from flamepy_runner import CacheClient, NotFoundError
 from flamepy_runner._proto import pb, rpc
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from support import eventually
 
+from flamepy_fake._control._state import AppRecord
 from flamepy_fake._executors._instance import ProcessInstance, ShimError, describe_exit
 from flamepy_fake._executors._launch import build_env, expand, instance_argv, is_flmrun
 from flamepy_fake._install import Installation
-from flamepy_fake._state import AppRecord
 
 FLMRUN = AppRecord(
     name="flmrun",
@@ -198,8 +198,8 @@ def test_stop_while_waiting_for_the_connection_ends_start(tmp_path: Path) -> Non
     ],
 )
 def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tuple[str, ...]) -> None:
+    from flamepy_fake._control._state import ClusterState
     from flamepy_fake._executors import ExecutorManager
-    from flamepy_fake._state import ClusterState
 
     manager = ExecutorManager(
         ClusterState(),
@@ -227,8 +227,8 @@ def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tup
     ],
 )
 def test_manager_rejects_bad_options(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+    from flamepy_fake._control._state import ClusterState
     from flamepy_fake._executors import ExecutorManager
-    from flamepy_fake._state import ClusterState
 
     with pytest.raises(ValueError, match=message):
         ExecutorManager(

@@ -12,7 +12,7 @@ import pyarrow.flight as flight
 import pytest
 
 from flamepy_fake import CallTarget, FakeCluster, FaultError, Faults
-from flamepy_fake._faults import CACHE_METHODS
+from flamepy_fake._toolkit._faults import CACHE_METHODS
 from flamepy_runner import UsageError
 from flamepy_runner._proto import pb, rpc
 

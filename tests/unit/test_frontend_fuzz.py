@@ -16,8 +16,8 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flamepy_fake._frontend import FrontendServicer
-from flamepy_fake._state import ClusterState
+from flamepy_fake._control._frontend import FrontendServicer
+from flamepy_fake._control._state import ClusterState
 from flamepy_runner._proto import pb, rpc
 from flamepy_runner._proto._rpc import method_path
 

@@ -18,8 +18,8 @@ import pytest
 from support import eventually
 
 from flamepy_fake._cache._server import FakeObjectCache
+from flamepy_fake._control._state import AppRecord
 from flamepy_fake._install import Installer, InstallError, ReleaseStore, python_version, shared_release_store
-from flamepy_fake._state import AppRecord
 from flamepy_runner._cache import CacheClient
 from flamepy_runner._config import FlameConfig
 

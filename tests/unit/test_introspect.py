@@ -17,7 +17,7 @@ from flamepy_fake import (
     SessionState,
     TaskState,
 )
-from flamepy_fake._introspect import executor_state
+from flamepy_fake._toolkit._introspect import executor_state
 from flamepy_runner import CacheClient, UsageError
 from flamepy_runner._proto import pb, rpc
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from flamepy_fake._control._records import AppRecord
 from flamepy_fake._install import Installer, _declared_dependencies
-from flamepy_fake._records import AppRecord
 from flamepy_runner import DEFAULT_EXCLUDES, FlameConfig, FlameError, PackageError, UsageError
 from flamepy_runner._packaging import (
     DEFAULT_MAX_PACKAGE_SIZE,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flamepy_fake import FakeCluster
-from flamepy_fake._workset import snapshot
+from flamepy_fake._toolkit._workset import snapshot
 
 # A developer's flame.yaml that points somewhere else: the fixtures and autostart must never read it.
 FOREIGN_FLAME_YAML = """\
@@ -523,7 +523,7 @@ def test_a_shared_cluster_is_cleaned_between_tests(inner: pytest.Pytester, scope
         import flamepy
         import pytest
         from flamepy_runner import CacheClient
-        from flamepy_fake._workset import snapshot
+        from flamepy_fake._toolkit._workset import snapshot
 
         from shop import double
 

@@ -1,4 +1,4 @@
-"""v0.6.0's scheduling policies as a pure planning step (``flamepy_fake._policies``)."""
+"""v0.6.0's scheduling policies as a pure planning step (``flamepy_fake._control._policies``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from flamepy_fake._policies import DEFAULT_POLICIES, POLICY_NAMES, check_policies, plan_cycle
-from flamepy_fake._records import SessionDemand
-from flamepy_fake._state import AppRecord
+from flamepy_fake._control._policies import DEFAULT_POLICIES, POLICY_NAMES, check_policies, plan_cycle
+from flamepy_fake._control._records import SessionDemand
+from flamepy_fake._control._state import AppRecord
 
 GIB = 1 << 30
 UNIT = (1, GIB, 0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from support import eventually
 
-from flamepy_fake._scheduler import Scheduler
-from flamepy_fake._state import AppSpec, ClusterState, SessionSpec
+from flamepy_fake._control._scheduler import Scheduler
+from flamepy_fake._control._state import AppSpec, ClusterState, SessionSpec
 from flamepy_runner._proto import pb
 
 

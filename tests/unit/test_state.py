@@ -1,4 +1,4 @@
-"""Unit tests of the fake session manager's state model (``flamepy_fake._state``).
+"""Unit tests of the fake session manager's state model (``flamepy_fake._control._state``).
 
 Every row of the behaviour matrix in ``shared/reference/session-manager.md`` that the state owns
 is checked here without any transport; the gRPC adapter is covered by the compat tests.
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from flamepy_fake import _state as st
-from flamepy_fake._state import AppSpec, ClusterState, ResultError, SessionSpec, StateError
+from flamepy_fake._control import _state as st
+from flamepy_fake._control._state import AppSpec, ClusterState, ResultError, SessionSpec, StateError
 
 GIB = 1073741824
 ENOENT = "No such file or directory (os error 2)"

@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from flamepy_fake._state import ClusterState, SessionSpec, StateError
+from flamepy_fake._control._state import ClusterState, SessionSpec, StateError
 
 PENDING, RUNNING, SUCCEED, FAILED, CANCELLED = range(5)
 SESSION_IDS = st.sampled_from(["a", "b", "c"])

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from flamepy_fake._cache._server import FakeObjectCache
+from flamepy_fake._control._records import AppRecord
 from flamepy_fake._install import Installer
-from flamepy_fake._records import AppRecord
 from flamepy_runner import (
     DEFAULT_EXCLUDES,
     ConfigError,

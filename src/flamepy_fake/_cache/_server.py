@@ -30,8 +30,8 @@ from bson.int64 import Int64
 
 from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
-from .._calls import CACHE_SERVICE, CallLog
-from .._faults import DELAY, FAIL, CallTarget, Faults
+from .._toolkit._calls import CACHE_SERVICE, CallLog
+from .._toolkit._faults import DELAY, FAIL, CallTarget, Faults
 from ._keys import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -166,7 +166,7 @@ _FAULT_ERRORS: dict[str, Callable[[str], BaseException]] = {
 
 def _watched(handler: str, impl: Callable[..., Any], calls: CallLog, faults: Faults) -> Callable[..., Any]:
     """``impl`` recorded in ``calls`` and subject to ``faults`` (the cache's one interception point)."""
-    from .._calllog import _FLIGHT_METHODS, _FLIGHT_STATUS
+    from .._toolkit._calllog import _FLIGHT_METHODS, _FLIGHT_STATUS
 
     method = _FLIGHT_METHODS[handler.upper()]
     key_of = _KEY_OF[handler]
@@ -425,7 +425,7 @@ class FakeObjectCache:
         max_memory: resident byte limit with LRU eviction (None: unlimited).
         max_objects: resident object limit with LRU eviction (None: unlimited).
         tls_certificates: ``(cert_chain_pem, private_key_pem)`` to serve ``grpc+tls``.
-        log_calls: log each call as it ends (see :mod:`flamepy_fake._calllog`).
+        log_calls: log each call as it ends (see :mod:`flamepy_fake._toolkit._calllog`).
         calls: record every call here (a FakeCluster's call record); needs ``faults``.
         faults: apply these injected faults to the Flight calls; needs ``calls``.
 
@@ -524,7 +524,7 @@ class FakeObjectCache:
             if self._tls is not None:
                 kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
             if self._log_calls:
-                from .._calllog import FlightCallLog
+                from .._toolkit._calllog import FlightCallLog
 
                 kwargs["middleware"] = {"flamepy-fake-calls": FlightCallLog()}
             try:

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._calls import BACKEND_SERVICE, INSTANCE_SERVICE, CallLog
-from .._faults import DOWNLOAD, INSTALL, KILL_IDLE, KILL_TASK, SESSION_ENTER, CallTarget, Faults
+from .._control._records import StateError
 from .._install import InstallError
-from .._records import StateError
+from .._toolkit._calls import BACKEND_SERVICE, INSTANCE_SERVICE, CallLog
+from .._toolkit._faults import DOWNLOAD, INSTALL, KILL_IDLE, KILL_TASK, SESSION_ENTER, CallTarget, Faults
 from ._instance import Instance, InstanceCrashed
 
 __all__ = ["ExecutorHooks"]

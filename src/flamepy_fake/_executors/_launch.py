@@ -9,8 +9,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from .._control._state import AppRecord
 from .._install import Installation
-from .._state import AppRecord
 from ._zygote_pool import FLMEXEC_MODULE, RUNPY_MODULE, WORKER_MODULE
 
 __all__ = ["build_env", "expand", "instance_argv", "is_flmexec", "is_flmping", "is_flmrun"]

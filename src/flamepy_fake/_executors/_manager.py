@@ -44,12 +44,12 @@ from typing import Any, TypeVar
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
+from .._control._policies import DEFAULT_POLICIES
+from .._control._scheduler import Scheduler
+from .._control._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from .._home import FOREIGN_VARIABLES
 from .._install import Installation, Installer, InstallError, ReleaseStore, shared_release_store
-from .._introspect import ExecutorState, executor_state
-from .._policies import DEFAULT_POLICIES
-from .._scheduler import Scheduler
-from .._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
+from .._toolkit._introspect import ExecutorState, executor_state
 from .._values import INSTANCE_IMPORTS
 from ._hooks import ExecutorHooks
 from ._import_scope import ENV_VAR as IMPORT_SCOPE_VAR

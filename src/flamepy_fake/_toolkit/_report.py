@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .._cluster import FakeCluster
     from ._calls import CallRecord
-    from ._cluster import FakeCluster
 
 __all__ = ["STATE_TITLE", "failure_sections"]
 

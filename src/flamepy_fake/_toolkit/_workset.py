@@ -12,15 +12,31 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
 
 from flamepy_runner._config import FlameConfig
 
-__all__ = ["Snapshot", "cleanup", "close_session_patiently", "snapshot"]
+__all__ = ["Snapshot", "cleanup", "close_session_patiently", "open_channel", "snapshot"]
 
 _CALL_TIMEOUT = 10.0
 # How long cleanup waits for a test's running tasks before giving up on closing its sessions.
 _CLOSE_DEADLINE = 5.0
+
+
+def open_channel(config: FlameConfig) -> grpc.Channel:
+    """A gRPC channel to ``config.endpoint`` (TLS with ``config.ca_file`` for ``https://``)."""
+    url = urlsplit(config.endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname or not url.port:
+        raise ValueError(f"endpoint must look like http(s)://host:port; got {config.endpoint!r}")
+    target = f"{url.hostname}:{url.port}"
+    if url.scheme == "http":
+        return grpc.insecure_channel(target)
+    roots = Path(config.ca_file).read_bytes() if config.ca_file else None
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
 
 
 @dataclass(frozen=True)
@@ -35,8 +51,6 @@ class Snapshot:
 def snapshot(config: FlameConfig) -> Snapshot:
     """The applications, sessions and cache keys on the cluster of ``config`` now."""
     from flamepy_runner._proto import pb
-
-    from ._backends import open_channel
 
     with open_channel(config) as channel:
         stub = _stub(channel)
@@ -54,8 +68,6 @@ def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
     import grpc
 
     from flamepy_runner._proto import pb
-
-    from ._backends import open_channel
 
     problems: list[str] = []
     deadline = time.monotonic() + _CLOSE_DEADLINE

@@ -1,6 +1,6 @@
 """Records and errors of the fake session manager's state (plain data, no behaviour).
 
-Everything here is re-exported by :mod:`flamepy_fake._state`, which is where callers import it
+Everything here is re-exported by :mod:`flamepy_fake._control._state`, which is where callers import it
 from. Enum values mirror flame.v1 (``types.proto``) so no protobuf import is needed.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-from ._errors import ResultError, StateError
+from .._errors import ResultError, StateError
 
 __all__ = [
     "APP_ENABLED",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from ._records import AppRecord, EventRecord, SessionRecord, TaskRecord
+from .._control._records import AppRecord, EventRecord, SessionRecord, TaskRecord
 
 __all__ = [
     "AppInfo",

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Collection
 from types import TracebackType
 
-from ._errors import FaultError
+from .._errors import FaultError
 
 __all__ = ["CallTarget", "Fault", "FaultError", "Faults"]
 

@@ -1,4 +1,4 @@
-"""gRPC adapter of the Frontend service over :class:`~flamepy_fake._state.ClusterState`.
+"""gRPC adapter of the Frontend service over :class:`~flamepy_fake._control._state.ClusterState`.
 
 Thin on purpose: each RPC converts the request into state inputs, calls one state method and
 converts the records back. Refusals come out of the state as :class:`StateError` and become a

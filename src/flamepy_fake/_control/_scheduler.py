@@ -1,6 +1,6 @@
 """The fake cluster's scheduler: decides when a session gets executors, as Flame v0.6.0 does.
 
-Each cycle asks :func:`flamepy_fake._policies.plan_cycle` which sessions are underused under the
+Each cycle asks :func:`flamepy_fake._control._policies.plan_cycle` which sessions are underused under the
 cluster's ``policies`` (default ``[priority, gang]``, upstream's CI setting) and creates their
 grants: whole gangs of ``batch_size`` executors, created at once and bound to their session. So
 with ``batch_size=2`` a lone task stays Pending until a second one arrives (or
@@ -61,7 +61,7 @@ class Scheduler:
         live: returns how many instances are alive (including ones tearing down).
         backend_for: the backend (``"thread"``/``"process"``) to record for a session's app.
         max_executors: the fake's optional cap on live instances (``None``: no cap, as v0.6.0).
-        policies: v0.6.0's scheduling policies (see :func:`~flamepy_fake._policies.check_policies`).
+        policies: v0.6.0's scheduling policies (see :func:`~flamepy_fake._control._policies.check_policies`).
         retry_backoff: seconds before the first retry after a bind failure (doubles each time).
         clock: monotonic seconds for the back-off timers (tests pass a controllable one).
     """

@@ -1,6 +1,6 @@
 """Upstream's validation rules and default applications, for the fake session manager's state.
 
-Each check raises the exact error upstream sends (texts in :mod:`flamepy_fake._msgs`): a
+Each check raises the exact error upstream sends (texts in :mod:`flamepy_fake._control._msgs`): a
 :class:`StateError` for the pre-checks that upstream answers with a gRPC status, and a
 :class:`ResultError` for those it reports in-band as ``Result{-1}``.
 """

@@ -1,7 +1,7 @@
 """Flame v0.6.0's scheduling policies (``priority``, ``drf``, ``gang``) as one pure planning step.
 
 No threads and no state here: :func:`plan_cycle` takes a snapshot of the open sessions and the
-node's capacity and says how many executors each session gets now. :mod:`flamepy_fake._scheduler`
+node's capacity and says how many executors each session gets now. :mod:`flamepy_fake._control._scheduler`
 applies it. The rules are v0.6.0's (``shared/reference/v0.6.0.md`` sections 2 and 3):
 
 - **priority**: a session's demand is its unfinished tasks rounded *down* to whole batches,
