@@ -88,6 +88,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> _typing.Any:
+    if name == "__version__":  # one version for both packages: flamepy_runner.__version__
+        from ._version import __version__
+
+        return __version__
     if name in _LAZY:
         value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
         value.__module__ = __name__

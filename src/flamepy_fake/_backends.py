@@ -38,12 +38,12 @@ from flamepy_runner._proto import pb, rpc
 
 from ._errors import Unavailable
 from ._toolkit._workset import close_session_patiently, open_channel
+from ._version import FLAME_VERSION
 
 if TYPE_CHECKING:
     from flamepy_fake import FakeCluster
 
 #: Upstream release the real backend runs, and the one the fake follows; pinned because ``latest`` moves.
-FLAME_VERSION = "v0.6.0"
 SESSION_MANAGER_IMAGE = f"xflops/flame-session-manager:{FLAME_VERSION}"
 OBJECT_CACHE_IMAGE = f"xflops/flame-object-cache:{FLAME_VERSION}"
 EXECUTOR_MANAGER_IMAGE = f"xflops/flame-executor-manager:{FLAME_VERSION}"

@@ -168,12 +168,9 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from ._version import FLAME_VERSION, __version__
 
-    try:
-        return version("flamepy-runner")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
+    return f"{__version__} (a fake of Flame {FLAME_VERSION})"
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:

@@ -417,12 +417,14 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_version() -> None:
     from importlib.metadata import version
 
+    import flamepy_fake
+    import flamepy_runner
+
     proc = _cli("--version")
-    assert (proc.returncode, proc.stdout, proc.stderr) == (
-        0,
-        f"flamepy-fake {version('flamepy-runner')}\n",
-        "",
-    )
+    expected = "flamepy-fake 0.1.0 (a fake of Flame v0.6.0)\n"
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, "")
+    # One version, written once: the distribution's metadata and both packages agree.
+    assert flamepy_fake.__version__ == flamepy_runner.__version__ == version("flamepy-runner") == "0.1.0"
 
 
 @pytest.mark.parametrize(
