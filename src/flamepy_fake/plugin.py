@@ -22,33 +22,29 @@ stderr. The fixtures isolate the test from the developer's Flame configuration (
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
-import signal
 import sys
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._control._policies import DEFAULT_POLICIES, check_policies
-from ._flamepy_reset import reset_flamepy_clients
-from ._plugin_settings import EXECUTORS, FAKE_ONLY, FLMRUN_MODES, Settings, add_options, read_settings
-from ._values import INSTANCE_IMPORTS, parse_size
+from ._plugin._flamepy_reset import reset_flamepy_clients
+from ._plugin._interrupts import install_signal_handlers, restore_signal_handlers, signals_received
+from ._plugin._options import _OPTION_NAMES, FlameOptions
+from ._plugin._settings import FAKE_ONLY, Settings, add_options, read_settings
 
 if TYPE_CHECKING:
     from flamepy_runner import FlameConfig, PackageCache, Runner
 
-    from ._autostart import Autostart  # noqa: F401  (named in a StashKey string)
     from ._cluster import FakeCluster
-    from ._plugin_pool import ClusterPool
-    from ._remote import RemoteCluster
+    from ._plugin._autostart import Autostart  # noqa: F401  (named in a StashKey string)
+    from ._plugin._pool import ClusterPool
+    from ._plugin._remote import RemoteCluster
 
     AnyCluster = FakeCluster | RemoteCluster
 
@@ -66,220 +62,13 @@ _FAKE_ONLY_MARKER = "flame_fake_only"
 _REAL_ONLY_MARKER = "flame_real_only"
 
 
-class FlameOptions:
-    """The options of one ``flame_cluster``, validated (what ``@pytest.mark.flame`` accepts).
-
-    Args:
-        executors: how instances run: ``auto``, ``thread`` or ``process`` (``FakeCluster(backend=)``).
-        backend: the former name of ``executors`` (deprecated, still accepted).
-        flmrun: ``builtin`` or ``flamepy``.
-        max_executors: the fake's own cap on concurrent instances (``None``: none, as v0.6.0).
-        policies: the scheduling policies (default ``("priority", "gang")``, as upstream's images).
-        retry_limit: failed bindings of a session before event 1002.
-        default_resreq: ``(cpu, memory, gpu)`` for sessions that name none.
-        cache_max_memory: object cache memory limit: bytes, or a size as the CLI takes it
-            (``"512M"``, ``"2G"``).
-        allow_open_sessions: do not fail the test when sessions are still open at teardown.
-        allow_unfinished_tasks: do not fail the test when tasks are pending or running at teardown.
-        fork_server: fork instance processes from the cluster's zygote (``None``: where
-            supported; ``False``: spawn each one), see ``FakeCluster``.
-        instance_imports: what flmrun instances can import: ``declared`` (what a Flame
-            executor has) or ``all`` (everything the test's environment has), see ``FakeCluster``.
-
-    Raises:
-        TypeError: an option has the wrong type, or a positional argument was given.
-        ValueError: an option is out of range.
-    """
-
-    def __init__(
-        self,
-        *,
-        executors: str | None = None,
-        backend: str | None = None,
-        flmrun: str = "builtin",
-        max_executors: int | None = None,
-        policies: Sequence[str] = DEFAULT_POLICIES,
-        retry_limit: int = 5,
-        default_resreq: tuple[int, int, int] | None = None,
-        cache_max_memory: int | str | None = None,
-        allow_open_sessions: bool = False,
-        allow_unfinished_tasks: bool = False,
-        fork_server: bool | None = None,
-        instance_imports: str = "declared",
-    ) -> None:
-        if executors is not None and backend is not None:
-            raise TypeError("give executors or its former name backend, not both")
-        name, executors = ("backend", backend) if backend is not None else ("executors", executors or "auto")
-        if executors not in EXECUTORS:
-            raise ValueError(f"{name} must be one of {', '.join(EXECUTORS)}; got {executors!r}")
-        if flmrun not in FLMRUN_MODES:
-            raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
-        if instance_imports not in INSTANCE_IMPORTS:
-            raise ValueError(
-                f"instance_imports must be one of {', '.join(INSTANCE_IMPORTS)}; got {instance_imports!r}"
-            )
-        for name, value in (("max_executors", max_executors), ("retry_limit", retry_limit)):
-            if name == "max_executors" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        for name, flag in (
-            ("allow_open_sessions", allow_open_sessions),
-            ("allow_unfinished_tasks", allow_unfinished_tasks),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False; got {flag!r}")
-        self.executors = executors
-        if fork_server is not None and not isinstance(fork_server, bool):
-            raise TypeError(f"fork_server must be True, False or None; got {fork_server!r}")
-        self.fork_server = fork_server
-        self.flmrun = flmrun
-        self.instance_imports = instance_imports
-        self.max_executors = max_executors
-        self.policies = check_policies(policies)
-        self.retry_limit = retry_limit
-        self.default_resreq = default_resreq
-        self.cache_max_memory = _size(cache_max_memory)
-        self.allow_open_sessions = allow_open_sessions
-        self.allow_unfinished_tasks = allow_unfinished_tasks
-
-    def cluster_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments for ``FakeCluster`` (the ``allow_*`` flags are the fixture's)."""
-        return {
-            "backend": self.executors,
-            "flmrun": self.flmrun,
-            "max_executors": self.max_executors,
-            "policies": self.policies,
-            "retry_limit": self.retry_limit,
-            "default_resreq": self.default_resreq,
-            "cache_max_memory": self.cache_max_memory,
-            "fork_server": self.fork_server,
-            "instance_imports": self.instance_imports,
-        }
-
-
-def _size(value: int | str | None) -> int | None:
-    """``cache_max_memory`` in bytes: a positive int, or a size string such as ``512M``."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            return parse_size(value)
-        except argparse.ArgumentTypeError:
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise ValueError(
-        f"cache_max_memory must be a positive number of bytes or a size such as 512M or 2G; got {value!r}"
-    )
-
-
-_OPTION_NAMES = (
-    "executors",
-    "flmrun",
-    "max_executors",
-    "policies",
-    "retry_limit",
-    "default_resreq",
-    "cache_max_memory",
-    "allow_open_sessions",
-    "allow_unfinished_tasks",
-    "fork_server",
-    "instance_imports",
-)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-_SIGTERM_HANDLER = pytest.StashKey[Any]()
-_SIGINT_HANDLER = pytest.StashKey[Any]()
-_RECEIVED = pytest.StashKey["_Received"]()
 # The pytest runs alive in this process (a pytester inline run nests one in another): the
 # shared zygotes are stopped when the outermost one ends, not when a nested one does.
 _LIVE_CONFIGS: set[int] = set()
-
-
-class _SigtermAsInterrupt:
-    """SIGTERM ends the run like Ctrl-C: pytest tears fixtures down, clusters stop cleanly.
-
-    An xdist controller first passes the signal on to its workers (which handle it the same
-    way), since ``timeout`` and CI runners often signal only the process they started.
-    """
-
-    def __init__(self, xdist_controller: bool, received: _Received) -> None:
-        self.xdist_controller = xdist_controller
-        self.received = received
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.received.signals += 1
-        if self.xdist_controller:
-            _forward_to_workers(signum)
-        raise KeyboardInterrupt(f"flamepy_fake: received {signal.Signals(signum).name}")
-
-
-class _Received:
-    """How many SIGINT/SIGTERM this run got. pytest marks a run interrupted only once its
-    KeyboardInterrupt handler has run, and a second Ctrl-C can land before that (or in the
-    middle of teardown): the fixtures ask this count too, so an interrupted run never gets the
-    leftover checks."""
-
-    def __init__(self) -> None:
-        self.signals = 0
-
-
-class _SigintRecorder:
-    """Python's own SIGINT behaviour (KeyboardInterrupt), counted in :class:`_Received`."""
-
-    def __init__(self, received: _Received) -> None:
-        self.received = received
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.received.signals += 1
-        signal.default_int_handler(signum, frame)
-
-
-def _forward_to_workers(signum: int) -> None:
-    """Pass the signal on to this process's children (xdist workers), so each cleans up."""
-    for pid in _child_pids():
-        with contextlib.suppress(OSError):
-            os.kill(pid, signum)
-
-
-def _child_pids() -> list[int]:
-    me, found = os.getpid(), []
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-                found.append(int(entry))
-    return found
-
-
-def _install_sigterm_handler(config: pytest.Config) -> None:
-    # Only where nobody else handles the signal, and only from the main thread (Python's rule).
-    received = config.stash[_RECEIVED] = _Received()
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        recorder = _SigintRecorder(received)
-        signal.signal(signal.SIGINT, recorder)
-        config.stash[_SIGINT_HANDLER] = recorder
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-    controller = (
-        bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
-    )
-    handler = _SigtermAsInterrupt(xdist_controller=controller, received=received)
-    signal.signal(signal.SIGTERM, handler)
-    config.stash[_SIGTERM_HANDLER] = handler
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -308,12 +97,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _LIVE_CONFIGS.discard(id(config))
     if not _LIVE_CONFIGS:
         _stop_shared_start_up()
-    handler = config.stash.get(_SIGTERM_HANDLER, None)
-    if handler is not None and signal.getsignal(signal.SIGTERM) is handler:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    recorder = config.stash.get(_SIGINT_HANDLER, None)
-    if recorder is not None and signal.getsignal(signal.SIGINT) is recorder:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    restore_signal_handlers(config)
 
 
 def _stop_shared_start_up() -> None:
@@ -331,7 +115,7 @@ def _stop_shared_start_up() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     _LIVE_CONFIGS.add(id(config))
-    _install_sigterm_handler(config)
+    install_signal_handlers(config)
     config.addinivalue_line(
         "markers",
         "flame(*, executors='auto', flmrun='builtin', max_executors=None, policies=('priority', 'gang'), "
@@ -396,7 +180,7 @@ def _xdist_controller(config: pytest.Config) -> bool:
 
 
 def _autostart(config: pytest.Config, settings: Settings) -> None:
-    from ._autostart import Autostart
+    from ._plugin._autostart import Autostart
 
     try:
         kwargs = FlameOptions(**settings.fake_defaults()).cluster_kwargs()
@@ -500,8 +284,7 @@ def _test_failed(item: pytest.Item) -> bool:
 def _interrupted(item: pytest.Item) -> bool:
     # pytest sets it before tearing the interrupted run's fixtures down (in sessionfinish),
     # unless a second signal cut its handler short: the count covers that.
-    received = item.config.stash.get(_RECEIVED, None)
-    if received is not None and received.signals:
+    if signals_received(item.config):
         return True
     return bool(getattr(item.session, "exitstatus", None) == pytest.ExitCode.INTERRUPTED)
 
@@ -681,7 +464,7 @@ def _remote_cluster(
         given = ", ".join(f"{name}={marked[name]!r}" for name in fake_only)
         pytest.skip(f"@pytest.mark.flame({given}): fake-only (the backend is {settings.backend})")
     from ._errors import Unavailable
-    from ._remote import RemoteCluster
+    from ._plugin._remote import RemoteCluster
     from ._toolkit._workset import cleanup, snapshot
 
     pool: ClusterPool = request.getfixturevalue("_flame_session_pool")
@@ -703,7 +486,7 @@ def _remote_cluster(
 @pytest.fixture(name="_flame_session_pool", scope="session")
 def _flame_session_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPool]:
     """The clusters shared by the whole run (``--flame-scope session``, real and external)."""
-    from ._plugin_pool import ClusterPool
+    from ._plugin._pool import ClusterPool
 
     pool = ClusterPool(tmp_path_factory.mktemp("flame-session"))
     try:
@@ -715,7 +498,7 @@ def _flame_session_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cl
 @pytest.fixture(name="_flame_module_pool", scope="module")
 def _flame_module_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPool]:
     """The fake clusters shared by one module's tests (``--flame-scope module``)."""
-    from ._plugin_pool import ClusterPool
+    from ._plugin._pool import ClusterPool
 
     pool = ClusterPool(tmp_path_factory.mktemp("flame-module"))
     try:

@@ -261,7 +261,7 @@ def test_external_backend_hands_out_the_same_interface_and_cleans_up(
         """
         import flamepy
         from flamepy_runner import CacheClient
-        from flamepy_fake._remote import RemoteCluster
+        from flamepy_fake._plugin._remote import RemoteCluster
 
         def test_interface(flame_cluster, flame_env):
             assert isinstance(flame_cluster, RemoteCluster)

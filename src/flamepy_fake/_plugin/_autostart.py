@@ -21,8 +21,8 @@ import pytest
 from ._flamepy_reset import reset_flamepy_clients
 
 if TYPE_CHECKING:
-    from ._cluster import FakeCluster
-    from ._plugin_settings import Settings
+    from .._cluster import FakeCluster
+    from ._settings import Settings
 
 __all__ = ["Autostart"]
 
@@ -58,10 +58,10 @@ class Autostart:
         reset_flamepy_clients()
 
     def _start(self) -> dict[str, str]:
-        from ._home import isolated_env
+        from .._home import isolated_env
 
         if self._settings.backend == "fake":
-            from ._cluster import FakeCluster
+            from .._cluster import FakeCluster
 
             cluster = FakeCluster(**self._cluster_kwargs)  # type: ignore[arg-type]
             self._stack.callback(cluster.stop)
@@ -69,9 +69,9 @@ class Autostart:
             self.cluster = cluster
             base = {k: v for k, v in os.environ.items() if k in ("HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
             return isolated_env(base, cluster.home, cluster.env)
-        from ._errors import Unavailable
-        from ._home import make_home
-        from ._plugin_pool import open_remote
+        from .._errors import Unavailable
+        from .._home import make_home
+        from ._pool import open_remote
 
         try:
             backend = open_remote(self._settings, self._stack)

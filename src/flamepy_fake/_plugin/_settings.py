@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ._values import INSTANCE_IMPORTS, parse_size, positive_int
+from .._values import INSTANCE_IMPORTS, parse_size, positive_int
 
 __all__ = ["BACKENDS", "EXECUTORS", "FLMRUN_MODES", "SCOPES", "Settings", "add_options", "read_settings"]
 

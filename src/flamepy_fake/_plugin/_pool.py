@@ -11,12 +11,12 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._backends import FlameBackend
-from ._errors import Unavailable
+from .._backends import FlameBackend
+from .._errors import Unavailable
 
 if TYPE_CHECKING:
-    from ._cluster import FakeCluster
-    from ._plugin_settings import Settings
+    from .._cluster import FakeCluster
+    from ._settings import Settings
 
 __all__ = ["ClusterPool", "open_remote"]
 
@@ -29,7 +29,7 @@ def open_remote(settings: Settings, stack: contextlib.ExitStack) -> FlameBackend
     """
     from flamepy_runner._config import FlameConfig
 
-    from ._backends import docker_backend, external_backend
+    from .._backends import docker_backend, external_backend
 
     if settings.backend == "real":
         return stack.enter_context(docker_backend())
@@ -59,7 +59,7 @@ class ClusterPool:
 
     def fake(self, cluster_kwargs: dict[str, Any]) -> FakeCluster:
         """The started fake cluster with these options, started now if it is the first use."""
-        from ._cluster import FakeCluster
+        from .._cluster import FakeCluster
 
         key = repr(sorted(cluster_kwargs.items()))
         cluster = self._fakes.get(key)

@@ -17,7 +17,7 @@ import pytest
 
 from flamepy_runner._config import FlameConfig
 
-from ._home import isolated_env, make_home
+from .._home import isolated_env, make_home
 
 __all__ = ["RemoteCluster"]
 
@@ -76,7 +76,7 @@ class RemoteCluster:
         return isolated_env(os.environ if base is None else base, self.home, self.env)
 
     def __getattr__(self, name: str) -> Any:
-        from ._cluster import FakeCluster
+        from .._cluster import FakeCluster
 
         if not name.startswith("_") and hasattr(FakeCluster, name):
             pytest.skip(f"flame_cluster.{name} is fake-only (the backend is {self.backend}: {self.origin})")
