@@ -45,7 +45,7 @@ def _cluster_env(backend: str, **kwargs: object) -> Iterator[object]:
     from flamepy_fake import FakeCluster
     from flamepy_fake.plugin import reset_flamepy_clients
 
-    with FakeCluster(backend=backend, **kwargs) as cluster:  # type: ignore[arg-type]
+    with FakeCluster(executors=backend, **kwargs) as cluster:  # type: ignore[arg-type]
         saved = dict(os.environ)
         os.environ.update(cluster.env)
         reset_flamepy_clients()

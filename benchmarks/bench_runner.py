@@ -169,7 +169,7 @@ def main() -> int:
     from flamepy_fake import FakeCluster
     from flamepy_runner import Runner
 
-    with _project(), FakeCluster(backend="thread", max_executors=10) as cluster:
+    with _project(), FakeCluster(executors="thread", max_executors=10) as cluster:
 
         def ours() -> Runner:
             return Runner("bench-ours", config=cluster.config)
@@ -212,7 +212,7 @@ def main() -> int:
     with _project():
         for i in range(blocks):
             t0 = time.perf_counter()
-            with FakeCluster(backend="thread") as fresh:
+            with FakeCluster(executors="thread") as fresh:
                 t1 = time.perf_counter()
                 with Runner(f"bench-block-{i}", config=fresh.config) as runner:
                     assert runner.service(trivial)(1).get() == 1

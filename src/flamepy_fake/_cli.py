@@ -97,12 +97,15 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
         help="log level on stderr: info shows each call as it is served (default: warning, or as -v says)",
     )
     group.add_argument(
-        "--backend",
+        "--executors",
+        "--backend",  # the former name, still accepted with a warning
+        dest="executors",
         choices=BACKENDS,
         default="auto",
-        help="where instances run: processes, isolated as on a real cluster (auto, the default, "
+        action=_Executors,
+        help="how instances run: processes, isolated as on a real cluster (auto, the default, "
         "and process), or threads of this process for flmrun/flmexec/flmping (thread: faster, but "
-        "tasks share this process's module state)",
+        "tasks share this process's module state); --backend is its former name",
     )
     group.add_argument(
         "--fork-server",
@@ -167,6 +170,25 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
     )
 
 
+class _Executors(argparse.Action):
+    """``--executors``; its former spelling ``--backend`` works too, with one warning on stderr."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option: str | None = None,
+    ) -> None:
+        if option == "--backend":
+            print(
+                f"{PROG}: warning: --backend is deprecated: the instance mode is now --executors "
+                f"(same values: {', '.join(BACKENDS)})",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
+
+
 def _version() -> str:
     from ._version import FLAME_VERSION, __version__
 
@@ -222,7 +244,7 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             host=getattr(args, "host", "127.0.0.1"),
             port=getattr(args, "port", 0),
             cache_port=getattr(args, "cache_port", 0),
-            backend=args.backend,
+            executors=args.executors,
             fork_server=args.fork_server,
             instance_imports=args.instance_imports,
             flmrun=args.flmrun,

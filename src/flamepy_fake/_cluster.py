@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from flamepy_runner._exceptions import UsageError
 
-from ._control._policies import DEFAULT_POLICIES, check_policies
+from ._control._policies import DEFAULT_POLICIES
 from ._errors import ClusterStartError
-from ._values import INSTANCE_IMPORTS
+from ._options import EXECUTORS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterOptions, executors_from, memory_limit
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -51,10 +51,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "FLMRUN_MODES", "INSTANCE_IMPORTS", "ClusterStartError", "FakeCluster"]
 
-#: Values accepted by ``FakeCluster(backend=...)`` and ``flamepy-fake --backend``.
-BACKENDS: tuple[str, ...] = ("auto", "thread", "process")
-#: Values accepted by ``FakeCluster(flmrun=...)`` and ``flamepy-fake --flmrun``.
-FLMRUN_MODES: tuple[str, ...] = ("builtin", "flamepy")
+#: The former name of ``EXECUTORS`` (``FakeCluster(executors=...)``'s values).
+BACKENDS = EXECUTORS
 
 # Streaming RPCs (WatchTask, ListTask) hold a server thread each for as long as they run, and
 # flamepy watches every task it submits; a small pool would starve unary calls behind them.
@@ -106,12 +104,13 @@ class FakeCluster:
             interface (``"0.0.0.0"``) must be asked for explicitly.
         port: session manager port; 0 picks a free one.
         cache_port: object cache port; 0 picks a free one.
-        backend: ``"auto"`` (the default) and ``"process"`` run every instance in its own
+        executors: ``"auto"`` (the default) and ``"process"`` run every instance in its own
             process, as a real cluster does: a task never sees the caller's module state.
             ``"thread"`` runs ``flmrun``, ``flmexec`` and ``flmping`` instances as threads of
             this process: faster to start, but tasks **share this process's module state**
             (a module-level value the test changes is what the task reads, which a real
             cluster never shows). Other programs always run as processes.
+        backend: the former name of ``executors`` (deprecated: one ``DeprecationWarning``).
         flmrun: ``"builtin"`` runs ``flmrun`` sessions with flamepy_runner's worker,
             ``"flamepy"`` with the stock ``python -m flamepy.runner.runpy``.
         max_executors: the fake's own cap on concurrent instances, for small machines; ``None``
@@ -160,7 +159,8 @@ class FakeCluster:
         host: str = "127.0.0.1",
         port: int = 0,
         cache_port: int = 0,
-        backend: str = "auto",
+        executors: str | None = None,
+        backend: str | None = None,
         flmrun: str = "builtin",
         max_executors: int | None = None,
         policies: Sequence[str] = DEFAULT_POLICIES,
@@ -168,7 +168,7 @@ class FakeCluster:
         default_resreq: tuple[int, int, int] | None = None,
         work_dir: str | Path | None = None,
         cache_storage_dir: str | Path | None = None,
-        cache_max_memory: int | None = None,
+        cache_max_memory: int | str | None = None,
         advertise_host: str | None = None,
         log_calls: bool = False,
         fork_server: bool | None = None,
@@ -180,50 +180,34 @@ class FakeCluster:
         _check_port("cache_port", cache_port)
         if port and port == cache_port:
             raise ValueError(f"port and cache_port must differ (both are {port})")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        if flmrun not in FLMRUN_MODES:
-            raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
-        if instance_imports not in INSTANCE_IMPORTS:
-            raise ValueError(
-                f"instance_imports must be one of {', '.join(INSTANCE_IMPORTS)}; got {instance_imports!r}"
-            )
-        if max_executors is not None and (
-            isinstance(max_executors, bool) or not isinstance(max_executors, int) or max_executors < 1
-        ):
-            raise ValueError(f"max_executors must be a positive integer or None; got {max_executors!r}")
-        self._policies = check_policies(policies)
-        if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 1:
-            raise ValueError(f"retry_limit must be a positive integer; got {retry_limit!r}")
-        if default_resreq is not None and (
-            len(default_resreq) != 3 or any(not isinstance(v, int) or v < 0 for v in default_resreq)
-        ):
-            raise ValueError(
-                f"default_resreq must be (cpu, memory, gpu) non-negative ints; got {default_resreq!r}"
-            )
-        if cache_max_memory is not None and (
-            isinstance(cache_max_memory, bool)
-            or not isinstance(cache_max_memory, int)
-            or cache_max_memory < 1
-        ):
-            raise ValueError(f"cache_max_memory must be a positive number of bytes; got {cache_max_memory!r}")
+        options = ClusterOptions(
+            executors=executors_from(executors, backend, "FakeCluster"),
+            flmrun=flmrun,
+            fork_server=fork_server,
+            instance_imports=instance_imports,
+            max_executors=max_executors,
+            policies=tuple(policies),
+            retry_limit=retry_limit,
+            default_resreq=default_resreq,
+            cache_max_memory=memory_limit(cache_max_memory),
+        )
+        self._cluster_options = options
+        self._policies = options.policies
         self._host = host
         self._port = port
         self._cache_port = cache_port
         self._advertise = advertise_host or _dialable(host)
-        self._backend = backend
-        self._flmrun = flmrun
-        self._max_executors = max_executors
-        self._retry_limit = retry_limit
-        self._default_resreq = default_resreq
+        self._backend = options.executors
+        self._flmrun = options.flmrun
+        self._max_executors = options.max_executors
+        self._retry_limit = options.retry_limit
+        self._default_resreq = options.default_resreq
         self._work_parent = Path(work_dir) if work_dir is not None else None
         self._cache_storage_dir = Path(cache_storage_dir) if cache_storage_dir is not None else None
-        self._cache_max_memory = cache_max_memory
+        self._cache_max_memory = options.cache_max_memory
         self._log_calls = log_calls
-        if fork_server is not None and not isinstance(fork_server, bool):
-            raise ValueError(f"fork_server must be True, False or None; got {fork_server!r}")
-        self._fork_server = fork_server
-        self._instance_imports = instance_imports
+        self._fork_server = options.fork_server
+        self._instance_imports = options.instance_imports
 
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.NEW
@@ -555,15 +539,9 @@ class FakeCluster:
             "host": self._host,
             "port": self._port,
             "cache_port": self._cache_port,
-            "backend": self._backend,
-            "flmrun": self._flmrun,
-            "max_executors": self._max_executors,
-            "policies": self._policies,
-            "retry_limit": self._retry_limit,
-            "default_resreq": self._default_resreq,
+            **self._cluster_options.as_dict(),
             "work_dir": self._work_parent,
             "cache_storage_dir": self._cache_storage_dir,
-            "cache_max_memory": self._cache_max_memory,
             "advertise_host": self._advertise,
             "log_calls": self._log_calls,
         }

@@ -637,7 +637,7 @@ def test_flamepy_runner_e2e(tmp_path: Path, backend: str, flmrun: str, fork_serv
 
     home = tmp_path / "home"
     home.mkdir()
-    with FakeCluster(backend=backend, flmrun=flmrun, fork_server=fork_server) as cluster:
+    with FakeCluster(executors=backend, flmrun=flmrun, fork_server=fork_server) as cluster:
         env = {**os.environ, **cluster.env, "HOME": str(home)}
         proc = subprocess.run(
             [sys.executable, "-m", "flamepy.runner.e2e", "--tasks", "8", "--json"],

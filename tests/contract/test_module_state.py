@@ -2,7 +2,7 @@
 
 On a real cluster a task runs in an executor process that imports the Runner's package afresh,
 so a value the client changed at module level (``config.RATE = 2.0``) is not what the task
-reads. The fake's default backend must behave the same; only ``backend="thread"`` (asked for
+reads. The fake's default backend must behave the same; only ``executors="thread"`` (asked for
 explicitly, and documented as such) shares the test's module state.
 """
 
@@ -55,7 +55,7 @@ def test_the_thread_backend_shares_the_tests_module_state(
     project, config = rate_module
     config.RATE = 2.0
     with (
-        FakeCluster(backend="thread", work_dir=tmp_path) as cluster,
+        FakeCluster(executors="thread", work_dir=tmp_path) as cluster,
         Runner(f"rate-{uuid.uuid4().hex[:8]}", config=cluster.config, project_dir=project) as runner,
     ):
         assert runner.service(config.price)(10).get() == 20.0

@@ -71,7 +71,7 @@ def cluster(setup: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) ->
     """A started fake cluster running ``flmrun`` sessions with the chosen program and backend."""
     flmrun, backend = setup
     work_dir = tmp_path_factory.mktemp("fake")
-    with FakeCluster(flmrun=flmrun, backend=backend, work_dir=work_dir, retry_limit=2) as c:
+    with FakeCluster(flmrun=flmrun, executors=backend, work_dir=work_dir, retry_limit=2) as c:
         yield c
 
 

@@ -222,7 +222,7 @@ def test_thread_instances_share_the_test_environment(
     tmp_path_factory: pytest.TempPathFactory, project: Path, tasks: Any
 ) -> None:
     # A documented difference: thread executors run in the test's process, with its modules.
-    with _cluster(tmp_path_factory, backend="thread") as cluster, _runner(cluster, project) as runner:
+    with _cluster(tmp_path_factory, executors="thread") as cluster, _runner(cluster, project) as runner:
         assert runner.service(tasks.numpy_sum)(4).get() == 6
 
 

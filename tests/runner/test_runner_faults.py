@@ -163,7 +163,7 @@ def test_an_instance_killed_mid_task_fails_that_task(runner: Runner, cluster: Fa
         future.get(timeout=WAIT)
     (eid,) = cluster.executors_of(svc.session_id)
     prefix = f"task {future.task_id} of session '{svc.session_id}' (application '{runner.name}') failed: "
-    if cluster.options["backend"] == "thread":  # a thread instance
+    if cluster.options["executors"] == "thread":  # a thread instance
         killed = f"thread instance of executor {eid} was killed (injected fault) while running task 2"
         assert str(err.value) == prefix + killed
     else:

@@ -246,7 +246,7 @@ def test_run_an_unknown_command_exits_127(capsys: pytest.CaptureFixture[str]) ->
     [
         (["serve", "--port", "http"], "argument --port: not a port number: 'http' (see 'flamepy-fake serve"),
         (["serve", "--port", "70000"], "argument --port: port out of range 0..65535: 70000"),
-        (["serve", "--backend", "k8s"], "argument --backend: invalid choice: 'k8s'"),
+        (["serve", "--executors", "k8s"], "argument --executors/--backend: invalid choice: 'k8s'"),
         (["run", "--max-executors", "0", "--", "true"], "argument --max-executors: must be at least 1: 0"),
         (
             ["run", "--cache-max-memory", "12X", "--", "true"],
@@ -317,7 +317,8 @@ def test_help_documents_every_option(command: str) -> None:
     )
     assert proc.returncode == 0
     options = [opt for action in sub._actions for opt in action.option_strings]
-    assert {"--backend", "--flmrun", "--max-executors", "--retry-limit", "--work-dir"} <= set(options)
+    expected = {"--executors", "--backend", "--flmrun", "--max-executors", "--retry-limit", "--work-dir"}
+    assert expected <= set(options)
     for action in sub._actions:
         for option in action.option_strings:
             assert option in proc.stdout
@@ -412,6 +413,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env=CHILD_ENV,
     )
+
+
+def test_backend_is_the_deprecated_spelling_of_executors(capsys: pytest.CaptureFixture[str]) -> None:
+    from flamepy_fake._cli import build_parser
+
+    args = build_parser().parse_args(["run", "--backend", "thread", "--", "true"])
+    assert args.executors == "thread"
+    assert capsys.readouterr().err == (
+        "flamepy-fake: warning: --backend is deprecated: the instance mode is now --executors "
+        "(same values: auto, thread, process)\n"
+    )
+    assert build_parser().parse_args(["run", "--executors", "process", "--", "true"]).executors == "process"
+    assert capsys.readouterr().err == ""
 
 
 def test_version() -> None:

@@ -216,25 +216,3 @@ def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tup
         AppRecord(name="svc", command="python3", arguments=["svc.py"]),
     )
     assert tuple(manager.backend_for(app) for app in apps) == expected
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"backend": "gpu"}, "backend must be one of"),
-        ({"flmrun": "uv"}, "flmrun must be one of"),
-        ({"max_executors": 0}, "max_executors"),
-    ],
-)
-def test_manager_rejects_bad_options(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
-    from flamepy_fake._control._state import ClusterState
-    from flamepy_fake._executors import ExecutorManager
-
-    with pytest.raises(ValueError, match=message):
-        ExecutorManager(
-            ClusterState(),
-            frontend_endpoint="http://127.0.0.1:1",
-            cache_endpoint="grpc://127.0.0.1:2",
-            work_dir=tmp_path,
-            **kwargs,  # type: ignore[arg-type]
-        )

@@ -24,7 +24,7 @@ from flamepy_runner._proto import pb, rpc
 
 @pytest.fixture
 def cluster() -> Iterator[FakeCluster]:
-    with FakeCluster(backend="thread") as c:
+    with FakeCluster(executors="thread") as c:
         yield c
 
 

@@ -87,7 +87,7 @@ def test_marker_options_reach_the_cluster_closest_wins(inner: pytest.Pytester) -
         pytestmark = pytest.mark.flame(executors="process", max_executors=3)
 
         def test_module_level(flame_cluster):
-            assert flame_cluster.options["backend"] == "process"
+            assert flame_cluster.options["executors"] == "process"
             assert flame_cluster.options["max_executors"] == 3
 
         @pytest.mark.flame(max_executors=7, retry_limit=2)
@@ -95,7 +95,7 @@ def test_marker_options_reach_the_cluster_closest_wins(inner: pytest.Pytester) -
             @pytest.mark.flame(executors="thread")
             def test_closest(self, flame_cluster):
                 options = flame_cluster.options
-                assert options["backend"] == "thread"
+                assert options["executors"] == "thread"
                 assert (options["max_executors"], options["retry_limit"]) == (7, 2)
         """
     )
@@ -108,12 +108,12 @@ def test_command_line_options_are_defaults_under_the_marker(inner: pytest.Pytest
         import pytest
 
         def test_default(flame_cluster):
-            assert flame_cluster.options["backend"] == "thread"
+            assert flame_cluster.options["executors"] == "thread"
             assert flame_cluster.options["max_executors"] == 4
 
         @pytest.mark.flame(executors="process")
         def test_marker_wins(flame_cluster):
-            assert flame_cluster.options["backend"] == "process"
+            assert flame_cluster.options["executors"] == "process"
         """
     )
     inner.runpytest("--flame-executors=thread", "--flame-max-executors=4").assert_outcomes(passed=2)
@@ -158,8 +158,8 @@ def test_unknown_marker_option_names_the_valid_ones(inner: pytest.Pytester) -> N
     result.stdout.fnmatch_lines(
         [
             "E   TypeError: @pytest.mark.flame got unknown option(s) bakend; valid options: executors, "
-            "flmrun, max_executors, policies, retry_limit, default_resreq, cache_max_memory, "
-            "allow_open_sessions, allow_unfinished_tasks, fork_server, instance_imports",
+            "flmrun, fork_server, instance_imports, max_executors, policies, retry_limit, "
+            "default_resreq, cache_max_memory, allow_open_sessions, allow_unfinished_tasks",
         ]
     )
     # __tracebackhide__ keeps the plugin's frames out of the report.
@@ -216,7 +216,7 @@ def test_bad_marker_value_is_reported_with_the_marker_name(inner: pytest.Pyteste
     result = inner.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["E   ValueError: @pytest.mark.flame: max_executors must be a positive integer; got 0"]
+        ["E   ValueError: @pytest.mark.flame: max_executors must be a positive integer or None; got 0"]
     )
 
 
@@ -415,12 +415,12 @@ def test_flame_options_validate_keywords() -> None:
         FlameOptions("thread")  # type: ignore[misc]
     with pytest.raises(ValueError, match=r"^executors must be one of auto, thread, process; got 'k8s'$"):
         FlameOptions(executors="k8s")
-    with pytest.raises(ValueError, match=r"^backend must be one of auto, thread, process; got 'k8s'$"):
+    with pytest.raises(ValueError, match=r"^executors must be one of auto, thread, process; got 'k8s'$"):
         FlameOptions(backend="k8s")
     with pytest.raises(TypeError, match=r"^give executors or its former name backend, not both$"):
         FlameOptions(executors="thread", backend="thread")
-    assert FlameOptions(backend="process").cluster_kwargs()["backend"] == "process"
-    assert FlameOptions(executors="process").cluster_kwargs()["backend"] == "process"
+    assert FlameOptions(backend="process").cluster_kwargs()["executors"] == "process"
+    assert FlameOptions(executors="process").cluster_kwargs()["executors"] == "process"
     with pytest.raises(TypeError, match="allow_open_sessions must be True or False; got 1"):
         FlameOptions(allow_open_sessions=1)  # type: ignore[arg-type]
     assert FlameOptions(max_executors=2).cluster_kwargs()["max_executors"] == 2

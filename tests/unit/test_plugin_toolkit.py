@@ -414,11 +414,11 @@ def test_the_former_executor_spelling_of_flame_backend_still_works_with_a_warnin
         import pytest
 
         def test_it(flame_cluster):
-            assert flame_cluster.options["backend"] == "thread"
+            assert flame_cluster.options["executors"] == "thread"
 
         @pytest.mark.flame(backend="process")
         def test_marker(flame_cluster):
-            assert flame_cluster.options["backend"] == "process"
+            assert flame_cluster.options["executors"] == "process"
         """
     )
     result = inner.runpytest("--flame-backend=thread")
@@ -453,7 +453,7 @@ def test_every_option_has_an_ini_setting_and_the_command_line_wins(inner: pytest
         def test_it(flame_cluster, request):
             options = flame_cluster.options
             expected = request.config.getoption("flame_retry_limit") or 2
-            assert (options["backend"], options["flmrun"]) == ("process", "flamepy")
+            assert (options["executors"], options["flmrun"]) == ("process", "flamepy")
             assert options["max_executors"] == 3
             assert options["retry_limit"] == expected
             assert options["cache_max_memory"] == 512 * 2**20

@@ -13,14 +13,15 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from ._manager import BACKENDS, FLMRUN_MODES, AbandonedInstance, ExecutorInfo, ExecutorManager
+    from .._options import FLMRUN_MODES
+    from ._manager import BACKENDS, AbandonedInstance, ExecutorInfo, ExecutorManager
     from ._zygote_pool import ForkServers, shared_fork_servers, stop_shared_fork_servers
 
 # Loaded on first access: the zygote pool is needed (by the plugin, before any cluster) without
 # the manager's imports (grpc, pyarrow).
 _LAZY = {
     "BACKENDS": "._manager",
-    "FLMRUN_MODES": "._manager",
+    "FLMRUN_MODES": ".._options",
     "AbandonedInstance": "._manager",
     "ExecutorInfo": "._manager",
     "ExecutorManager": "._manager",

@@ -49,8 +49,8 @@ from .._control._scheduler import Scheduler
 from .._control._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
 from .._home import FOREIGN_VARIABLES
 from .._install import Installation, Installer, InstallError, ReleaseStore, shared_release_store
+from .._options import EXECUTORS
 from .._toolkit._introspect import ExecutorState, executor_state
-from .._values import INSTANCE_IMPORTS
 from ._hooks import ExecutorHooks
 from ._import_scope import ENV_VAR as IMPORT_SCOPE_VAR
 from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
@@ -70,8 +70,7 @@ __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-BACKENDS = ("auto", "thread", "process")
-FLMRUN_MODES = ("builtin", "flamepy")
+BACKENDS = EXECUTORS  # the former name, kept for the package's exports
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,16 +196,7 @@ class ExecutorManager:
         releases: ReleaseStore | None = None,
         instance_imports: str = "declared",
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        if flmrun not in FLMRUN_MODES:
-            raise ValueError(f"flmrun must be one of {', '.join(FLMRUN_MODES)}; got {flmrun!r}")
-        if instance_imports not in INSTANCE_IMPORTS:
-            raise ValueError(
-                f"instance_imports must be one of {', '.join(INSTANCE_IMPORTS)}; got {instance_imports!r}"
-            )
-        if max_executors is not None and max_executors < 1:
-            raise ValueError(f"max_executors must be at least 1; got {max_executors!r}")
+        # Values come checked: FakeCluster validated them once (flamepy_fake._options).
         self.state = state
         self.frontend_endpoint = frontend_endpoint
         self.cache_endpoint = cache_endpoint

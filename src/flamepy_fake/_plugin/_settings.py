@@ -16,15 +16,13 @@ from typing import Any
 
 import pytest
 
-from .._values import INSTANCE_IMPORTS, parse_size, positive_int
+from .._options import EXECUTORS, FLMRUN_MODES, INSTANCE_IMPORTS
+from .._values import parse_size, positive_int
 
 __all__ = ["BACKENDS", "EXECUTORS", "FLMRUN_MODES", "SCOPES", "Settings", "add_options", "read_settings"]
 
 #: Where the clusters of the fixtures come from.
 BACKENDS = ("fake", "real", "external")
-#: How the fake runs instances (``FakeCluster(backend=...)``).
-EXECUTORS = ("auto", "thread", "process")
-FLMRUN_MODES = ("builtin", "flamepy")
 #: How long one fake cluster lives: one per test, per module or per session.
 SCOPES = ("function", "module", "session")
 AUTOSTART_VAR = "FLAMEPY_FAKE_AUTOSTART"
