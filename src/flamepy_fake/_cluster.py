@@ -32,7 +32,7 @@ from flamepy_runner._exceptions import UsageError
 
 from ._control._policies import DEFAULT_POLICIES
 from ._errors import ClusterStartError
-from ._options import EXECUTORS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterOptions, executors_from, memory_limit
+from ._options import EXECUTORS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterOptions, executors_from
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -180,16 +180,16 @@ class FakeCluster:
         _check_port("cache_port", cache_port)
         if port and port == cache_port:
             raise ValueError(f"port and cache_port must differ (both are {port})")
-        options = ClusterOptions(
+        options = ClusterOptions.build(
             executors=executors_from(executors, backend, "FakeCluster"),
             flmrun=flmrun,
             fork_server=fork_server,
             instance_imports=instance_imports,
             max_executors=max_executors,
-            policies=tuple(policies),
+            policies=policies,
             retry_limit=retry_limit,
             default_resreq=default_resreq,
-            cache_max_memory=memory_limit(cache_max_memory),
+            cache_max_memory=cache_max_memory,
         )
         self._cluster_options = options
         self._policies = options.policies

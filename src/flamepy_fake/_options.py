@@ -139,6 +139,21 @@ class ClusterOptions:
         object.__setattr__(self, "cache_max_memory", memory_limit(self.cache_max_memory))
 
     @classmethod
+    def build(cls, **values: Any) -> ClusterOptions:
+        """Options from keyword values as users give them: ``policies`` any sequence,
+        ``cache_max_memory`` a size string too (``"512M"``).
+
+        Raises:
+            TypeError: a name that is not an option.
+            ValueError: as the constructor.
+        """
+        if "policies" in values:
+            values["policies"] = tuple(values["policies"])
+        if "cache_max_memory" in values:
+            values["cache_max_memory"] = memory_limit(values["cache_max_memory"])
+        return cls(**values)
+
+    @classmethod
     def names(cls) -> tuple[str, ...]:
         """The options' names, in their documented order."""
         return tuple(f.name for f in dataclasses.fields(cls))

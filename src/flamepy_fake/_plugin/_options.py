@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from .._control._policies import DEFAULT_POLICIES
-from .._options import ClusterOptions, memory_limit
+from .._options import ClusterOptions
 
 __all__ = ["FlameOptions"]
 
@@ -32,7 +30,8 @@ class FlameOptions:
             executor has) or ``all`` (everything the test's environment has), see ``FakeCluster``.
 
     Raises:
-        TypeError: a positional argument, both names of executors, or a non-bool ``allow_*``.
+        TypeError: a positional argument, an unknown name, both names of executors, or a
+            non-bool ``allow_*``.
         ValueError: an option is out of range (``ClusterOptions`` checks them, with its texts).
     """
 
@@ -41,16 +40,9 @@ class FlameOptions:
         *,
         executors: str | None = None,
         backend: str | None = None,
-        flmrun: str = "builtin",
-        max_executors: int | None = None,
-        policies: Sequence[str] = DEFAULT_POLICIES,
-        retry_limit: int = 5,
-        default_resreq: tuple[int, int, int] | None = None,
-        cache_max_memory: int | str | None = None,
         allow_open_sessions: bool = False,
         allow_unfinished_tasks: bool = False,
-        fork_server: bool | None = None,
-        instance_imports: str = "declared",
+        **options: Any,
     ) -> None:
         if executors is not None and backend is not None:
             raise TypeError("give executors or its former name backend, not both")
@@ -61,17 +53,8 @@ class FlameOptions:
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False; got {flag!r}")
         # The marker renamed backend= already (with its own warning): no second one here.
-        self.cluster = ClusterOptions(
-            executors=backend if backend is not None else (executors or "auto"),
-            flmrun=flmrun,
-            fork_server=fork_server,
-            instance_imports=instance_imports,
-            max_executors=max_executors,
-            policies=tuple(policies),
-            retry_limit=retry_limit,
-            default_resreq=default_resreq,
-            cache_max_memory=memory_limit(cache_max_memory),
-        )
+        given = backend if backend is not None else executors
+        self.cluster = ClusterOptions.build(**options, executors=given or "auto")
         self.executors = self.cluster.executors
         self.flmrun = self.cluster.flmrun
         self.fork_server = self.cluster.fork_server
