@@ -223,11 +223,20 @@ def spawned() -> Iterator[Spawned]:
     tracker.cleanup()
 
 
+def _tmpdir(cwd: Path) -> Path:
+    """The temporary directory of the processes a test starts: beside its project (which the
+    Runner packages), inside pytest's base temp. A process the test SIGKILLs cannot remove what
+    it made there (its package releases), so that must not be the machine's /tmp."""
+    tmp = cwd.with_name(cwd.name + "-tmp")
+    tmp.mkdir(exist_ok=True)
+    return tmp
+
+
 def _start(spawned: Spawned, argv: list[str], cwd: Path, **env: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
-        env={**CHILD_ENV, "HOME": str(cwd / "home"), **env},
+        env={**CHILD_ENV, "HOME": str(cwd / "home"), "TMPDIR": str(_tmpdir(cwd)), **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -355,6 +364,10 @@ def test_forked_instances_and_the_zygote_exit_when_the_cluster_is_sigkilled(
         spawned.instances[pid] = socket_dir  # killed (and the directory removed) by the fixture
     proc.kill()
     proc.wait()
+    # What the killed cluster could not remove (its package release) is in the test's own
+    # temporary directory, not the machine's /tmp.
+    releases = list(_tmpdir(project).glob("flamepy-fake-releases-*"))
+    assert len(releases) == 1 and (next(releases[0].iterdir()) / ".installed").is_file(), releases
     gone = [*instances, *zygotes]
     eventually(
         lambda: not any(_alive(pid) for pid in gone), "the zygote and its instances to exit", timeout=3.0
