@@ -230,9 +230,10 @@ class Installer:
                     release=release,
                 )
             deps = release / "deps"
+            declared = tuple(_declared_dependencies(src))  # read once: pip and the import scope
             if dependencies:
                 with release_lock:  # pip runs once per release, whichever cluster asks first
-                    self._install_dependencies(app.name, src, deps)
+                    self._install_dependencies(app.name, declared, deps)
             paths = [str(deps)] if deps.is_dir() else []
             paths.append(str(src))
             if (src / "src").is_dir():
@@ -243,7 +244,7 @@ class Installer:
                 path=tuple(bin_dir),
                 env={"FLAME_PYTHON_VERSION": version},
                 release=release,
-                declared=tuple(_declared_dependencies(src)),
+                declared=declared,
             )
 
     # -- download -------------------------------------------------------------------------------
@@ -332,8 +333,8 @@ class Installer:
 
     # -- dependencies ---------------------------------------------------------------------------
 
-    def _install_dependencies(self, app: str, src: Path, deps: Path) -> None:
-        missing = [req for req in _declared_dependencies(src) if not _installed(req)]
+    def _install_dependencies(self, app: str, declared: tuple[str, ...], deps: Path) -> None:
+        missing = [req for req in declared if not _installed(req)]
         if not missing or (deps / ".installed").exists():
             return
         deps.mkdir(parents=True, exist_ok=True)

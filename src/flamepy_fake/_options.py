@@ -35,13 +35,14 @@ EXECUTORS: tuple[str, ...] = ("auto", "thread", "process")
 FLMRUN_MODES: tuple[str, ...] = ("builtin", "flamepy")
 
 
-def executors_from(executors: str | None, backend: str | None, where: str) -> str:
+def executors_from(executors: str | None, backend: str | None, where: str, *, warn: bool = True) -> str:
     """The instance mode given as ``executors`` or by its former name ``backend`` (one warning).
 
     Args:
         executors: the value under its name, or None.
         backend: the value under its former name, or None.
         where: who was given it, for the warning (``"FakeCluster"``).
+        warn: warn about ``backend`` (False where the caller already warned its own way).
 
     Raises:
         TypeError: both were given.
@@ -50,6 +51,8 @@ def executors_from(executors: str | None, backend: str | None, where: str) -> st
         return "auto" if executors is None else executors
     if executors is not None:
         raise TypeError("give executors or its former name backend, not both")
+    if not warn:
+        return backend
     warnings.warn(
         f"{where}(backend=...) is deprecated: the instance mode is now executors=... "
         f"(backend names where clusters come from: fake, real, external)",

@@ -79,19 +79,13 @@ def _hint(module: str, app: str, flmrun: str) -> str:
 
 
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / f"{MODULE}.py").write_text(SOURCE)
-    monkeypatch.syspath_prepend(str(root))
-    return root
-
-
-@pytest.fixture
 def tasks(project: Path) -> Any:
+    """The services, in the conftest's project (importable here, installed on executors)."""
     import importlib
 
+    (project / f"{MODULE}.py").write_text(SOURCE)
     sys.modules.pop(MODULE, None)
+    importlib.invalidate_caches()
     return importlib.import_module(MODULE)
 
 

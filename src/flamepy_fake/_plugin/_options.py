@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._options import ClusterOptions
+from .._options import ClusterOptions, executors_from
 
 __all__ = ["FlameOptions"]
 
@@ -44,17 +44,15 @@ class FlameOptions:
         allow_unfinished_tasks: bool = False,
         **options: Any,
     ) -> None:
-        if executors is not None and backend is not None:
-            raise TypeError("give executors or its former name backend, not both")
+        # The marker renamed backend= already (with its own warning): no second one here.
+        given = executors_from(executors, backend, "FlameOptions", warn=False)
         for name, flag in (
             ("allow_open_sessions", allow_open_sessions),
             ("allow_unfinished_tasks", allow_unfinished_tasks),
         ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be True or False; got {flag!r}")
-        # The marker renamed backend= already (with its own warning): no second one here.
-        given = backend if backend is not None else executors
-        self.cluster = ClusterOptions.build(**options, executors=given or "auto")
+        self.cluster = ClusterOptions.build(**options, executors=given)
         self.executors = self.cluster.executors
         self.flmrun = self.cluster.flmrun
         self.fork_server = self.cluster.fork_server
