@@ -384,13 +384,25 @@ def _collect(root: str, excludes: _Excludes) -> list[_Entry]:
 
 
 def _walk(root: str, directory: str, prefix: str, excludes: _Excludes, out: list[_Entry]) -> None:
-    with os.scandir(directory) as it:
-        children = sorted(it, key=lambda e: e.name)
+    try:
+        with os.scandir(directory) as it:
+            children = sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        if not prefix:
+            raise
+        _removed(prefix.rstrip("/"))  # listed, then removed: packed as the empty directory it became
+        return
     for child in children:
         relpath = prefix + child.name
         if not prefix and child.name == "dist":
             continue  # where packages are written
-        st = child.stat(follow_symlinks=False)
+        try:
+            st = child.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            # Removed since the directory was listed (a cleanup running beside the build):
+            # packed as if the walk had come a moment later.
+            _removed(relpath)
+            continue
         mode = st.st_mode
         # A link to a directory is excluded like one (isdir is False on loops and dangling links).
         is_dir = os.path.isdir(child.path) if stat.S_ISLNK(mode) else stat.S_ISDIR(mode)
@@ -418,6 +430,10 @@ def _walk(root: str, directory: str, prefix: str, excludes: _Excludes, out: list
             out.append(_Entry(info, mtime_ns=st.st_mtime_ns))
         else:
             log.warning("Skipped %s: not a regular file, directory or symbolic link", relpath)
+
+
+def _removed(relpath: str) -> None:
+    log.debug("Left out %s: it was removed while the project was being packaged", relpath)
 
 
 def _link_inside(root: str, path: str, prefix: str) -> str | None:
@@ -496,7 +512,8 @@ def _write(entries: list[_Entry], out: BinaryIO) -> int:
             gz.write(entry.data)
             files += 1
         elif entry.source is not None:
-            _write_file(gz, entry)
+            if not _write_file(gz, entry):
+                continue
             files += 1
         else:
             gz.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
@@ -511,10 +528,16 @@ def _write(entries: list[_Entry], out: BinaryIO) -> int:
     return files
 
 
-def _write_file(gz: _GzipWriter, entry: _Entry) -> None:
+def _write_file(gz: _GzipWriter, entry: _Entry) -> bool:
+    """Pack one regular file; False (nothing written) when it was removed since the walk."""
     info, source = entry.info, entry.source
     assert source is not None
-    with open(source, "rb") as f:
+    try:
+        f = open(source, "rb")  # noqa: SIM115  (closed by the with below)
+    except FileNotFoundError:
+        _removed(info.name)
+        return False
+    with f:
         if info.size <= _READ_WHOLE:
             data = f.read(_READ_WHOLE + 1)
             if len(data) > _READ_WHOLE:
@@ -522,7 +545,7 @@ def _write_file(gz: _GzipWriter, entry: _Entry) -> None:
             info.size = len(data)  # a small file that changed since the walk is packed as it is now
             gz.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
             gz.write(data)
-            return
+            return True
         gz.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
         left = info.size
         while left:
@@ -531,6 +554,7 @@ def _write_file(gz: _GzipWriter, entry: _Entry) -> None:
                 raise PackageError(f"{info.name} changed while it was being packaged; try again")
             gz.write(chunk)
             left -= len(chunk)
+    return True
 
 
 def _human(size: int) -> str:

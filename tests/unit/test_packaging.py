@@ -198,6 +198,91 @@ def test_fifos_are_skipped_with_a_warning(tmp_path: Path, caplog: pytest.LogCapt
     ]
 
 
+def _vanishing(monkeypatch: pytest.MonkeyPatch, root: Path, *gone: str) -> None:
+    """After the walk lists ``root``, remove ``gone`` (files or trees), as a concurrent cleanup
+    of the project directory would (a test's cluster stopped in the background)."""
+    import shutil
+
+    from flamepy_runner import _packaging
+
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if not isinstance(path, str):  # os.scandir is patched for everyone (shutil.rmtree: fds)
+            return real_scandir(path)  # type: ignore[call-overload]
+        with real_scandir(path) as it:
+            listed = list(it)
+        if os.path.abspath(path) == str(root.resolve()):
+            for name in gone:
+                target = root / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+        class _Listing:
+            def __enter__(self) -> list[os.DirEntry[str]]:
+                return listed
+
+            def __exit__(self, *exc: object) -> None:
+                return None
+
+        return _Listing()
+
+    monkeypatch.setattr(_packaging.os, "scandir", scandir)
+
+
+def test_entries_removed_while_the_tree_is_walked_are_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    project = _tree(tmp_path / "p", {"a.py": "a", "gone.py": "g", "gone_dir/deep/x.py": "x", "z.py": "z"})
+    os.symlink("a.py", project / "gone_link")
+    _vanishing(monkeypatch, project, "gone.py", "gone_dir", "gone_link")
+    caplog.set_level(logging.DEBUG, LOGGER)
+    assert set(_members(_build(project))) == {"a.py", "pyproject.toml", "z.py"}
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == [
+        "Left out gone.py: it was removed while the project was being packaged",
+        "Left out gone_dir: it was removed while the project was being packaged",
+        "Left out gone_link: it was removed while the project was being packaged",
+    ]
+
+
+def test_a_directory_removed_after_it_was_listed_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its entry was stat-ed; the directory went before the walk looked inside it.
+    project = _tree(tmp_path / "p", {"a.py": "a", "d/x.py": "x"})
+    from flamepy_runner import _packaging
+
+    real_scandir = os.scandir
+
+    def scandir(path: object) -> object:
+        if isinstance(path, str) and os.path.basename(path) == "d":
+            import shutil
+
+            shutil.rmtree(path)
+        return real_scandir(path)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(_packaging.os, "scandir", scandir)
+    assert set(_members(_build(project))) == {"a.py", "pyproject.toml", "d"}
+
+
+def test_a_file_removed_between_the_walk_and_its_packing_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = _tree(tmp_path / "p", {"a.py": "a", "b.py": "b"})
+    from flamepy_runner import _packaging
+
+    real_collect = _packaging._collect
+
+    def collect(root: str, excludes: object) -> object:
+        entries = real_collect(root, excludes)  # type: ignore[arg-type]
+        (project / "b.py").unlink()
+        return entries
+
+    monkeypatch.setattr(_packaging, "_collect", collect)
+    package = _build(project)
+    assert set(_members(package)) == {"a.py", "pyproject.toml"}
+    assert package.files == 2
+
+
 # --------------------------------------------------------------------------- metadata
 
 EXPECTED_PYPROJECT = """\
