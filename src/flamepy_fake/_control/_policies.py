@@ -25,8 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ._records import ResReq, SessionDemand
+if TYPE_CHECKING:  # annotations only: the plugin imports this module (through the options)
+    from ._records import ResReq, SessionDemand
 
 __all__ = ["DEFAULT_POLICIES", "POLICY_NAMES", "Grant", "check_policies", "plan_cycle"]
 
