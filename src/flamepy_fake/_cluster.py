@@ -23,7 +23,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -211,6 +211,7 @@ class FakeCluster:
 
         self._lock = threading.RLock()
         self._lifecycle = _Lifecycle.NEW
+        self._retiring = False  # stopped for its users, the rest of stop() still to run
         self._state: ClusterState | None = None
         self._server: grpc.Server | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -260,14 +261,35 @@ class FakeCluster:
         """Stop every part and remove the work directory; idempotent.
 
         Running instances are killed, long polls and task watches end, both ports close,
-        and no thread, socket or temporary directory of the cluster remains.
+        and no thread, socket or temporary directory of the cluster remains. On a cluster
+        whose stop was begun by ``_retire()`` it finishes that stop (or waits for the thread
+        finishing it).
         """
         with self._lock:
-            if self._lifecycle is _Lifecycle.STOPPED:
+            if self._lifecycle is _Lifecycle.STOPPED and not self._retiring:
                 return
             self._lifecycle = _Lifecycle.STOPPED
+            self._retiring = False
             _RUNNING.discard(self)
             self._stop_parts()
+
+    def _retire(self) -> Callable[[], None]:
+        """Begin :meth:`stop` and return what finishes it, for a caller that runs the rest off
+        its critical path (the pytest plugin, between tests).
+
+        At once the cluster is stopped for its users (``running`` is False, its methods refuse)
+        and the ``FLAME_*`` variables it exported leave ``os.environ``, so the next cluster of
+        the process starts as if this one were gone. Instances, ports, threads and files go
+        when the returned callable (this cluster's :meth:`stop`) runs; until then the cluster
+        stays in the list the interpreter's exit stops.
+        """
+        with self._lock:
+            if self._lifecycle is not _Lifecycle.STOPPED:
+                self._lifecycle = _Lifecycle.STOPPED
+                self._retiring = True
+                if self._manager is not None:
+                    self._manager.withdraw_env()
+        return self.stop
 
     def __enter__(self) -> FakeCluster:
         return self.start()

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ._plugin._autostart import Autostart  # noqa: F401  (named in a StashKey string)
     from ._plugin._pool import ClusterPool
     from ._plugin._remote import RemoteCluster
+    from ._plugin._retire import Retirement
 
     AnyCluster = FakeCluster | RemoteCluster
 
@@ -334,9 +335,12 @@ def _abandoned(cluster: FakeCluster) -> list[str]:
     ]
 
 
+_LEFT_BEHIND = "flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):"
+
+
 def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
     """What the cluster itself failed to clean up in stop(): never the test's fault."""
-    items = [f"  - directory {own_dir}"] if own_dir.exists() else []
+    items = [f"- directory {own_dir}"] if own_dir.exists() else []
     for pid in pids:
         try:
             os.kill(pid, 0)  # succeeds for a live or an unreaped (zombie) child
@@ -344,10 +348,8 @@ def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
             continue
         except PermissionError:  # the pid was reused by someone else's process
             continue
-        items.append(f"  - instance process {pid}")
-    if not items:
-        return []
-    return ["flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):", *items]
+        items.append(f"- instance process {pid}")
+    return items
 
 
 # What a developer's environment may hold that would lead code under test off the fake.
@@ -389,6 +391,7 @@ def _own_cluster(
     __tracebackhide__ = True
     from ._cluster import FakeCluster
 
+    retirement: Retirement = request.getfixturevalue("_flame_retirement")
     work_dir: Path = tmp_path_factory.mktemp("flame")
     cluster = FakeCluster(work_dir=work_dir, **options.cluster_kwargs())
     cluster.start()
@@ -397,24 +400,51 @@ def _own_cluster(
     own_dir = cluster.work_dir
     sections: list[str] = []
     pids: list[int] = []
+    retired = False
     try:
         yield cluster
         if cluster.running:  # the test may have stopped it itself
             pids = [e.pid for e in cluster.executors() if e.pid]
             if not _test_failed(request.node):
                 sections = _leftovers(cluster, options)
+            # Instances in processes cannot touch the next test: their cluster is stopped in
+            # the background (see _plugin/_retire.py). Thread instances run in this process,
+            # work left behind may keep a stop busy, and an interrupted run must end now: those
+            # stop here.
+            retired = options.executors != "thread" and not sections and not _interrupted(request.node)
     finally:
-        cluster.stop()
+        if retired:
+            finish = cluster._retire()
+        else:
+            cluster.stop()
         del request.node.stash[_CLUSTER]
+    if retired:
+        check = (lambda: []) if _test_failed(request.node) else (lambda: _left_behind(own_dir, pids))
+        retirement.retire(finish, check, request.node.nodeid)
+        return
     if sections:
         sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
         sections += _abandoned(cluster)
     elif cluster.abandoned_instances:
         warnings.warn(pytest.PytestWarning("\n".join(_abandoned(cluster))), stacklevel=1)
     if not _test_failed(request.node):
-        sections += _left_behind(own_dir, pids)
+        left = _left_behind(own_dir, pids)
+        if left:
+            sections += [_LEFT_BEHIND, *(f"  {item}" for item in left)]
     if sections:
         pytest.fail("\n".join(sections), pytrace=False)
+
+
+@pytest.fixture(name="_flame_retirement", scope="session")
+def _flame_retirement() -> Iterator[Retirement]:
+    """The run's clusters being stopped in the background; at the end, what they left behind."""
+    from ._plugin._retire import Retirement
+
+    retirement = Retirement()
+    yield retirement
+    problems = retirement.wait()
+    if problems:
+        pytest.fail("\n".join([_LEFT_BEHIND, *problems]), pytrace=False)
 
 
 def _shared_cluster(

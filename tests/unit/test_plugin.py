@@ -336,20 +336,101 @@ def test_what_the_cluster_fails_to_clean_up_is_reported_as_its_bug(inner: pytest
     )
     inner.makepyfile(
         """
+        import pytest
+
         def test_clean(flame_cluster):
+            pass
+
+        @pytest.mark.flame(executors="thread")
+        def test_threads(flame_cluster):
+            pass
+
+        def test_last(flame_cluster):
             pass
         """
     )
-    result = inner.runpytest_subprocess()
-    result.assert_outcomes(passed=1, errors=1)
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider")
+    # A cluster with thread instances is stopped in its test's teardown, and fails that test;
+    # the others are stopped in the background, and the run's last teardown reports them,
+    # naming each test.
+    result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
         [
+            "*_ ERROR at teardown of test_threads _*",
             "flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):",
-            "  - directory */flame0/flamepy-fake-*",
+            "  - directory */flame1/flamepy-fake-*",
+        ],
+        consecutive=True,
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*_ ERROR at teardown of test_last _*",
+            "flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):",
+            "  test_what_the_cluster_fails_to_clean_up_is_reported_as_its_bug.py::test_clean:",
+            "    - directory */flame0/flamepy-fake-*",
+            "  test_what_the_cluster_fails_to_clean_up_is_reported_as_its_bug.py::test_last:",
+            "    - directory */flame2/flamepy-fake-*",
+            "*= short test summary info =*",
         ],
         consecutive=True,
     )
     assert "the test left work behind" not in result.stdout.str()
+
+
+def test_a_process_clusters_stop_runs_while_the_next_test_does(inner: pytest.Pytester) -> None:
+    # stop() of a cluster whose instances are processes is held until the next test releases
+    # it: if the teardown waited for it, test_second would start only after the 30 s hold.
+    # Thread instances run in this process: their cluster stops in the teardown itself.
+    inner.makeconftest(
+        """
+        import threading
+        import flamepy_fake._cluster as cluster_module
+
+        RELEASE = threading.Event()
+        STOPS = []
+        real_stop = cluster_module.FakeCluster.stop
+
+        def held_stop(self):
+            STOPS.append((self._work_parent.name, threading.current_thread().name))
+            if threading.current_thread() is not threading.main_thread():
+                RELEASE.wait(30)
+            real_stop(self)
+
+        cluster_module.FakeCluster.stop = held_stop
+        """
+    )
+    inner.makepyfile(
+        """
+        import threading, time
+        import pytest
+        import conftest
+
+        def test_first(flame_runner):
+            assert flame_runner().service(sum)([1, 2]).get() == 3
+
+        def test_second(flame_cluster):
+            assert conftest.STOPS == [("flame0", "flamepy-fake-retire-1")]
+            assert not conftest.RELEASE.is_set()
+            conftest.RELEASE.set()
+
+        @pytest.mark.flame(executors="thread")
+        def test_third(flame_cluster):
+            pass
+
+        def test_last():
+            deadline = time.monotonic() + 30
+            while len(conftest.STOPS) < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert sorted(conftest.STOPS) == [  # flame1's thread and test_third's teardown race
+                ("flame0", "flamepy-fake-retire-1"),
+                ("flame1", "flamepy-fake-retire-2"),
+                ("flame2", "MainThread"),
+            ]
+        """
+    )
+    result = inner.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=4)
 
 
 def test_flame_env_points_flamepy_at_the_cluster(inner: pytest.Pytester) -> None:

@@ -308,10 +308,7 @@ class ExecutorManager:
             thread.join(timeout=max(deadline - time.monotonic(), 0.0))
         self._abandon_running_threads()
         # The zygote is shared: its pool stops it; this manager's children are gone by now.
-        for key, value in self._exported.items():
-            if os.environ.get(key) == value:
-                del os.environ[key]
-        self._exported = {}
+        self.withdraw_env()
         cache, self._cache = self._cache, None
         if cache is not None:
             with contextlib.suppress(Exception):
@@ -320,6 +317,14 @@ class ExecutorManager:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
         shutil.rmtree(self.work_dir / "instances", ignore_errors=True)
+
+    def withdraw_env(self) -> None:
+        """Remove from ``os.environ`` the variables :meth:`start` exported (those still holding
+        this manager's values); idempotent."""
+        for key, value in self._exported.items():
+            if os.environ.get(key) == value:
+                del os.environ[key]
+        self._exported = {}
 
     def __enter__(self) -> ExecutorManager:
         self.start()
