@@ -8,11 +8,13 @@ broken run from hanging.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["WAIT", "eventually"]
+__all__ = ["WAIT", "children_of", "eventually"]
 
 T = TypeVar("T")
 
@@ -41,3 +43,17 @@ def eventually(check: Callable[[], T], what: str, *, timeout: float = WAIT, inte
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` now (from ``/proc``: Linux only)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)

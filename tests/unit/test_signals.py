@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import eventually
+from support import children_of, eventually
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -117,23 +117,10 @@ INNER_TEST = textwrap.dedent(
 )
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def _descendants(pid: int) -> list[int]:
     todo, found = [pid], []
     while todo:
-        for child in _children(todo.pop()):
+        for child in children_of(todo.pop()):
             found.append(child)
             todo.append(child)
     return found
@@ -342,7 +329,7 @@ def test_instances_exit_within_a_second_when_the_cluster_is_sigkilled(
 def _zygotes(root: int) -> list[int]:
     """The zygote: a child of ``root`` (its forked instances share its command line)."""
     found = []
-    for pid in _children(root):
+    for pid in children_of(root):
         with contextlib.suppress(OSError):
             if b"flamepy_fake._executors._zygote" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
@@ -357,10 +344,14 @@ def test_forked_instances_and_the_zygote_exit_when_the_cluster_is_sigkilled(
     proc, _ = _serve_with_a_running_task(spawned, project, "runner_client.py", find_instances=False)
     zygotes = _zygotes(proc.pid)
     assert len(zygotes) == 1, zygotes
-    instances = _children(zygotes[0])
-    assert len(instances) == 1, instances
+    # The zygote's children: the instance, and the spare forked for the next instance (a
+    # spare has not changed its working directory: it is still the zygote's).
+    children = eventually(lambda: c if len(c := children_of(zygotes[0])) == 2 else None, "two children")
+    zygote_cwd = os.readlink(f"/proc/{zygotes[0]}/cwd")
+    instances = [pid for pid in children if os.readlink(f"/proc/{pid}/cwd") != zygote_cwd]
+    assert len(instances) == 1, children
     socket_dir = eventually(lambda: _socket_dir(instances[0]), "the instance's socket", timeout=30)
-    for pid in [*instances, *zygotes]:
+    for pid in [*children, *zygotes]:
         spawned.instances[pid] = socket_dir  # killed (and the directory removed) by the fixture
     proc.kill()
     proc.wait()
@@ -368,9 +359,11 @@ def test_forked_instances_and_the_zygote_exit_when_the_cluster_is_sigkilled(
     # temporary directory, not the machine's /tmp.
     releases = list(_tmpdir(project).glob("flamepy-fake-releases-*"))
     assert len(releases) == 1 and (next(releases[0].iterdir()) / ".installed").is_file(), releases
-    gone = [*instances, *zygotes]
+    gone = [*children, *zygotes]
     eventually(
-        lambda: not any(_alive(pid) for pid in gone), "the zygote and its instances to exit", timeout=3.0
+        lambda: not any(_alive(pid) for pid in gone),
+        "the zygote, its instance and its spare to exit",
+        timeout=3.0,
     )
 
 

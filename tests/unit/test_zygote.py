@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import children_of, eventually
 
-from flamepy_fake._executors._zygote import ForkServer, fallback_text
+from flamepy_fake._executors._zygote import ForkedProcess, ForkServer, fallback_text
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server runs on Linux only")
 
@@ -132,3 +134,60 @@ def test_a_child_runs_the_zygotes_compiled_program_in_fresh_modules(tmp_path: Pa
     finally:
         fs.stop()
     assert not list(lib.glob("__pycache__"))
+
+
+# -- the spare: a child forked ahead of the next request --------------------------------------
+
+
+def _spawn(server: ForkServer, tmp_path: Path, n: int) -> ForkedProcess:
+    cwd = tmp_path / f"cwd{n}"
+    cwd.mkdir()
+    child = server.spawn(
+        "ffx_zygote_prog", ["0"], env=server.env, cwd=cwd, stdout_path=cwd / "out", stderr_path=cwd / "err"
+    )
+    assert child is not None
+    return child
+
+
+def _spare(server: ForkServer, but: frozenset[int] = frozenset()) -> int:
+    """The zygote's one child that is no instance (waits until there is exactly one)."""
+    assert server.pid is not None
+    zygote = server.pid
+    found = eventually(
+        lambda: s if len(s := [p for p in children_of(zygote) if p not in but]) == 1 else None,
+        "the zygote's spare",
+    )
+    return found[0]
+
+
+def test_the_next_instance_is_the_spare_forked_ahead_and_another_is_forked(
+    tmp_path: Path, server: ForkServer
+) -> None:
+    assert server.wait_ready(60)
+    first_spare = _spare(server)
+    child = _spawn(server, tmp_path, 0)
+    assert child.pid == first_spare
+    assert child.wait(timeout=60) == 0
+    second_spare = _spare(server)
+    assert second_spare != first_spare
+    assert _spawn(server, tmp_path, 1).pid == second_spare
+
+
+def test_a_spare_that_dies_unassigned_is_replaced_and_reported_to_nobody(
+    tmp_path: Path, server: ForkServer
+) -> None:
+    assert server.wait_ready(60)
+    dead = _spare(server)
+    os.kill(dead, signal.SIGKILL)
+    replacement = eventually(lambda: p if (p := _spare(server)) != dead else None, "a new spare")
+    child = _spawn(server, tmp_path, 0)
+    assert child.pid == replacement
+    assert child.wait(timeout=60) == 0
+    assert server._early_exits == {}  # the dead spare's exit went to no one
+
+
+def test_stopping_the_server_ends_its_spare(tmp_path: Path, server: ForkServer) -> None:
+    assert server.wait_ready(60)
+    spare = _spare(server)
+    server.stop()  # returns once the zygote has reaped every child and exited
+    assert not Path(f"/proc/{spare}").exists()
