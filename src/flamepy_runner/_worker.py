@@ -30,6 +30,7 @@ import faulthandler
 import inspect
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -61,6 +62,7 @@ MAX_PARALLEL_RESOLVE = 8
 _REF_KEYS = frozenset({"endpoint", "key", "version"})
 #: Seconds the program may take to exit once asked to stop, before it forces its exit.
 _EXIT_DEADLINE = 10.0
+_WAIT_SLICE = 0.5  # seconds the main thread waits at a time for SIGTERM or SIGINT
 
 _current: contextvars.ContextVar[FlameConfig | None] = contextvars.ContextVar(
     "flamepy_runner_current_config", default=None
@@ -400,16 +402,27 @@ def serve(
         raise RuntimeError(f"cannot listen on unix socket {endpoint}")
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    # The kernel may deliver SIGTERM to any thread (one of gRPC's, say); Python runs the handler
+    # only when the main thread next runs bytecode. The C-level handler also writes to this
+    # pipe whichever thread it ran on, so the main thread, selecting on it, wakes at once.
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
     server.start()
     if when_listening is not None:
         threading.Thread(target=when_listening, name="instance-warm-up", daemon=True).start()
     try:
-        # The kernel may deliver SIGTERM to one of gRPC's native threads; Python then runs the
-        # handler only when the main thread next returns to the interpreter. An untimed wait
-        # would never return (seen under load), so wait in slices.
-        while not stop.wait(0.5):
-            pass
+        while not stop.is_set():
+            # In slices all the same: a signal that came before the handler was set, or a pipe
+            # that filled up, still gets seen.
+            select.select([wake_read], [], [], _WAIT_SLICE)
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_read, 512)
     finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        os.close(wake_read)
+        os.close(wake_write)
         # Being told to stop must end the process even if a hook, a gRPC thread or interpreter
         # shutdown hangs: a daemon timer forces the exit (after dumping every thread's stack,
         # so the hang can be diagnosed from the instance log).

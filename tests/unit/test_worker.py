@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,7 @@ from typing import Any
 import cloudpickle
 import grpc
 import pytest
+from support import eventually
 
 from flamepy_fake._cache._server import FakeObjectCache
 from flamepy_runner import _wire
@@ -21,6 +24,9 @@ from flamepy_runner._cache import CacheClient, ObjectRef
 from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb, rpc
 from flamepy_runner._worker import InstanceServicer, RunnerWorker, current_config
+
+# tgkill(2)'s number: signal one chosen thread of another process.
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(os.uname().machine)
 
 
 @pytest.fixture
@@ -252,3 +258,47 @@ def test_the_worker_exits_without_finalizing_but_flushes_and_runs_atexit_handler
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "buffered atexit ran\n", "to stderr")
+
+
+def _threads(pid: int) -> list[int]:
+    return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def _takes_sigterm(pid: int, tid: int) -> bool:
+    """Whether the thread does not block SIGTERM (pyarrow's jemalloc thread blocks them all)."""
+    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1]
+    return not int(blocked, 16) & (1 << (signal.SIGTERM - 1))
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or _SYS_TGKILL is None,
+    reason="tgkill and /proc/PID/task: Linux on x86_64/aarch64",
+)
+def test_sigterm_delivered_to_another_thread_ends_the_worker_at_once(cache: CacheClient) -> None:
+    # The kernel may deliver a process-directed SIGTERM to any thread (a gRPC one, say); the
+    # main thread must wake for it, not at the end of its next wait slice (set to 10 minutes
+    # here, so a worker that only noticed it then would miss the bound below).
+    code = (
+        "import flamepy_runner._worker as worker\n"
+        "worker._WAIT_SLICE = 600.0\n"
+        "from flamepy_runner._worker import exit_now, main\n"
+        "exit_now(main())\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="ffw-", dir="/tmp") as tmp:
+        sock = Path(tmp) / "w.sock"
+        env = {**os.environ, "FLAME_CACHE_ENDPOINT": cache.endpoint, "FLAME_INSTANCE_ENDPOINT": str(sock)}
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE)
+        try:
+            eventually(lambda: sock.exists() or proc.poll() is not None, "the worker's socket")
+            assert proc.poll() is None
+            others = [t for t in _threads(proc.pid) if t != proc.pid and _takes_sigterm(proc.pid, t)]
+            assert others, "the worker serves with more threads than its main one"
+            libc = ctypes.CDLL(None, use_errno=True)
+            assert libc.syscall(_SYS_TGKILL, proc.pid, others[0], signal.SIGTERM) == 0
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _, err = proc.communicate()
+        assert proc.returncode == 0, err.decode()[-2000:]
