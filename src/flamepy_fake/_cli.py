@@ -21,9 +21,8 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from ._cluster import BACKENDS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterStartError, FakeCluster
-from ._control._policies import DEFAULT_POLICIES, check_policies
-from ._values import parse_size, positive_int
+from ._cluster import ClusterStartError, FakeCluster
+from ._options import ClusterOptions, OptionSpec, deprecated_backend_text
 
 __all__ = ["main"]
 
@@ -54,14 +53,6 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 0..65535: {value}")
     return value
-
-
-def _policy_list(text: str) -> tuple[str, ...]:
-    """argparse type for ``--policies``: comma-separated names, checked as the cluster checks them."""
-    try:
-        return check_policies([name.strip() for name in text.split(",")])
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
@@ -96,62 +87,8 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
         choices=_LOG_LEVELS,
         help="log level on stderr: info shows each call as it is served (default: warning, or as -v says)",
     )
-    group.add_argument(
-        "--executors",
-        "--backend",  # the former name, still accepted with a warning
-        dest="executors",
-        choices=BACKENDS,
-        default="auto",
-        action=_Executors,
-        help="how instances run: processes, isolated as on a real cluster (auto, the default, "
-        "and process), or threads of this process for flmrun/flmexec/flmping (thread: faster, but "
-        "tasks share this process's module state); --backend is its former name",
-    )
-    group.add_argument(
-        "--fork-server",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="fork instance processes from a zygote that has already imported them "
-        "(default: on where supported, Linux); --no-fork-server spawns each one",
-    )
-    group.add_argument(
-        "--instance-imports",
-        choices=INSTANCE_IMPORTS,
-        default="declared",
-        help="what flmrun instance processes can import: what a Flame executor has (declared, the "
-        "default: the standard library, flamepy 0.6.0 and its requirements, the package and its "
-        "declared dependencies) or everything this environment has (all)",
-    )
-    group.add_argument(
-        "--flmrun",
-        choices=FLMRUN_MODES,
-        default="builtin",
-        help="what runs flmrun sessions: flamepy_runner's worker (builtin, the default) "
-        "or the stock 'python -m flamepy.runner.runpy' (flamepy)",
-    )
-    group.add_argument(
-        "--max-executors",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="the fake's own cap on concurrent instances (default: none; Flame v0.6.0 has no cap, "
-        "the priority policy's share of the node's capacity sets the count)",
-    )
-    group.add_argument(
-        "--policies",
-        type=_policy_list,
-        default=DEFAULT_POLICIES,
-        metavar="LIST",
-        help="scheduling policies, comma-separated, from priority, drf, gang (default: priority,gang, "
-        "as upstream's images); a list without gang never runs a task on v0.6.0 and is refused",
-    )
-    group.add_argument(
-        "--retry-limit",
-        type=positive_int,
-        default=5,
-        metavar="N",
-        help="failed bindings of a session before it stops retrying, event 1002 (default: 5)",
-    )
+    for spec in ClusterOptions.specs():
+        _add_cluster_option(group, spec)
     group.add_argument(
         "--work-dir",
         metavar="DIR",
@@ -162,12 +99,24 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, ports: bool) -> Non
         metavar="DIR",
         help="persist cached objects under DIR (default: memory only)",
     )
-    group.add_argument(
-        "--cache-max-memory",
-        type=parse_size,
-        metavar="SIZE",
-        help="object cache memory limit with LRU eviction, e.g. 512M or 2G (default: unlimited)",
-    )
+
+
+def _add_cluster_option(group: argparse._ArgumentGroup, spec: OptionSpec) -> None:
+    """One flag of :class:`ClusterOptions` (absent: the option's default)."""
+    text = spec.help_text()
+    if spec.name == "executors":  # its former spelling --backend still works, with a warning
+        group.add_argument(
+            spec.flag, "--backend", dest=spec.name, choices=spec.choices, action=_Executors, help=text
+        )
+    elif spec.switch:
+        no = "--no-" + spec.flag[2:]
+        group.add_argument(
+            spec.flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text}; {no}: false"
+        )
+    elif spec.choices is not None:
+        group.add_argument(spec.flag, choices=spec.choices, help=text)
+    else:
+        group.add_argument(spec.flag, type=spec.parse, metavar=spec.metavar, help=text)
 
 
 class _Executors(argparse.Action):
@@ -181,11 +130,7 @@ class _Executors(argparse.Action):
         option: str | None = None,
     ) -> None:
         if option == "--backend":
-            print(
-                f"{PROG}: warning: --backend is deprecated: the instance mode is now --executors "
-                f"(same values: {', '.join(BACKENDS)})",
-                file=sys.stderr,
-            )
+            print(f"{PROG}: warning: {deprecated_backend_text('--backend')}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
@@ -244,16 +189,13 @@ def _cluster_from(args: argparse.Namespace) -> FakeCluster:
             host=getattr(args, "host", "127.0.0.1"),
             port=getattr(args, "port", 0),
             cache_port=getattr(args, "cache_port", 0),
-            executors=args.executors,
-            fork_server=args.fork_server,
-            instance_imports=args.instance_imports,
-            flmrun=args.flmrun,
-            max_executors=args.max_executors,
-            policies=args.policies,
-            retry_limit=args.retry_limit,
+            **{
+                name: getattr(args, name)
+                for name in ClusterOptions.names()
+                if getattr(args, name) is not None
+            },
             work_dir=args.work_dir,
             cache_storage_dir=args.cache_storage,
-            cache_max_memory=args.cache_max_memory,
             advertise_host=getattr(args, "advertise_host", None),
             log_calls=_log_level(args) <= logging.INFO,
         )

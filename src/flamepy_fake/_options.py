@@ -4,8 +4,12 @@
 flmrun, scheduling and cache limits). ``FakeCluster`` builds one from its keyword arguments,
 ``@pytest.mark.flame`` (``_plugin._options.FlameOptions``) from the marker's, so each value is
 checked once, with one text per mistake. ``executors`` is the instance mode everywhere;
-``backend``, its former name, still works with one ``DeprecationWarning`` from
-:func:`executors_from`.
+``backend``, its former name, still works with one warning whose text is
+:func:`deprecated_backend_text` (and :func:`executors_from` raises it for keyword arguments).
+
+Each field also says how it is spelled outside Python (:class:`OptionSpec`: a flag, a metavar,
+a help text and a parser of text), so the pytest plugin's ``--flame-*`` options and ``flame_*``
+ini settings and ``flamepy-fake``'s flags are generated from this one list.
 
 Light on purpose (no grpc, no pyarrow): the pytest plugin imports it in every run.
 """
@@ -15,16 +19,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from ._control._policies import DEFAULT_POLICIES, check_policies
-from ._values import INSTANCE_IMPORTS, parse_size
+from ._values import INSTANCE_IMPORTS, parse_size, positive_int
 
 __all__ = [
     "EXECUTORS",
     "FLMRUN_MODES",
     "INSTANCE_IMPORTS",
     "ClusterOptions",
+    "OptionSpec",
+    "deprecated_backend_text",
     "executors_from",
     "memory_limit",
 ]
@@ -53,13 +60,100 @@ def executors_from(executors: str | None, backend: str | None, where: str, *, wa
         raise TypeError("give executors or its former name backend, not both")
     if not warn:
         return backend
-    warnings.warn(
-        f"{where}(backend=...) is deprecated: the instance mode is now executors=... "
-        f"(backend names where clusters come from: fake, real, external)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
+    warnings.warn(deprecated_backend_text(f"{where}(backend=...)"), DeprecationWarning, stacklevel=3)
     return backend
+
+
+def deprecated_backend_text(spelling: str) -> str:
+    """The one warning for the instance mode given under its former name ``backend``;
+    ``spelling`` is how it was given (``FakeCluster(backend=...)``, ``--backend``)."""
+    return (
+        f"{spelling} is deprecated: the instance mode is now executors "
+        f"(executors=..., --executors, --flame-executors, ini flame_executors; same values: "
+        f"{', '.join(EXECUTORS)}); backend names where clusters come from (fake, real, external)"
+    )
+
+
+# -- how each option is written as text (command line, ini file) -----------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionSpec:
+    """How one cluster option is spelled outside Python.
+
+    Attributes:
+        name: the option's name (``max_executors``); the flag is :attr:`flag`.
+        metavar: what the value looks like in help (``N``, ``auto|thread|process``).
+        help: one sentence for ``--help`` and the docs (the default is added by :meth:`help_text`).
+        parse: the value from its text (ini settings, ``--flame-*``); raises
+            ``argparse.ArgumentTypeError`` with the reason.
+        choices: the accepted words of a choice option, else None.
+        switch: a yes/no/auto option (``flamepy-fake`` spells it ``--x``/``--no-x``).
+        default: the default as text, for help and the docs.
+    """
+
+    name: str
+    metavar: str
+    help: str
+    parse: Callable[[str], Any]
+    choices: tuple[str, ...] | None = None
+    switch: bool = False
+    default: str = ""
+
+    @property
+    def flag(self) -> str:
+        """``--max-executors`` for ``max_executors``."""
+        return "--" + self.name.replace("_", "-")
+
+    def help_text(self) -> str:
+        """:attr:`help` with its default."""
+        return f"{self.help} (default: {self.default})"
+
+
+def _words(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if value not in choices:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(choices)}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _switch(text: str) -> bool | None:
+    lowered = text.strip().lower()
+    if lowered == "auto":
+        return None
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"must be auto, true or false; got {text!r}")
+
+
+def _policy_list(text: str) -> tuple[str, ...]:
+    try:
+        return check_policies([name.strip() for name in text.split(",")])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _resreq(text: str) -> tuple[int, int, int]:
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+            raise ValueError
+        memory = int(parts[1]) if parts[1].isdigit() else parse_size(parts[1])
+        return int(parts[0]), memory, int(parts[2])
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"must be CPU,MEMORY,GPU: whole numbers, MEMORY in bytes or a size such as 2G; got {text!r}"
+        ) from None
+
+
+def _spec(value: Any, /, **spec: Any) -> Any:
+    """A field defaulting to ``value`` whose metadata says how it is spelled as text."""
+    return dataclasses.field(default=value, metadata={"spec": spec})
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -111,15 +205,76 @@ class ClusterOptions:
         ValueError: a value out of range or not one of the choices; the text names the option.
     """
 
-    executors: str = "auto"
-    flmrun: str = "builtin"
-    fork_server: bool | None = None
-    instance_imports: str = "declared"
-    max_executors: int | None = None
-    policies: tuple[str, ...] = DEFAULT_POLICIES
-    retry_limit: int = 5
-    default_resreq: tuple[int, int, int] | None = None
-    cache_max_memory: int | None = None
+    executors: str = _spec(
+        "auto",
+        metavar="|".join(EXECUTORS),
+        choices=EXECUTORS,
+        default="auto",
+        help="how instances run: processes, isolated as on a real cluster (auto and process), or "
+        "threads of this process for flmrun/flmexec/flmping (thread: faster, but tasks share this "
+        "process's module state)",
+    )
+    flmrun: str = _spec(
+        "builtin",
+        metavar="|".join(FLMRUN_MODES),
+        choices=FLMRUN_MODES,
+        default="builtin",
+        help="what runs flmrun sessions: flamepy_runner's worker (builtin) or the stock "
+        "'python -m flamepy.runner.runpy' (flamepy)",
+    )
+    fork_server: bool | None = _spec(
+        None,
+        metavar="auto|true|false",
+        switch=True,
+        default="auto: on where supported, Linux",
+        help="fork instance processes from a zygote that has already imported them; false spawns each one",
+    )
+    instance_imports: str = _spec(
+        "declared",
+        metavar="|".join(INSTANCE_IMPORTS),
+        choices=INSTANCE_IMPORTS,
+        default="declared",
+        help="what flmrun instance processes can import: what a Flame executor has (declared: the "
+        "standard library, the flmrun program's distributions, the package and its declared "
+        "dependencies) or everything this environment has (all)",
+    )
+    max_executors: int | None = _spec(
+        None,
+        metavar="N",
+        parse=positive_int,
+        default="none, as Flame v0.6.0",
+        help="the fake's own cap on concurrent instances (on v0.6.0 the priority policy's share "
+        "of the node's capacity sets the count)",
+    )
+    policies: tuple[str, ...] = _spec(
+        DEFAULT_POLICIES,
+        metavar="LIST",
+        parse=_policy_list,
+        default=",".join(DEFAULT_POLICIES) + ", as upstream's images",
+        help="scheduling policies, comma-separated, from priority, drf, gang; a list without gang "
+        "never runs a task on v0.6.0 and is refused",
+    )
+    retry_limit: int = _spec(
+        5,
+        metavar="N",
+        parse=positive_int,
+        default="5",
+        help="failed bindings of a session before it stops retrying (event 1002)",
+    )
+    default_resreq: tuple[int, int, int] | None = _spec(
+        None,
+        metavar="CPU,MEMORY,GPU",
+        parse=_resreq,
+        default="1,1G,0, as v0.6.0",
+        help="the resources of a session that asks for none, e.g. 2,4G,0",
+    )
+    cache_max_memory: int | None = _spec(
+        None,
+        metavar="SIZE",
+        parse=parse_size,
+        default="none",
+        help="object cache memory limit with LRU eviction, e.g. 512M or 2G",
+    )
 
     def __post_init__(self) -> None:
         _choice("executors", self.executors, EXECUTORS)
@@ -155,6 +310,19 @@ class ClusterOptions:
         if "cache_max_memory" in values:
             values["cache_max_memory"] = memory_limit(values["cache_max_memory"])
         return cls(**values)
+
+    @classmethod
+    def specs(cls) -> tuple[OptionSpec, ...]:
+        """How each option is spelled as text, in the documented order."""
+        found = []
+        for f in dataclasses.fields(cls):
+            spec = dict(f.metadata["spec"])
+            if "choices" in spec:
+                spec.setdefault("parse", _words(spec["choices"]))
+            if spec.get("switch"):
+                spec.setdefault("parse", _switch)
+            found.append(OptionSpec(name=f.name, **spec))
+        return tuple(found)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._options import deprecated_backend_text
 from ._plugin._flamepy_reset import reset_flamepy_clients
 from ._plugin._interrupts import install_signal_handlers, restore_signal_handlers, signals_received
 from ._plugin._options import _OPTION_NAMES, FlameOptions
@@ -151,7 +152,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if (
         settings is None
         or settings.backend != "fake"
-        or settings.executors == "thread"
+        or settings.cluster.get("executors") == "thread"
+        or settings.cluster.get("fork_server") is False
         or config.option.collectonly
         or _xdist_controller(config)
         or not any(_CLUSTER_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in session.items)
@@ -159,7 +161,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     thread = threading.Thread(
         target=_prestart,
-        args=(settings.flmrun or "builtin", settings.instance_imports or "declared"),
+        args=(
+            settings.cluster.get("flmrun", "builtin"),
+            settings.cluster.get("instance_imports", "declared"),
+        ),
         name="flamepy-fake-prestart",
         daemon=True,
     )
@@ -254,8 +259,7 @@ def _marker_options(request: pytest.FixtureRequest) -> dict[str, Any]:
                 raise TypeError("@pytest.mark.flame: give executors or its former name backend, not both")
             warnings.warn(
                 pytest.PytestDeprecationWarning(
-                    f"@pytest.mark.flame(backend={given['backend']!r}) is deprecated: "
-                    f"use executors={given['backend']!r}"
+                    deprecated_backend_text(f"@pytest.mark.flame(backend={given['backend']!r})")
                 ),
                 stacklevel=1,
             )
@@ -489,7 +493,7 @@ def _remote_cluster(
     marked: dict[str, Any],
 ) -> Iterator[RemoteCluster]:
     __tracebackhide__ = True
-    fake_only = [name for name in (*FAKE_ONLY, "policies", "default_resreq", "fork_server") if name in marked]
+    fake_only = [name for name in FAKE_ONLY if name in marked]
     if fake_only:
         given = ", ".join(f"{name}={marked[name]!r}" for name in fake_only)
         pytest.skip(f"@pytest.mark.flame({given}): fake-only (the backend is {settings.backend})")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from flamepy_fake._cli import build_parser, main, parse_size
+from flamepy_fake._cli import build_parser, main
+from flamepy_fake._values import parse_size
 
 BIN = Path(sys.executable).parent
 FLAMEPY_FAKE = str(BIN / "flamepy-fake")
@@ -421,8 +422,9 @@ def test_backend_is_the_deprecated_spelling_of_executors(capsys: pytest.CaptureF
     args = build_parser().parse_args(["run", "--backend", "thread", "--", "true"])
     assert args.executors == "thread"
     assert capsys.readouterr().err == (
-        "flamepy-fake: warning: --backend is deprecated: the instance mode is now --executors "
-        "(same values: auto, thread, process)\n"
+        "flamepy-fake: warning: --backend is deprecated: the instance mode is now executors "
+        "(executors=..., --executors, --flame-executors, ini flame_executors; same values: auto, "
+        "thread, process); backend names where clusters come from (fake, real, external)\n"
     )
     assert build_parser().parse_args(["run", "--executors", "process", "--", "true"]).executors == "process"
     assert capsys.readouterr().err == ""
@@ -595,3 +597,22 @@ def test_log_level_warning_shows_no_calls() -> None:
         proc.terminate()
         status, _, err = _finish(proc)
     assert (status, err) == (0, "")
+
+
+def test_cluster_flags_reach_the_cluster_and_absent_ones_leave_its_defaults() -> None:
+    from flamepy_fake._cli import _cluster_from
+    from flamepy_fake._options import ClusterOptions
+
+    given = build_parser().parse_args(
+        ["serve", "--no-fork-server", "--default-resreq", "4,8G,1", "--policies", "priority,drf,gang"]
+    )
+    names = ClusterOptions.names()
+    options = {k: v for k, v in _cluster_from(given).options.items() if k in names}
+    assert options == {
+        **ClusterOptions().as_dict(),
+        "fork_server": False,
+        "default_resreq": (4, 8 * 2**30, 1),
+        "policies": ("priority", "drf", "gang"),
+    }
+    defaults = _cluster_from(build_parser().parse_args(["serve"])).options
+    assert {k: v for k, v in defaults.items() if k in names} == ClusterOptions().as_dict()

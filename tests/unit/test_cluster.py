@@ -234,8 +234,9 @@ def test_backend_is_the_deprecated_name_of_executors() -> None:
     with pytest.warns(DeprecationWarning) as caught:
         cluster = FakeCluster(backend="thread")
     assert [str(w.message) for w in caught] == [
-        "FakeCluster(backend=...) is deprecated: the instance mode is now executors=... "
-        "(backend names where clusters come from: fake, real, external)"
+        "FakeCluster(backend=...) is deprecated: the instance mode is now executors (executors=..., "
+        "--executors, --flame-executors, ini flame_executors; same values: auto, thread, process); "
+        "backend names where clusters come from (fake, real, external)"
     ]
     assert caught[0].filename == __file__  # the warning points at the caller
     assert cluster.options["executors"] == "thread"

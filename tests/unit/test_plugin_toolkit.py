@@ -25,6 +25,13 @@ contexts:
     cache: {endpoint: "grpc://192.0.2.1:2"}
 """
 
+# The one text every former spelling of the instance mode warns with (after its spelling).
+DEPRECATED = (
+    "is deprecated: the instance mode is now executors (executors=..., --executors, "
+    "--flame-executors, ini flame_executors; same values: auto, thread, process); backend names "
+    "where clusters come from (fake, real, external)"
+)
+
 
 @pytest.fixture
 def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
@@ -425,11 +432,8 @@ def test_the_former_executor_spelling_of_flame_backend_still_works_with_a_warnin
     result.assert_outcomes(passed=2, warnings=2)
     result.stdout.fnmatch_lines(
         [
-            "*PytestDeprecationWarning: --flame-backend = thread is deprecated: the executor choice "
-            "is now --flame-executors (ini flame_executors); --flame-backend names where clusters "
-            "come from (fake, real, external)",
-            "*PytestDeprecationWarning: @pytest.mark.flame(backend='process') is deprecated: "
-            "use executors='process'",
+            f"*PytestDeprecationWarning: --flame-backend = thread {DEPRECATED}",
+            f"*PytestDeprecationWarning: @pytest.mark.flame(backend='process') {DEPRECATED}",
         ]
     )
 
@@ -511,6 +515,126 @@ def test_new_options_are_listed_in_help(pytester: pytest.Pytester) -> None:
             "*flame_scope (string):*",
         ]
     )
+
+
+def test_every_cluster_option_is_a_flame_option_an_ini_setting_and_a_cli_flag(
+    pytester: pytest.Pytester,
+) -> None:
+    from flamepy_fake._cli import build_parser
+    from flamepy_fake._options import ClusterOptions
+
+    names = ClusterOptions.names()
+    assert names == (
+        "executors",
+        "flmrun",
+        "fork_server",
+        "instance_imports",
+        "max_executors",
+        "policies",
+        "retry_limit",
+        "default_resreq",
+        "cache_max_memory",
+    )
+    result = pytester.runpytest("--help")
+    for spec in ClusterOptions.specs():
+        result.stdout.fnmatch_lines([f"*--flame-{spec.flag[2:]}={spec.metavar}*"])
+        result.stdout.fnmatch_lines([f"*flame_{spec.name} (string):*"])
+    assert result.stdout.str().count("fake only: ") == len(names)
+    given = [
+        *("--executors", "thread", "--flmrun", "flamepy", "--no-fork-server"),
+        *("--instance-imports", "all", "--max-executors", "3", "--policies", "drf,gang"),
+        *("--retry-limit", "2", "--default-resreq", "2,1M,0", "--cache-max-memory", "1G"),
+    ]
+    expected = {
+        "executors": "thread",
+        "flmrun": "flamepy",
+        "fork_server": False,
+        "instance_imports": "all",
+        "max_executors": 3,
+        "policies": ("drf", "gang"),
+        "retry_limit": 2,
+        "default_resreq": (2, 2**20, 0),
+        "cache_max_memory": 2**30,
+    }
+    for command in (["serve"], ["run", "--", "true"]):
+        args = vars(build_parser().parse_args([command[0], *given, *command[1:]]))
+        assert {name: args[name] for name in names} == expected
+        args = vars(build_parser().parse_args(command))
+        assert {name: args[name] for name in names} == dict.fromkeys(names)  # absent: the default
+
+
+@pytest.mark.parametrize("how", ["option", "ini"])
+def test_fork_server_policies_and_default_resreq_are_settable_for_the_run(
+    inner: pytest.Pytester, how: str
+) -> None:
+    values = {"fork_server": "false", "policies": "gang, drf,priority", "default_resreq": "2,4G,1"}
+    if how == "ini":
+        inner.makeini("[pytest]\n" + "".join(f"flame_{k} = {v}\n" for k, v in values.items()))
+        args: list[str] = []
+    else:
+        args = [f"--flame-{k.replace('_', '-')}={v}" for k, v in values.items()]
+    inner.makepyfile(
+        """
+        import pytest
+
+        def test_run_wide(flame_cluster):
+            options = flame_cluster.options
+            assert options["fork_server"] is False
+            assert options["policies"] == ("priority", "drf", "gang")
+            assert options["default_resreq"] == (2, 4 * 2**30, 1)
+
+        @pytest.mark.flame(fork_server=None, default_resreq=(1, 1, 0))
+        def test_marker_wins(flame_cluster):
+            assert flame_cluster.options["fork_server"] is None
+            assert flame_cluster.options["default_resreq"] == (1, 1, 0)
+            assert flame_cluster.options["policies"] == ("priority", "drf", "gang")
+        """
+    )
+    inner.runpytest(*args).assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        (
+            "--flame-fork-server=sometimes",
+            "argument --flame-fork-server: must be auto, true or false; got 'sometimes'",
+        ),
+        (
+            "--flame-default-resreq=2,4G",
+            "argument --flame-default-resreq: must be CPU,MEMORY,GPU: whole numbers, MEMORY in bytes "
+            "or a size such as 2G; got '2,4G'",
+        ),
+        (
+            "--flame-default-resreq=-1,4G,0",
+            "argument --flame-default-resreq: must be CPU,MEMORY,GPU: whole numbers, MEMORY in bytes "
+            "or a size such as 2G; got '-1,4G,0'",
+        ),
+        ("--flame-policies=priority", "argument --flame-policies: *gang*"),
+    ],
+)
+def test_a_bad_cluster_option_value_is_a_usage_error(
+    pytester: pytest.Pytester, arg: str, message: str
+) -> None:
+    result = pytester.runpytest(arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*error: {message}"])
+
+
+@pytest.mark.parametrize(("args", "prestarted"), [((), True), (("--flame-fork-server=false",), False)])
+def test_fork_server_false_for_the_run_skips_the_zygote_prestart(
+    inner: pytest.Pytester, args: tuple[str, ...], prestarted: bool
+) -> None:
+    inner.makepyfile(
+        f"""
+        from flamepy_fake import plugin
+
+        def test_zygote(flame_cluster, request):
+            assert flame_cluster._manager.fork_server is {None if prestarted else False}
+            assert (request.config.stash.get(plugin._PRESTART, None) is not None) is {prestarted}
+        """
+    )
+    inner.runpytest_subprocess(*args).assert_outcomes(passed=1)
 
 
 # --------------------------------------------------------------------------- scopes

@@ -2,8 +2,11 @@
 
 Every option has an ini setting of the same name with underscores (``--flame-executors`` is
 ``flame_executors``); the command line wins over the ini file, the ini file over the default.
-Settings are read once, in ``pytest_configure``; a bad value is a :class:`pytest.UsageError`
-naming where it came from. Nothing here imports grpc or pyarrow (the plugin stays inert).
+The fake cluster's options are generated from :class:`~flamepy_fake._options.ClusterOptions`
+(each field's :class:`~flamepy_fake._options.OptionSpec`); the plugin's own (where clusters
+come from, their scope, an external cluster's endpoints) are listed here. Settings are read once,
+in ``pytest_configure``; a bad value is a :class:`pytest.UsageError` naming where it came from.
+Nothing here imports grpc or pyarrow (the plugin stays inert).
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from .._options import EXECUTORS, FLMRUN_MODES, INSTANCE_IMPORTS
-from .._values import parse_size, positive_int
+from .._options import EXECUTORS, FLMRUN_MODES, ClusterOptions, deprecated_backend_text
 
 __all__ = ["BACKENDS", "EXECUTORS", "FLMRUN_MODES", "SCOPES", "Settings", "add_options", "read_settings"]
 
@@ -27,8 +29,8 @@ BACKENDS = ("fake", "real", "external")
 SCOPES = ("function", "module", "session")
 AUTOSTART_VAR = "FLAMEPY_FAKE_AUTOSTART"
 
-# The settings that only a fake cluster has (a real or external cluster is configured elsewhere).
-FAKE_ONLY = ("executors", "flmrun", "max_executors", "retry_limit", "cache_max_memory", "instance_imports")
+#: The settings that only a fake cluster has (a real or external cluster is configured elsewhere).
+FAKE_ONLY = ClusterOptions.names()
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -46,10 +48,6 @@ def _backend(value: str) -> str:
     return value
 
 
-def _size(value: str) -> int:
-    return parse_size(value)
-
-
 def _url(value: str) -> str:
     return value
 
@@ -63,20 +61,13 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"must be true or false; got {value!r}")
 
 
-# name, parser, metavar, help
+# name, parser, metavar, help: the plugin's own, then every cluster option (fake only)
 _OPTIONS: tuple[tuple[str, Callable[[str], Any], str, str], ...] = (
     ("backend", _backend, "fake|real|external", "where clusters come from: fake (default), real, external"),
-    ("executors", _choice(EXECUTORS), "auto|thread|process", "how the fake runs instances (default: auto)"),
-    ("flmrun", _choice(FLMRUN_MODES), "builtin|flamepy", "flmrun program of the fake (default: builtin)"),
-    ("max_executors", positive_int, "N", "fake-only cap on instances (default: none, as Flame v0.6.0)"),
-    (
-        "instance_imports",
-        _choice(INSTANCE_IMPORTS),
-        "declared|all",
-        "what flmrun instances import: what an executor has (declared, default) or everything (all)",
+    *(
+        (spec.name, spec.parse, spec.metavar, f"fake only: {spec.help_text()}")
+        for spec in ClusterOptions.specs()
     ),
-    ("retry_limit", positive_int, "N", "bind retry limit of the fake (default: 5)"),
-    ("cache_max_memory", _size, "SIZE", "object cache memory limit of the fake, e.g. 512M (default: none)"),
     ("scope", _choice(SCOPES), "function|module|session", "lifetime of a fake cluster (default: function)"),
     ("endpoint", _url, "URL", "session manager of --flame-backend external (http://host:port)"),
     ("cache_endpoint", _url, "URL", "object cache of --flame-backend external (grpc://host:port)"),
@@ -104,33 +95,24 @@ def add_options(parser: pytest.Parser) -> None:
 
 @dataclass(frozen=True)
 class Settings:
-    """The run-wide settings after command line > ini > default; ``explicit`` names those given."""
+    """The run-wide settings after command line > ini > default; ``explicit`` names those given.
+
+    ``cluster`` holds the fake cluster options given (by name, parsed): the defaults of every
+    ``@pytest.mark.flame``.
+    """
 
     backend: str = "fake"
-    executors: str | None = None
-    flmrun: str | None = None
-    max_executors: int | None = None
-    retry_limit: int | None = None
-    cache_max_memory: int | None = None
-    instance_imports: str | None = None
     scope: str = "function"
     endpoint: str | None = None
     cache_endpoint: str | None = None
     ca_file: str | None = None
     autostart: bool = False
+    cluster: dict[str, Any] = field(default_factory=dict)
     explicit: dict[str, str] = field(default_factory=dict)
 
     def fake_defaults(self) -> dict[str, Any]:
         """The defaults of ``@pytest.mark.flame`` options that these settings give."""
-        values = {
-            "executors": self.executors,
-            "flmrun": self.flmrun,
-            "max_executors": self.max_executors,
-            "retry_limit": self.retry_limit,
-            "cache_max_memory": self.cache_max_memory,
-            "instance_imports": self.instance_imports,
-        }
-        return {k: v for k, v in values.items() if v is not None}
+        return dict(self.cluster)
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -161,17 +143,13 @@ def read_settings(config: pytest.Config) -> Settings:
     if backend in EXECUTORS:  # the spelling before --flame-executors existed
         where = explicit["backend"]
         config.issue_config_time_warning(
-            pytest.PytestDeprecationWarning(
-                f"{where} = {backend} is deprecated: the executor choice is now --flame-executors "
-                f"(ini flame_executors); --flame-backend names where clusters come from "
-                f"({', '.join(BACKENDS)})"
-            ),
-            stacklevel=2,
+            pytest.PytestDeprecationWarning(deprecated_backend_text(f"{where} = {backend}")), stacklevel=2
         )
         values.setdefault("executors", backend)
         explicit.setdefault("executors", where)
         values["backend"] = "fake"
         del explicit["backend"]
+    cluster = {name: values.pop(name) for name in FAKE_ONLY if name in values}
     autostart = config.getoption("flame_autostart", None)
     if autostart is None:
         raw = str(config.getini("flame_autostart")).strip() or os.environ.get(AUTOSTART_VAR, "")
@@ -179,7 +157,7 @@ def read_settings(config: pytest.Config) -> Settings:
             autostart = _flag(raw)
         except argparse.ArgumentTypeError as exc:
             raise pytest.UsageError(f"flame_autostart / {AUTOSTART_VAR}: {exc}") from None
-    settings = Settings(**values, autostart=bool(autostart), explicit=explicit)
+    settings = Settings(**values, autostart=bool(autostart), cluster=cluster, explicit=explicit)
     _check(settings)
     return settings
 
