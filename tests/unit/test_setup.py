@@ -18,7 +18,7 @@ def test_readme_opens_with_the_two_setup_commands() -> None:
     commands = _readme_commands()
     assert len(commands) == 2
     main_job, tests = commands
-    assert "flamepy-fake run -- " in main_job and "pip install -e '.[test,lint]'" in main_job
+    assert "flamepy-fake run -- " in main_job and "pip install -e '.[test,lint,docs]'" in main_job
     assert tests == ".venv/bin/python -m pytest -n 2"
     # "Near the top": the set-up section comes before any other section.
     assert (ROOT / "README.md").read_text().index("## Set up a fresh machine") < 1200
