@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import children_of
 
 
 def _fds() -> dict[int, str]:
@@ -28,18 +29,7 @@ def _fds() -> dict[int, str]:
 
 def _children() -> set[int]:
     """Pids whose parent is this process (zombies included: an unreaped child is a leak too)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state, ppid, ...
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            found.add(int(entry))
-    return found
+    return set(children_of(os.getpid()))
 
 
 @dataclass

@@ -46,7 +46,7 @@ def eventually(check: Callable[[], T], what: str, *, timeout: float = WAIT, inte
 
 
 def children_of(pid: int) -> list[int]:
-    """The pids whose parent is ``pid`` now (from ``/proc``: Linux only)."""
+    """The pids whose parent is ``pid`` now, zombies included (from ``/proc``: Linux only)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -54,6 +54,7 @@ def children_of(pid: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
+            # Fields after the parenthesised command name: state, ppid, ...
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry))
     return sorted(found)

@@ -103,14 +103,8 @@ def _host_capacity() -> ResReq:
 
 
 class StateCore:
-    """The whole state of one fake Flame cluster.
-
-    Args:
-        default_resreq: the cluster's default session resreq ``(cpu, memory, gpu)``, used when a
-            session spec gives none; ``None`` means upstream's fallback (1 cpu, 1 GiB, 0 gpu).
-        retry_limit: bind failures after which a session gets no new executors (event 1002).
-        node_name: name of the fake's single node.
-        capacity: the node's capacity ``(cpu, memory, gpu)``; the host's when ``None``.
+    """What every part of :class:`~._state.ClusterState` shares: the lock and the change
+    notification, the records, the node. Its arguments are :class:`~._state.ClusterState`'s.
     """
 
     def __init__(
