@@ -36,6 +36,7 @@ import pytest
 from ._options import deprecated_backend_text
 from ._plugin._flamepy_reset import reset_flamepy_clients
 from ._plugin._interrupts import install_signal_handlers, restore_signal_handlers, signals_received
+from ._plugin._leftovers import LEFT_BEHIND, abandoned, cleanup_warning, left_behind, leftovers
 from ._plugin._options import _OPTION_NAMES, FlameOptions
 from ._plugin._settings import FAKE_ONLY, Settings, add_options, read_settings
 
@@ -294,68 +295,6 @@ def _interrupted(item: pytest.Item) -> bool:
     return bool(getattr(item.session, "exitstatus", None) == pytest.ExitCode.INTERRUPTED)
 
 
-def _leftovers(
-    cluster: FakeCluster, options: FlameOptions, earlier: frozenset[str] = frozenset()
-) -> list[str]:
-    """The leftover lists for the sessions not in ``earlier`` (those of a shared cluster's past tests)."""
-    from flamepy_runner._proto import pb
-
-    state = cluster.state
-    open_sessions: list[str] = []
-    unfinished: list[str] = []
-    for ssn in state.list_sessions():
-        if ssn.id in earlier:
-            continue
-        if ssn.state == pb.Open:
-            open_sessions.append(
-                f"  - {ssn.id} (application {ssn.application}: {ssn.pending} pending, "
-                f"{ssn.running} running, {ssn.succeed} succeeded, {ssn.failed} failed)"
-            )
-        for task in state.list_tasks(ssn.id):
-            if task.state in (pb.Pending, pb.Running):
-                unfinished.append(f"  - task {task.id} of session {ssn.id}: {pb.TaskState.Name(task.state)}")
-    sections: list[str] = []
-    if open_sessions and not options.allow_open_sessions:
-        sections += [
-            "Sessions still open (close them, or allow with @pytest.mark.flame(allow_open_sessions=True)):",
-            *open_sessions,
-        ]
-    if unfinished and not options.allow_unfinished_tasks:
-        sections += [
-            "Tasks not finished (wait for them, "
-            "or allow with @pytest.mark.flame(allow_unfinished_tasks=True)):",
-            *unfinished,
-        ]
-    return sections
-
-
-def _abandoned(cluster: FakeCluster) -> list[str]:
-    if not cluster.abandoned_instances:
-        return []
-    return [
-        "Thread instances abandoned by stop() (a thread cannot be killed: its code keeps running "
-        "in this process):",
-        *(f"  - {entry.describe()}" for entry in cluster.abandoned_instances),
-    ]
-
-
-_LEFT_BEHIND = "flame_cluster: left behind after stop() (a flamepy_fake bug, please report it):"
-
-
-def _left_behind(own_dir: Path, pids: list[int]) -> list[str]:
-    """What the cluster itself failed to clean up in stop(): never the test's fault."""
-    items = [f"- directory {own_dir}"] if own_dir.exists() else []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)  # succeeds for a live or an unreaped (zombie) child
-        except ProcessLookupError:
-            continue
-        except PermissionError:  # the pid was reused by someone else's process
-            continue
-        items.append(f"- instance process {pid}")
-    return items
-
-
 # What a developer's environment may hold that would lead code under test off the fake.
 _FOREIGN_ENV = ("FLAME_ENDPOINT", "FLAME_CACHE_ENDPOINT", "FLAME_CA_FILE", "FLAME_CACHE_STORAGE")
 
@@ -410,7 +349,7 @@ def _own_cluster(
         if cluster.running:  # the test may have stopped it itself
             pids = [e.pid for e in cluster.executors() if e.pid]
             if not _test_failed(request.node):
-                sections = _leftovers(cluster, options)
+                sections = leftovers(cluster, options)
             # Instances in processes cannot touch the next test: their cluster is stopped in
             # the background (see _plugin/_retire.py). Thread instances run in this process,
             # work left behind may keep a stop busy, and an interrupted run must end now: those
@@ -423,18 +362,18 @@ def _own_cluster(
             cluster.stop()
         del request.node.stash[_CLUSTER]
     if retired:
-        check = (lambda: []) if _test_failed(request.node) else (lambda: _left_behind(own_dir, pids))
+        check = (lambda: []) if _test_failed(request.node) else (lambda: left_behind(own_dir, pids))
         retirement.retire(finish, check, request.node.nodeid)
         return
     if sections:
         sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
-        sections += _abandoned(cluster)
+        sections += abandoned(cluster)
     elif cluster.abandoned_instances:
-        warnings.warn(pytest.PytestWarning("\n".join(_abandoned(cluster))), stacklevel=1)
+        warnings.warn(pytest.PytestWarning("\n".join(abandoned(cluster))), stacklevel=1)
     if not _test_failed(request.node):
-        left = _left_behind(own_dir, pids)
+        left = left_behind(own_dir, pids)
         if left:
-            sections += [_LEFT_BEHIND, *(f"  {item}" for item in left)]
+            sections += [LEFT_BEHIND, *(f"  {item}" for item in left)]
     if sections:
         pytest.fail("\n".join(sections), pytrace=False)
 
@@ -448,7 +387,7 @@ def _flame_retirement() -> Iterator[Retirement]:
     yield retirement
     problems = retirement.wait()
     if problems:
-        pytest.fail("\n".join([_LEFT_BEHIND, *problems]), pytrace=False)
+        pytest.fail("\n".join([LEFT_BEHIND, *problems]), pytrace=False)
 
 
 def _shared_cluster(
@@ -466,23 +405,16 @@ def _shared_cluster(
     try:
         yield cluster
         if cluster.running and not _test_failed(request.node):
-            sections = _leftovers(cluster, options, earlier=before.sessions)
+            sections = leftovers(cluster, options, earlier=before.sessions)
     finally:
         del request.node.stash[_CLUSTER]
         if cluster.running:
             problems = cleanup(cluster.config, before)
             if problems and not sections:
-                warnings.warn(_cleanup_warning(problems), stacklevel=1)
+                warnings.warn(cleanup_warning(problems), stacklevel=1)
     if sections:
         sections.insert(0, "flame_cluster: the test left work behind on the fake Flame cluster")
         pytest.fail("\n".join(sections), pytrace=False)
-
-
-def _cleanup_warning(problems: list[str]) -> pytest.PytestWarning:
-    return pytest.PytestWarning(
-        "flame_cluster: could not remove what the test created on the shared cluster:\n"
-        + "\n".join(f"  - {p}" for p in problems)
-    )
 
 
 def _remote_cluster(
@@ -514,7 +446,7 @@ def _remote_cluster(
     finally:
         problems = cleanup(cluster.config, before)
         if problems:
-            warnings.warn(_cleanup_warning(problems), stacklevel=1)
+            warnings.warn(cleanup_warning(problems), stacklevel=1)
 
 
 @pytest.fixture(name="_flame_session_pool", scope="session")
