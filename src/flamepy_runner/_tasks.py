@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import threading
@@ -61,6 +62,30 @@ _UNAVAILABLE_RETRIES = 3
 _EMPTY_STREAM_BACKOFF = 0.05
 
 OnDone = Callable[[Any, BaseException | None], None]
+
+
+class _WatchLoop(asyncio.SelectorEventLoop):
+    """The watcher's event loop; once closed, it drops what other threads still hand it.
+
+    grpc.aio reads the completions of every call in the process from one poller, and whichever
+    loop reads them hands each to its call's loop with ``call_soon_threadsafe``. A call that
+    :meth:`TaskWatcher.close` cancelled can complete after this loop is closed; the stock loop
+    then raises ``RuntimeError``, which the other Runner's loop logs as an asyncio error. The call
+    is gone, so its completion has nothing left to do.
+    """
+
+    # The stub's signature needs TypeVarTuple (Python 3.11); this one accepts the same calls.
+    def call_soon_threadsafe(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
+        try:
+            return super().call_soon_threadsafe(callback, *args, context=context)
+        except RuntimeError:
+            if not self.is_closed():
+                raise
+            dropped = asyncio.Handle(callback, args, self, context)
+            dropped.cancel()
+            return dropped
 
 
 @dataclasses.dataclass
@@ -110,7 +135,7 @@ class TaskWatcher:
         self._peak_streams = 0
         self._closed = False
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
+        self._loop = _WatchLoop()
         self._ready = threading.Event()
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None

@@ -160,3 +160,30 @@ def test_window_must_be_positive(runner: Runner) -> None:
     with pytest.raises(UsageError) as err:
         TaskWatcher(runner.frontend, window=0)
     assert str(err.value) == "window must be at least 1, got 0"
+
+
+def test_a_closed_watchers_loop_drops_late_grpc_completions(runner: Runner) -> None:
+    # grpc.aio has one poller per process; whichever loop reads it hands each completion to its
+    # call's loop with call_soon_threadsafe. A call this watcher cancelled at close() can complete
+    # after its loop closed: another Runner's loop then hands it over, and the stock loop's
+    # RuntimeError("Event loop is closed") was logged there as an asyncio error (CI, stop 25).
+    watcher = TaskWatcher(runner.frontend)
+    ran: list[str] = []
+    handed = threading.Event()
+    watcher._loop.call_soon_threadsafe(lambda: (ran.append("open"), handed.set()))
+    assert handed.wait(10)
+    watcher.close()
+    assert watcher._loop.is_closed()
+    outcome: list[object] = []
+
+    def hand_over() -> None:
+        try:
+            outcome.append(watcher._loop.call_soon_threadsafe(ran.append, "closed").cancelled())
+        except RuntimeError as exc:  # pragma: no cover - the bug
+            outcome.append(exc)
+
+    other = threading.Thread(target=hand_over)
+    other.start()
+    other.join(10)
+    assert outcome == [True]
+    assert ran == ["open"]
