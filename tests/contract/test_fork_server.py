@@ -70,7 +70,7 @@ def test_a_dead_zygote_falls_back_to_spawning_with_one_warning(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flamepy_fake")
     with FakeCluster(work_dir=tmp_path) as cluster:
-        zygote = cluster._manager._zygote  # type: ignore[union-attr]
+        zygote = cluster._parts.manager._zygote  # type: ignore[union-attr]
         assert zygote is not None
         ping(cluster)  # served by a forked instance (see test_executors.py's flmping test)
         assert zygote.pid is not None
@@ -91,7 +91,7 @@ def test_without_a_safe_fork_instances_are_spawned_after_one_warning(
     monkeypatch.setattr(_manager, "fork_supported", lambda: False)
     caplog.set_level(logging.WARNING, logger="flamepy_fake")
     with FakeCluster(work_dir=tmp_path) as cluster:
-        assert cluster._manager._zygote is None  # type: ignore[union-attr]
+        assert cluster._parts.manager._zygote is None  # type: ignore[union-attr]
         ping(cluster)
         ping(cluster)
     assert fallback_warnings(caplog) == [
@@ -105,7 +105,7 @@ def test_fork_server_false_starts_no_zygote_and_warns_nothing(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flamepy_fake")
     with FakeCluster(work_dir=tmp_path, fork_server=False) as cluster:
-        assert cluster._manager._zygote is None  # type: ignore[union-attr]
+        assert cluster._parts.manager._zygote is None  # type: ignore[union-attr]
         ping(cluster)
     assert fallback_warnings(caplog) == []
 

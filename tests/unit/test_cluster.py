@@ -509,7 +509,7 @@ def test_an_instance_that_dies_binding_is_diagnosable_after_it_is_gone(tmp_path:
         executor_ids = cluster.executors_of("ssn-broken")
         assert len(executor_ids) == 2
         node = cluster.state.nodes()[0].name
-        socket_dir = cluster._manager._socket_dir  # type: ignore[union-attr]
+        socket_dir = cluster._parts.manager._socket_dir  # type: ignore[union-attr]
         events = cluster.session_events("ssn-broken")
         for eid, event in zip(executor_ids, events, strict=False):
             assert event.message == (

@@ -174,12 +174,12 @@ def test_the_marker_accepts_fork_server(inner: pytest.Pytester) -> None:
 
         @pytest.mark.flame(fork_server=False)
         def test_spawned(flame_cluster):
-            assert flame_cluster._manager.fork_server is False
-            assert flame_cluster._manager._zygote is None
+            assert flame_cluster._parts.manager.fork_server is False
+            assert flame_cluster._parts.manager._zygote is None
 
         @pytest.mark.flame(fork_server=True)
         def test_forked(flame_cluster):
-            assert flame_cluster._manager.fork_server is True
+            assert flame_cluster._parts.manager.fork_server is True
         """
     )
     result = inner.runpytest()
@@ -324,14 +324,14 @@ def test_what_the_cluster_fails_to_clean_up_is_reported_as_its_bug(inner: pytest
     # does not reach this process.
     inner.makeconftest(
         """
-        import flamepy_fake._cluster as cluster_module
+        import flamepy_fake._parts as parts_module
 
         class _NoRmtree:
             @staticmethod
             def rmtree(path, ignore_errors=False):
                 pass
 
-        cluster_module.shutil = _NoRmtree
+        parts_module.shutil = _NoRmtree
         """
     )
     inner.makepyfile(
@@ -391,7 +391,7 @@ def test_a_process_clusters_stop_runs_while_the_next_test_does(inner: pytest.Pyt
         real_stop = cluster_module.FakeCluster.stop
 
         def held_stop(self):
-            STOPS.append((self._work_parent.name, threading.current_thread().name))
+            STOPS.append((self.options["work_dir"].name, threading.current_thread().name))
             if threading.current_thread() is not threading.main_thread():
                 RELEASE.wait(30)
             real_stop(self)

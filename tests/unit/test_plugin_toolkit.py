@@ -630,7 +630,7 @@ def test_fork_server_false_for_the_run_skips_the_zygote_prestart(
         from flamepy_fake import plugin
 
         def test_zygote(flame_cluster, request):
-            assert flame_cluster._manager.fork_server is {None if prestarted else False}
+            assert flame_cluster._parts.manager.fork_server is {None if prestarted else False}
             assert (request.config.stash.get(plugin._PRESTART, None) is not None) is {prestarted}
         """
     )

@@ -14,10 +14,8 @@ never the server's traceback (see :class:`ObjectNotFound`).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +28,7 @@ from bson.int64 import Int64
 
 from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
 
+from .._addresses import bracket, outbound_address
 from .._toolkit._calls import CACHE_SERVICE, CallLog
 from .._toolkit._faults import DELAY, FAIL, CallTarget, Faults
 from ._keys import (
@@ -107,26 +106,6 @@ def _size_hint(metadata: pa.Buffer | None) -> int:
         return 0
     digits = raw[len(SIZE_HINT_PREFIX) :]
     return int(digits) if digits.isdigit() else 0
-
-
-def _format_host(host: str) -> str:
-    try:
-        if ipaddress.ip_address(host.strip("[]")).version == 6:
-            return f"[{host.strip('[]')}]"
-    except ValueError:
-        pass
-    return host
-
-
-def _dialable_host() -> str:
-    """An address other hosts can dial when the server listens on every interface."""
-    # Connecting a UDP socket sends nothing; it only asks the kernel which local address routes out.
-    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("10.254.254.254", 1))
-        address: str = probe.getsockname()[0]
-        if address and address != "0.0.0.0":
-            return address
-    return "127.0.0.1"
 
 
 def _text(raw: bytes) -> str:
@@ -519,7 +498,7 @@ class FakeObjectCache:
             store = ObjectStore(
                 storage_dir=self._storage_dir, max_memory=self._max_memory, max_objects=self._max_objects
             )
-            location = f"{self.scheme}://{_format_host(self._host or '0.0.0.0')}:{self._requested_port}"
+            location = f"{self.scheme}://{bracket(self._host or '0.0.0.0')}:{self._requested_port}"
             kwargs: dict[str, Any] = {}
             if self._tls is not None:
                 kwargs["tls_certificates"] = [flight.CertKeyPair(cert=self._tls[0], key=self._tls[1])]
@@ -533,8 +512,8 @@ class FakeObjectCache:
                 raise OSError(f"cannot start the fake object cache on {location}: {exc}") from exc
             host = self._advertise_host
             if host is None:
-                host = _dialable_host() if self._host in _WILDCARD_HOSTS else self._host
-            self._endpoint = f"{self.scheme}://{_format_host(host)}:{server.port}"
+                host = outbound_address() if self._host in _WILDCARD_HOSTS else self._host
+            self._endpoint = f"{self.scheme}://{bracket(host)}:{server.port}"
             server.advertised = self._endpoint
             self._server, self._store = server, store
             log.info("fake object cache listening on %s", self._endpoint)
