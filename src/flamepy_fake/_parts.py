@@ -195,7 +195,7 @@ class ClusterParts:
             state,
             frontend_endpoint=self.endpoint,
             cache_endpoint=cache_endpoint,
-            backend=options.executors,
+            executors=options.executors,
             flmrun=options.flmrun,
             max_executors=options.max_executors,
             policies=options.policies,

@@ -53,7 +53,7 @@ def _run_one(
     state: ClusterState, session_id: str, rc: int, output: bytes | None, message: str | None
 ) -> None:
     """Play one executor: bind, take the next task, complete it with ``rc``."""
-    executor = state.create_executor(session_id, backend="test")
+    executor = state.create_executor(session_id, executors="test")
     state.bind_completed(executor.id, 0, None)
     task = state.launch_task(executor.id, DEADLINE)
     assert task is not None
@@ -249,7 +249,7 @@ def test_get_and_list_sessions(address: str, state: ClusterState) -> None:
     listed = {s.id: s.state for s in flamepy.list_sessions()}
     assert listed == {"a": SessionState.OPEN, "b": SessionState.CLOSED}
     # A bind failure is visible as a session event through GetSession and ListSession only.
-    executor = state.create_executor("a", backend="test")
+    executor = state.create_executor("a", executors="test")
     state.bind_completed(executor.id, 12, "OnSessionEnter raised RuntimeError: nope")
     events = flamepy.get_session("a").events
     assert [e.code for e in events] == [1001]
@@ -265,7 +265,7 @@ def test_close_session(address: str, state: ClusterState) -> None:
     session = flamepy.create_session("flmping", session_id="c")
     for i in range(3):
         session.create_task(f"in{i}".encode())
-    executor = state.create_executor("c", backend="test")
+    executor = state.create_executor("c", executors="test")
     state.bind_completed(executor.id, 0, None)
     assert state.launch_task(executor.id, DEADLINE) is not None
     with pytest.raises(FlameError) as exc:
@@ -391,7 +391,7 @@ def test_nodes_and_executors(address: str, state: ClusterState) -> None:
     assert node.status.capacity.cpu >= 1
     assert flamepy.list_executors() == []
     flamepy.create_session("flmping", session_id="e")
-    executor = state.create_executor("e", backend="test")
+    executor = state.create_executor("e", executors="test")
     (listed,) = flamepy.list_executors()
     assert (listed.metadata.id, listed.status.state, listed.status.session_id) == (executor.id, 3, "e")
     assert listed.spec.node == "compat-node" and listed.spec.resreq.memory == 1073741824

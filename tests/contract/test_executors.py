@@ -287,7 +287,7 @@ def test_service_program_serves_a_binding(tmp_path: Path, probe: dict[str, Any],
     assert env["TMPDIR"] == env["TEMP"] == env["TMP"]
     assert env["TMPDIR"].startswith(first["cwd"]) and env["TMPDIR"].endswith("/work/probe/tmp")
     assert Path(first["cwd"]).name == executors[0].id
-    assert executors[0].backend == "process" and executors[0].app == "probe"
+    assert executors[0].executors == "process" and executors[0].app == "probe"
     assert "probe task 1: report" in logs
 
 
@@ -476,7 +476,7 @@ def test_wasm_apps_are_never_scheduled(tmp_path: Path, probe: dict[str, Any]) ->
 def test_batch_sessions_run_in_whole_gangs_on_both_backends(
     tmp_path: Path, backend: str, fork_server: bool | None
 ) -> None:
-    with harness(tmp_path, backend=backend, fork_server=fork_server) as h:
+    with harness(tmp_path, executors=backend, fork_server=fork_server) as h:
         sid = h.session("batch", "flmping", batch_size=2)
         first = h.task(sid, b"{}")
         witness = h.session("witness", "flmping")
@@ -496,12 +496,12 @@ def test_batch_sessions_run_in_whole_gangs_on_both_backends(
         gang = [e for e in h.manager.executors() if e.session == sid]
         h.remember_pids()
     assert counts <= {0, 2} and 2 in counts, counts  # a whole gang, never part of one
-    assert {e.backend for e in gang} == {backend}
+    assert {e.executors for e in gang} == {backend}
 
 
 def test_with_drf_a_lone_task_gets_a_whole_gang(tmp_path: Path) -> None:
     # v0.6.0 with drf enabled (its built-in default [priority, drf, gang], Helm's [drf, gang]).
-    with harness(tmp_path, backend="thread", policies=("priority", "drf", "gang")) as h:
+    with harness(tmp_path, executors="thread", policies=("priority", "drf", "gang")) as h:
         sid = h.session("batch", "flmping", batch_size=2)
         assert h.wait_task(sid, h.task(sid, b"{}").id).state == SUCCEED
         assert len([e for e in h.manager.executors() if e.session == sid]) == 2
@@ -538,7 +538,7 @@ def test_cluster_cap_queues_sessions(tmp_path: Path, fork_server: bool) -> None:
 
 @pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
 def test_flmexec(tmp_path: Path, backend: str, fork_server: bool | None) -> None:
-    with harness(tmp_path, backend=backend, fork_server=fork_server) as h:
+    with harness(tmp_path, executors=backend, fork_server=fork_server) as h:
         sid = h.session("s1", "flmexec")
         script = {"language": "python", "code": "import sys; print(sys.stdin.read().upper()); sys.exit(4)"}
         script["input"] = list(b"abc")
@@ -546,7 +546,7 @@ def test_flmexec(tmp_path: Path, backend: str, fork_server: bool | None) -> None
         shell = {"language": "shell", "code": "echo $((6*7))"}
         done2 = h.wait_task(sid, h.task(sid, json.dumps(shell).encode()).id)
         bad = h.wait_task(sid, h.task(sid, b'{"language": "cobol", "code": ""}').id)
-        assert {e.backend for e in h.manager.executors()} == {backend}
+        assert {e.executors for e in h.manager.executors()} == {backend}
         h.remember_pids()
 
     assert done.state == SUCCEED and json.loads(done.output or b"") == {"data": list(b"ABC\n")}
@@ -558,7 +558,7 @@ def test_flmexec(tmp_path: Path, backend: str, fork_server: bool | None) -> None
 def test_flmping_answers_like_the_real_service(
     tmp_path: Path, backend: str, fork_server: bool | None
 ) -> None:
-    with harness(tmp_path, backend=backend, fork_server=fork_server) as h:
+    with harness(tmp_path, executors=backend, fork_server=fork_server) as h:
         sid = h.session("s1", "flmping")
         done = h.wait_task(sid, h.task(sid, b'{"memory":1024}').id)
         bad = h.wait_task(sid, h.task(sid, b"hello").id)
@@ -648,7 +648,7 @@ def test_flamepy_runner_e2e(tmp_path: Path, backend: str, flmrun: str, fork_serv
             cwd=tmp_path,
         )
         pids = {e.pid for e in cluster.executors() if e.pid is not None}
-        backends = {e.backend for e in cluster.executors()}
+        backends = {e.executors for e in cluster.executors()}
         work_dir = cluster.work_dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -746,7 +746,7 @@ def test_runner_package_modules_are_importable(
 
 @pytest.mark.parametrize(("backend", "fork_server"), FORKABLE_BACKENDS)
 def test_runner_session_with_bad_common_data(tmp_path: Path, backend: str, fork_server: bool | None) -> None:
-    with harness(tmp_path, retry_limit=1, backend=backend, fork_server=fork_server) as h:
+    with harness(tmp_path, retry_limit=1, executors=backend, fork_server=fork_server) as h:
         flmrun = h.state.get_application("flmrun")
         h.register("runner-app", command=flmrun.command, arguments=flmrun.arguments, installer="python")
         sid = h.session("s1", "runner-app", common_data=b"junk")

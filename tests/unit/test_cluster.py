@@ -442,7 +442,7 @@ def test_stop_with_live_instances_leaves_nothing(backend: str, resources: Resour
             time.sleep(0.05)
         bound = [e for e in c.executors() if e.state == "bound"]
         assert len(bound) == 2, c.executors()
-        assert {e.backend for e in bound} == {backend}
+        assert {e.executors for e in bound} == {backend}
         if backend == "process":
             assert all(e.pid for e in bound)
     resources.assert_clean()

@@ -205,7 +205,7 @@ def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tup
         ClusterState(),
         frontend_endpoint="http://127.0.0.1:1",
         cache_endpoint="grpc://127.0.0.1:2",
-        backend=backend,
+        executors=backend,
         flmrun=flmrun,
         work_dir=tmp_path,
     )
@@ -215,4 +215,4 @@ def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tup
         AppRecord(name="flmping", command="${FLAME_HOME}/bin/flmping-service"),
         AppRecord(name="svc", command="python3", arguments=["svc.py"]),
     )
-    assert tuple(manager.backend_for(app) for app in apps) == expected
+    assert tuple(manager.executors_for(app) for app in apps) == expected

@@ -70,9 +70,19 @@ def test_sessions_tasks_and_executors(cluster: FakeCluster, stub: rpc.Stub) -> N
     assert second.state is TaskState.FAILED and second.message is not None
     assert second.message == second.events[-1].message
     executors = cluster.executors()  # one per pending task (autoscaling)
-    assert {(e.state, e.session, e.app, e.task_id, e.backend) for e in executors} == {
+    assert {(e.state, e.session, e.app, e.task_id, e.executors) for e in executors} == {
         (ExecutorState.BOUND, "p1", "flmping", None, "thread")
     }
+    with pytest.warns(DeprecationWarning) as caught:
+        assert executors[0].backend == "thread"  # the former name still reads it
+    assert [(str(w.message), w.filename) for w in caught] == [
+        (
+            "ExecutorInfo.backend is deprecated: the instance mode is now executors (executors=..., "
+            "--executors, --flame-executors, ini flame_executors; same values: auto, thread, process); "
+            "backend names where clusters come from (fake, real, external)",
+            __file__,
+        )
+    ]
     invokes = cluster.calls(service="flame.v1.Instance", method="OnTaskInvoke")
     assert sorted((c.session_id, c.task_id, c.status, c.app) for c in invokes) == [
         ("p1", "1", "OK", "flmping"),

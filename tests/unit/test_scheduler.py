@@ -31,7 +31,7 @@ class Recorder:
             state,
             spawn=lambda d, eid: self.spawned.append((d.session_id, eid)),
             live=lambda: len(self.state.executors()),
-            backend_for=lambda d: "thread",
+            executors_for=lambda d: "thread",
             max_executors=max_executors,
             policies=policies,
             retry_backoff=backoff,
@@ -160,8 +160,15 @@ def test_probe_after_backoff(state: ClusterState) -> None:
 
 
 def test_rejects_bad_cap(state: ClusterState) -> None:
-    with pytest.raises(ValueError, match="max_executors"):
-        Scheduler(state, spawn=lambda d, e: None, live=lambda: 0, backend_for=lambda d: "x", max_executors=0)
+    def scheduler(cap: int) -> Scheduler:
+        return Scheduler(
+            state, spawn=lambda d, e: None, live=lambda: 0, executors_for=lambda d: "x", max_executors=cap
+        )
+
+    with pytest.raises(ValueError) as err:
+        scheduler(0)
+    assert str(err.value) == "max_executors must be at least 1, got 0"
+    scheduler(1)  # the boundary's other side
 
 
 def test_thread_starts_and_stops(state: ClusterState) -> None:

@@ -35,7 +35,7 @@ def _open(state: ClusterState, sid: str = "s1", **kw: object) -> st.SessionRecor
 
 
 def _bound_executor(state: ClusterState, sid: str = "s1") -> str:
-    ex = state.create_executor(sid, backend="test")
+    ex = state.create_executor(sid, executors="test")
     state.bind_completed(ex.id, 0, None)
     return ex.id
 
@@ -712,7 +712,7 @@ def test_demand_order_and_counts(state: ClusterState) -> None:
     state.close_session("closed")
     state.create_task("high", b"x")
     state.create_task("high", b"y")
-    ex = state.create_executor("high", backend="thread")
+    ex = state.create_executor("high", executors="thread")
     demand = state.demand()
     assert [d.session_id for d in demand] == ["high", "low", "low2"]
     high = demand[0]
@@ -727,11 +727,11 @@ def test_demand_order_and_counts(state: ClusterState) -> None:
 
 def test_create_executor(state: ClusterState) -> None:
     with pytest.raises(StateError) as exc:
-        state.create_executor("nope", backend="thread")
+        state.create_executor("nope", executors="thread")
     assert exc.value.code == "NOT_FOUND"
     _open(state, resreq=(2, 3, 0))
-    ex = state.create_executor("s1", backend="process")
-    assert (ex.state, ex.session_id, ex.application, ex.backend, ex.resreq) == (
+    ex = state.create_executor("s1", executors="process")
+    assert (ex.state, ex.session_id, ex.application, ex.executors, ex.resreq) == (
         3,
         "s1",
         "flmping",
@@ -745,7 +745,7 @@ def test_create_executor(state: ClusterState) -> None:
     assert (app.name, ssn.id) == ("flmping", "s1")
     state.close_session("s1")
     with pytest.raises(StateError) as exc:
-        state.create_executor("s1", backend="thread")
+        state.create_executor("s1", executors="thread")
     _check(exc, "INVALID_ARGUMENT", "Session s1 is not open")
     with pytest.raises(StateError) as exc:
         state.binding(ex.id)
@@ -757,7 +757,7 @@ def test_create_executor(state: ClusterState) -> None:
 
 def test_binding_carries_common_data(state: ClusterState) -> None:
     _open(state, common_data=b"shared")
-    ex = state.create_executor("s1", backend="thread")
+    ex = state.create_executor("s1", executors="thread")
     _, ssn = state.binding(ex.id)
     assert ssn.common_data == b"shared"
 
@@ -769,7 +769,7 @@ def test_bind_failures_and_retry_limit() -> None:
         state.create_task("s1", b"x")
         ids = []
         for rc in (10, 12, 19):
-            ex = state.create_executor("s1", backend="thread")
+            ex = state.create_executor("s1", executors="thread")
             state.bind_completed(ex.id, rc, "install failed" if rc == 10 else None)
             ids.append(ex.id)
             record = next(e for e in state.executors() if e.id == ex.id)
@@ -1005,13 +1005,13 @@ def test_release_after_double_unbind_still_requeues_the_held_task(state: Cluster
 def test_a_gang_of_executors_is_created_in_one_change(state: ClusterState) -> None:
     _open(state, batch_size=3)
     before = state.generation
-    gang = state.create_executors("s1", 3, backend="thread")
+    gang = state.create_executors("s1", 3, executors="thread")
     assert state.generation == before + 1  # one change: no observer sees part of the gang
     assert [(e.state, e.session_id) for e in gang] == [(3, "s1")] * 3
     assert len({e.id for e in gang}) == 3
     assert [e.id for e in state.executors()] == [e.id for e in gang]
     state.close_session("s1")
     with pytest.raises(StateError) as exc:
-        state.create_executors("s1", 3, backend="thread")
+        state.create_executors("s1", 3, executors="thread")
     _check(exc, "INVALID_ARGUMENT", "Session s1 is not open")
     assert len(state.executors()) == 3

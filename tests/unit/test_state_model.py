@@ -119,7 +119,7 @@ class StateMachine(RuleBasedStateMachine):
     def bind(self, sid: str) -> str:
         ssn = self.sessions.get(sid)
         try:
-            rec = self.state.create_executor(sid, backend="model")
+            rec = self.state.create_executor(sid, executors="model")
         except StateError as exc:
             assert exc.code == ("NOT_FOUND" if ssn is None else "INVALID_ARGUMENT")
             return ""

@@ -200,7 +200,7 @@ class ExecutorRecord:
     session_id: str | None
     task_id: int | None
     application: str | None
-    backend: str
+    executors: str
     pid: int | None = None
     resreq: ResReq = FALLBACK_RESREQ
 

@@ -59,7 +59,7 @@ class Scheduler:
         spawn: called with each new executor's (session demand, executor id) after the executor
             record exists; it must start the executor and return at once.
         live: returns how many instances are alive (including ones tearing down).
-        backend_for: the backend (``"thread"``/``"process"``) to record for a session's app.
+        executors_for: how a session's app runs (``"thread"``/``"process"``), for its records.
         max_executors: the fake's optional cap on live instances (``None``: no cap, as v0.6.0).
         policies: v0.6.0's scheduling policies (see :func:`~flamepy_fake._control._policies.check_policies`).
         retry_backoff: seconds before the first retry after a bind failure (doubles each time).
@@ -72,7 +72,7 @@ class Scheduler:
         *,
         spawn: Callable[[SessionDemand, str], None],
         live: Callable[[], int],
-        backend_for: Callable[[SessionDemand], str],
+        executors_for: Callable[[SessionDemand], str],
         max_executors: int | None = None,
         policies: tuple[str, ...] = DEFAULT_POLICIES,
         retry_backoff: float = 0.5,
@@ -84,7 +84,7 @@ class Scheduler:
         self._state = state
         self._spawn = spawn
         self._live = live
-        self._backend_for = backend_for
+        self._executors_for = executors_for
         self.max_executors = max_executors
         self.retry_backoff = retry_backoff
         self._clock = clock
@@ -210,7 +210,9 @@ class Scheduler:
     def _create(self, demand: SessionDemand, count: int, *, probing: bool) -> bool:
         """Create one gang of ``count`` executors for the session and start them."""
         try:
-            gang = self._state.create_executors(demand.session_id, count, backend=self._backend_for(demand))
+            gang = self._state.create_executors(
+                demand.session_id, count, executors=self._executors_for(demand)
+            )
         except StateError:
             return False  # closed meanwhile
         if probing:

@@ -74,15 +74,15 @@ class ExecutorSide(StateCore):
                 )
             return result
 
-    def create_executor(self, session_id: str, *, backend: str) -> ExecutorRecord:
+    def create_executor(self, session_id: str, *, executors: str) -> ExecutorRecord:
         """Create an executor already assigned to ``session_id``, in state Binding.
 
         Raises:
             StateError: NOT_FOUND if the session is unknown, INVALID_ARGUMENT if it is closed.
         """
-        return self.create_executors(session_id, 1, backend=backend)[0]
+        return self.create_executors(session_id, 1, executors=executors)[0]
 
-    def create_executors(self, session_id: str, count: int, *, backend: str) -> list[ExecutorRecord]:
+    def create_executors(self, session_id: str, count: int, *, executors: str) -> list[ExecutorRecord]:
         """Create a gang of ``count`` executors for ``session_id`` in one change, all Binding.
 
         Nobody (ListExecutor included) ever sees part of the gang, as v0.6.0 binds a gang in one
@@ -102,7 +102,7 @@ class ExecutorSide(StateCore):
                     session_id=session_id,
                     task_id=None,
                     application=ssn.rec.application,
-                    backend=backend,
+                    executors=executors,
                     resreq=ssn.rec.resreq,
                 )
                 self._executors[rec.id] = rec

@@ -1,9 +1,10 @@
 """The fake cluster's executor manager: scheduler-driven instances in threads or processes.
 
 ``ExecutorManager`` is the only entry point (contract D); see ``_manager`` for the executor
-life cycle, ``_instance`` for the two instance kinds, ``_launch`` for command and
-environment construction, ``_zygote``/``_zygote_pool`` for the fork servers every cluster
-of a process shares, and ``_visible``/``_import_scope`` for what an instance can import (what a
+life cycle, ``_info`` for what it reports, ``_factory`` for making an executor's instance,
+``_instance`` for the two instance kinds, ``_launch`` for command and environment
+construction, ``_zygote``/``_zygote_pool`` for the fork servers every cluster of a process
+shares, and ``_visible``/``_import_scope`` for what an instance can import (what a
 Flame executor has, not the test's whole environment).
 """
 
@@ -14,7 +15,8 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from .._options import FLMRUN_MODES
-    from ._manager import BACKENDS, AbandonedInstance, ExecutorInfo, ExecutorManager
+    from ._info import AbandonedInstance, ExecutorInfo
+    from ._manager import BACKENDS, ExecutorManager
     from ._zygote_pool import ForkServers, shared_fork_servers, stop_shared_fork_servers
 
 # Loaded on first access: the zygote pool is needed (by the plugin, before any cluster) without
@@ -22,8 +24,8 @@ if _typing.TYPE_CHECKING:
 _LAZY = {
     "BACKENDS": "._manager",
     "FLMRUN_MODES": ".._options",
-    "AbandonedInstance": "._manager",
-    "ExecutorInfo": "._manager",
+    "AbandonedInstance": "._info",
+    "ExecutorInfo": "._info",
     "ExecutorManager": "._manager",
     "ForkServers": "._zygote_pool",
     "shared_fork_servers": "._zygote_pool",

@@ -20,7 +20,7 @@ connection per process), so for flamepy calls inside thread tasks the manager ex
 variables into ``os.environ`` when they are unset (``export_env``) and removes them at stop.
 Limits: with several clusters in one process, or a flamepy connection made earlier to another
 cluster, flamepy calls in thread tasks go where flamepy's process-wide state points; use the
-process backend for such code. Threads a task starts itself do not see ``current_config()``.
+process executors for such code. Threads a task starts itself do not see ``current_config()``.
 A Runner package's directories are appended to this process's ``sys.path`` for thread
 instances (modules pickled by reference must be importable here); a module already imported
 under the same name is not reloaded.
@@ -29,7 +29,6 @@ under the same name is not reloaded.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import shutil
@@ -41,29 +40,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flamepy_runner._config import FlameConfig
 from flamepy_runner._proto import pb
 
 from .._control._policies import DEFAULT_POLICIES
 from .._control._scheduler import Scheduler
 from .._control._state import AppRecord, ClusterState, SessionDemand, SessionRecord, StateError, TaskRecord
-from .._home import FOREIGN_VARIABLES
-from .._install import Installation, Installer, InstallError, ReleaseStore, shared_release_store
+from .._install import Installer, InstallError, ReleaseStore, shared_release_store
 from .._options import EXECUTORS
-from .._toolkit._introspect import ExecutorState, executor_state
+from .._toolkit._introspect import executor_state
+from ._factory import InstanceFactory
 from ._hooks import ExecutorHooks
-from ._import_scope import ENV_VAR as IMPORT_SCOPE_VAR
-from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError, ThreadInstance
+from ._info import AbandonedInstance, ExecutorInfo
+from ._instance import Instance, InstanceCrashed, ProcessInstance, ShimError
 from ._launch import (
-    build_env,
-    instance_argv,
     is_flmexec,
     is_flmping,
     is_flmrun,
 )
-from ._visible import instance_scope
 from ._zygote import ForkServer, fallback_text, fork_supported
-from ._zygote_pool import ForkServers, own_paths, shared_fork_servers, zygote_request
+from ._zygote_pool import ForkServers, shared_fork_servers, zygote_request
 
 __all__ = ["AbandonedInstance", "ExecutorInfo", "ExecutorManager"]
 
@@ -73,59 +68,6 @@ _T = TypeVar("_T")
 BACKENDS = EXECUTORS  # the former name, kept for the package's exports
 
 
-@dataclasses.dataclass(frozen=True)
-class ExecutorInfo:
-    """One executor as ``cluster.executors()`` shows it.
-
-    Attributes:
-        id: the executor id (a UUID).
-        state: an :class:`~flamepy_fake.ExecutorState` (a ``str`` enum, so it also equals
-            ``"binding"``, ``"bound"``, ``"unbinding"``, ...: upstream's names, lowercase).
-        session: the session it serves, if any.
-        app: the application of that session.
-        backend: ``thread`` or ``process``.
-        pid: the instance's process id (None for thread instances or before spawning).
-        task_id: the task it is running, if any.
-    """
-
-    id: str
-    state: ExecutorState
-    session: str | None
-    app: str | None
-    backend: str
-    pid: int | None
-    task_id: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class AbandonedInstance:
-    """A thread instance still running user code when the manager stopped.
-
-    A thread cannot be killed: :meth:`ExecutorManager.stop` leaves it running (a daemon thread,
-    renamed ``flamepy-fake-abandoned-<id>``) instead of waiting for it.
-
-    Attributes:
-        executor_id: the executor the thread served.
-        thread_name: the thread's name after it was marked.
-        session_id: the session it was bound to, if known.
-        task_id: the task it was running, if any.
-    """
-
-    executor_id: str
-    thread_name: str
-    session_id: str | None
-    task_id: int | None
-
-    def describe(self) -> str:
-        """One line: which executor, thread, task and session."""
-        what = f"executor {self.executor_id} (thread {self.thread_name})"
-        if self.task_id is not None:
-            return f"{what} running task {self.task_id} of session {self.session_id}"
-        if self.session_id is not None:
-            return f"{what} serving session {self.session_id}"
-        return what
-
-
 class ExecutorManager:
     """Runs the cluster's instances (contract D).
 
@@ -133,7 +75,7 @@ class ExecutorManager:
         state: the cluster state.
         frontend_endpoint: ``FLAME_ENDPOINT`` given to instances (``http://host:port``).
         cache_endpoint: ``FLAME_CACHE_ENDPOINT`` given to instances (``grpc://host:port``).
-        backend: ``auto`` or ``process`` (every instance is a process: isolated module state,
+        executors: ``auto`` or ``process`` (every instance is a process: isolated module state,
             as on a real cluster) or ``thread`` (threads whenever the app can run in-process:
             flmrun with the builtin worker, flmexec, flmping; they share this process's module
             state; any other command always runs as a process).
@@ -178,7 +120,7 @@ class ExecutorManager:
         *,
         frontend_endpoint: str,
         cache_endpoint: str,
-        backend: str = "auto",
+        executors: str = "auto",
         flmrun: str = "builtin",
         max_executors: int | None = None,
         policies: tuple[str, ...] = DEFAULT_POLICIES,
@@ -200,7 +142,7 @@ class ExecutorManager:
         self.state = state
         self.frontend_endpoint = frontend_endpoint
         self.cache_endpoint = cache_endpoint
-        self.backend = backend
+        self._executors = executors
         self.flmrun = flmrun
         self.instance_imports = instance_imports
         self.max_executors = max_executors
@@ -212,7 +154,6 @@ class ExecutorManager:
         self.python = python
         self.abandoned: list[AbandonedInstance] = []
         self.hooks = hooks
-        self.client_config = FlameConfig(endpoint=frontend_endpoint, cache_endpoint=cache_endpoint)
         self.installer = Installer(
             self.work_dir / "apps",
             python=python,
@@ -226,7 +167,7 @@ class ExecutorManager:
         self._history: dict[str, str] = {}  # executor id -> session, every executor ever spawned
         self._stopping = threading.Event()
         self._started = False
-        self._cache: object | None = None  # CacheClient for thread instances, made on first use
+        self._factory: InstanceFactory | None = None  # made by start()
         self._socket_dir: Path | None = None
         self.export_env = export_env
         self.home = home
@@ -238,7 +179,7 @@ class ExecutorManager:
             state,
             spawn=self._spawn,
             live=self._live,
-            backend_for=lambda d: self.backend_for(d.app),
+            executors_for=lambda d: self.executors_for(d.app),
             max_executors=max_executors,
             policies=policies,
             retry_backoff=retry_backoff,
@@ -268,12 +209,25 @@ class ExecutorManager:
             }
             os.environ.update(self._exported)
         self._start_fork_server()
+        self._factory = InstanceFactory(
+            work_dir=self.work_dir,
+            socket_dir=self._socket_dir,
+            frontend_endpoint=self.frontend_endpoint,
+            cache_endpoint=self.cache_endpoint,
+            flmrun=self.flmrun,
+            instance_imports=self.instance_imports,
+            python=self.python,
+            home=self.home,
+            bind_timeout=self.bind_timeout,
+            stop_grace=self.stop_grace,
+            zygote=self._zygote,
+        )
         self._scheduler.start()
 
     def _start_fork_server(self) -> None:
-        """Find (or start in the background) the zygote, unless off, useless (thread backend)
+        """Find (or start in the background) the zygote, unless off, useless (thread executors)
         or unsupported. It is shared: it outlives this manager (see :mod:`._zygote_pool`)."""
-        if self.fork_server is False or self.backend == "thread":
+        if self.fork_server is False or self._executors == "thread":
             return
         if not fork_supported():
             logger.warning(fallback_text(f"no fork server on {sys.platform} (fork is safe on Linux only)"))
@@ -309,10 +263,8 @@ class ExecutorManager:
         self._abandon_running_threads()
         # The zygote is shared: its pool stops it; this manager's children are gone by now.
         self.withdraw_env()
-        cache, self._cache = self._cache, None
-        if cache is not None:
-            with contextlib.suppress(Exception):
-                cache.close()  # type: ignore[attr-defined]
+        if self._factory is not None:
+            self._factory.close()
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
@@ -367,7 +319,7 @@ class ExecutorManager:
                 state=executor_state(rec.state),
                 session=rec.session_id,
                 app=rec.application,
-                backend=rec.backend,
+                executors=rec.executors,
                 pid=rec.pid,
                 task_id=rec.task_id,
             )
@@ -395,10 +347,10 @@ class ExecutorManager:
         with self._lock:
             return [eid for eid, sid in self._history.items() if sid == session_id]
 
-    def backend_for(self, app: AppRecord) -> str:
-        """The backend an instance of ``app`` gets."""
+    def executors_for(self, app: AppRecord) -> str:
+        """How an instance of ``app`` runs: ``thread`` or ``process``."""
         in_process = (is_flmrun(app) and self.flmrun == "builtin") or is_flmexec(app) or is_flmping(app)
-        return "thread" if in_process and self.backend == "thread" else "process"
+        return "thread" if in_process and self._executors == "thread" else "process"
 
     # -- executors ------------------------------------------------------------------------------
 
@@ -469,11 +421,11 @@ class ExecutorManager:
         return self.hooks.backend_call(method, session_id, task_id, fn, *args)
 
     def _serve(self, eid: str, app: AppRecord, ssn: SessionRecord) -> None:
-        backend = self.backend_for(app)
+        executors = self.executors_for(app)
         try:
             if self.hooks is not None:
                 self.hooks.before_install(app.name, ssn.id)
-            installation = self.installer.install(app, dependencies=backend == "process")
+            installation = self.installer.install(app, dependencies=executors == "process")
         except InstallError as exc:
             self._bind_failed(eid, ssn.id, 10, f"application installation failed: {exc}")
             return
@@ -481,7 +433,8 @@ class ExecutorManager:
             self._bind_failed(eid, ssn.id, 10, f"application installation failed: {exc!r}")
             return
         try:
-            inst = self._make_instance(eid, app, backend, installation)
+            assert self._factory is not None, "the manager is not started"
+            inst = self._factory.make(eid, app, executors, installation)
         except ShimError as exc:
             self._bind_failed(eid, ssn.id, 11, f"shim creation failed: {exc}")
             return
@@ -603,92 +556,6 @@ class ExecutorManager:
                 message,
             )
         return crashed
-
-    # -- instance construction ------------------------------------------------------------------
-
-    def _thread_cache(self) -> object:
-        from flamepy_runner._cache import CacheClient
-
-        with self._lock:
-            if self._cache is None:
-                self._cache = CacheClient(self.client_config)
-            return self._cache
-
-    def _make_instance(self, eid: str, app: AppRecord, backend: str, installation: Installation) -> Instance:
-        if backend == "thread":
-            if is_flmexec(app) or is_flmping(app):
-                from .._flmexec import FlmexecService
-                from .._flmping import PingService
-
-                factory = FlmexecService if is_flmexec(app) else PingService
-                return ThreadInstance(factory, self.client_config)
-            from flamepy_runner._worker import RunnerWorker
-
-            _append_sys_path(installation.pythonpath)
-            cache = self._thread_cache()
-            return ThreadInstance(lambda: RunnerWorker(cache), self.client_config)  # type: ignore[arg-type]
-        assert self._socket_dir is not None, "the manager is not started"
-        auto_dir = not app.working_directory
-        top = self.work_dir / "instances" / eid if auto_dir else Path(app.working_directory or "")
-        app_dir = top / "work" / app.name
-        tmp_dir = app_dir / "tmp"
-        try:
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ShimError(f"cannot create the working directory {app_dir}: {exc}") from exc
-        socket_path = self._socket_dir / f"{eid}.sock"
-        base = {k: v for k, v in os.environ.items() if k not in FOREIGN_VARIABLES}
-        if self.home is not None:
-            base["HOME"] = str(self.home)
-        env = build_env(
-            app,
-            base=base,
-            socket_path=socket_path,
-            frontend_endpoint=self.frontend_endpoint,
-            cache_endpoint=self.cache_endpoint,
-            tmp_dir=tmp_dir,
-            installation=installation,
-            extra_pythonpath=own_paths(),
-        )
-        if is_flmrun(app) and self.instance_imports == "declared":
-            scope = instance_scope(self.flmrun, app.name, installation.declared, installation.pythonpath)
-            env[IMPORT_SCOPE_VAR] = scope.to_env()
-        argv = instance_argv(app, self.flmrun, env, self.python)
-        if not argv[0]:
-            raise ShimError("the application has no command")
-        if "${" in argv[0] or argv[0].startswith("$"):
-            raise ShimError(f"failed to start service by command <{argv[0]}>: unexpanded variable")
-        logs = self.work_dir / "logs"
-        return ProcessInstance(
-            argv,
-            env=env,
-            cwd=top,
-            socket_path=socket_path,
-            stdout_path=logs / f"{eid}.out",
-            stderr_path=logs / f"{eid}.err",
-            cleanup=(top,) if auto_dir else (app_dir,),
-            ready_timeout=self.bind_timeout,
-            call_timeout=self.bind_timeout,
-            stop_grace=self.stop_grace,
-            display=" ".join(argv),
-            fork_server=self._zygote,
-        )
-
-
-_SYS_PATH_LOCK = threading.Lock()
-
-
-def _append_sys_path(paths: tuple[str, ...]) -> None:
-    """Make a Runner package importable by in-process instances, after everything else.
-
-    Functions and classes pickled by reference name modules of the Runner's package; a thread
-    instance can only import them from this process. The directories are appended, never
-    prepended, so modules the process already imports win (in a test run, the project's own).
-    """
-    with _SYS_PATH_LOCK:
-        for path in paths:
-            if path not in sys.path:
-                sys.path.append(path)
 
 
 def _session_context(app: AppRecord, ssn: SessionRecord) -> pb.SessionContext:

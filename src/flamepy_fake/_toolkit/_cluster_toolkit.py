@@ -113,7 +113,7 @@ class ClusterToolkit:
         return [ObjectInfo(*row) for row in cache.store.objects()]
 
     def executors(self) -> list[ExecutorInfo]:
-        """The cluster's executors now: id, state, session, app, backend, pid, task_id.
+        """The cluster's executors now: id, state, session, app, executors (thread or process), pid, task_id.
 
         Raises:
             UsageError: the cluster is not running.

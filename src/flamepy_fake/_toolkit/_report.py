@@ -93,7 +93,7 @@ def _state_lines(cluster: FakeCluster, shown: set[str]) -> list[str]:
     lines.append("Executors:" if executors else "Executors: none")
     lines += _bounded(
         [
-            f"  - {e.id} {e.state.value} ({e.backend}"
+            f"  - {e.id} {e.state.value} ({e.executors}"
             + (f", pid {e.pid}" if e.pid else "")
             + f"): session {e.session} of {e.app}"
             + (f", running task {e.task_id}" if e.task_id is not None else "")
