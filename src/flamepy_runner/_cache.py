@@ -9,18 +9,17 @@ Wire summary (see ``cache-and-executor.md`` part A): a put is a ``DoPut`` of row
 ``{version: uint64, data: binary}`` (or a native Arrow table) answered by one BSON PutResult
 ``{endpoint, key, version}``; a get is ``DoGet("<key>:<known version>")`` answered by the full
 object, only the newer patches, or zero rows when nothing changed; a patch is a ``DoPut`` with
-command ``PATCH:<key>``; deletes are ``DoAction("DELETE", prefix)``.
+command ``PATCH:<key>``; deletes are ``DoAction("DELETE", prefix)``. Files (``upload_object``,
+``download_object``) are :mod:`._cache_files`, the client's base class.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import threading
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,16 @@ import bson
 import pyarrow as pa
 import pyarrow.flight as flight
 
+from ._cache_files import FileTransfers
 from ._cache_wire import (
+    KIND_BASE,
+    KIND_PATCH,
+    OPAQUE_SCHEMA,
     SIZE_HINT_PREFIX,
     ObjectRef,
     cell_buffers,
     check_full_key,
     check_path,
-    data_chunks,
     flight_errors,
     flight_location,
     matches,
@@ -61,22 +63,17 @@ __all__ = ["CacheClient", "Deserializer", "ObjectRef"]
 #: ``deserializer(base, patches)`` folds an object's base and its patches into one value.
 Deserializer = Callable[[Any, list[Any]], Any]
 
-_UPLOAD_CHUNK = 1024 * 1024
 # Opaque payloads go out in rows of at most this size (flamepy's upload chunk).
 _ROW_BYTES = 1024 * 1024
 _LOCAL_CACHE_SIZE = 1000
 _VIEWS_PER_OBJECT = 4
 # Bulk transfers get a deadline that grows with their size, at this assumed worst-case rate,
-# and never below flamepy's fixed 300 s for uploads.
+# and (for files, _cache_files) never below flamepy's fixed 300 s for uploads.
 _SLOWEST_RATE = 4 * 1024 * 1024
-_TRANSFER_FLOOR = 300.0
 _GRPC_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
 ]
-_OPAQUE_SCHEMA = pa.schema([pa.field("version", pa.uint64()), pa.field("data", pa.binary())])
-_KIND_BASE = "base"
-_KIND_PATCH = "patch"
 
 
 # --------------------------------------------------------------------------- local cache
@@ -107,7 +104,7 @@ class _Fetched:
 # --------------------------------------------------------------------------- the client
 
 
-class CacheClient:
+class CacheClient(FileTransfers):
     """A thread-safe client for one Flame object cache.
 
     Args:
@@ -312,7 +309,7 @@ class CacheClient:
         return self._put(
             endpoint,
             descriptor,
-            _OPAQUE_SCHEMA,
+            OPAQUE_SCHEMA,
             rows,
             key=key,
             timeout=self._transfer_timeout(size),
@@ -459,13 +456,13 @@ class CacheClient:
             kinds = [str(k) for k in table.column("kind").to_pylist()]
         else:
             # Older servers: the first row is the base, the rest are patches.
-            kinds = [_KIND_BASE] + [_KIND_PATCH] * (len(versions) - 1)
+            kinds = [KIND_BASE] + [KIND_PATCH] * (len(versions) - 1)
         values = [deserialize(buf) for buf in cell_buffers(table.column("data"))]
         if not len(versions) == len(kinds) == len(values):
             raise InternalError(f"object cache {ref.endpoint} sent ragged columns for {ref.key}")
         rows = list(zip(versions, kinds, values, strict=True))
-        bases = [i for i, (_, kind, _) in enumerate(rows) if kind == _KIND_BASE]
-        patches = tuple((v, value) for v, kind, value in rows if kind == _KIND_PATCH)
+        bases = [i for i, (_, kind, _) in enumerate(rows) if kind == KIND_BASE]
+        patches = tuple((v, value) for v, kind, value in rows if kind == KIND_PATCH)
         if len(bases) + len(patches) != len(rows) or bases not in ([], [0]):
             raise InternalError(
                 f"object cache {ref.endpoint} answered {ref.key} with malformed rows (kinds {kinds})",
@@ -509,105 +506,3 @@ class CacheClient:
         with self._lock:
             for cache_key in [k for k in self._objects if matches(prefix, k[1])]:
                 del self._objects[cache_key]
-
-    # ----------------------------------------------------------------- files
-
-    def upload_object(self, key: str, path: str | os.PathLike[str]) -> ObjectRef:
-        """Upload a file, streamed in 1 MiB rows (flamepy's ``upload_object`` layout).
-
-        Flight has no way to abort an upload cleanly: if this call is interrupted locally (for
-        instance by ``KeyboardInterrupt``), the cache may keep the part already sent. Upload
-        again before using the key.
-
-        Args:
-            key: a full key ``<app>/<session>/<name>`` (created or overwritten) or a prefix
-                ``<app>/<session>`` (a new id is generated).
-            path: the file to send.
-
-        Returns:
-            The reference to the stored file.
-
-        Raises:
-            UsageError: ``key`` is malformed or ``path`` is not a readable file.
-            ClusterError: the cache refused the upload or could not be reached.
-        """
-        check_path(key, what="upload key", allow_full=True, allow_prefix=True, allow_wildcard=False)
-        source = Path(path)
-        try:
-            size = source.stat().st_size
-            handle = pa.OSFile(str(source), "rb")
-        except (OSError, pa.ArrowIOError) as exc:
-            raise UsageError(f"cannot upload {source}: {exc}") from exc
-
-        def rows() -> Iterator[pa.RecordBatch]:
-            sent = False
-            while True:
-                chunk = handle.read_buffer(_UPLOAD_CHUNK)
-                if chunk.size == 0 and sent:
-                    return
-                # An empty file still goes up as one empty row, so it can be downloaded again.
-                sent = True
-                yield opaque_batch(chunk)
-                if chunk.size < _UPLOAD_CHUNK:
-                    return
-
-        try:
-            return self._put(
-                self.endpoint,
-                flight.FlightDescriptor.for_path(key),
-                _OPAQUE_SCHEMA,
-                rows(),
-                key=key,
-                timeout=self._transfer_timeout(size, _TRANSFER_FLOOR),
-                size_hint=size if size > _UPLOAD_CHUNK else None,
-            )
-        finally:
-            handle.close()
-
-    def download_object(self, ref_or_key: ObjectRef | str, path: str | os.PathLike[str]) -> Path:
-        """Download a file stored with :meth:`upload_object` (or any opaque object's bytes).
-
-        The rows are written to disk as they arrive; the file appears under ``path`` only once
-        complete.
-
-        Args:
-            ref_or_key: a reference, or a full key read from the configured endpoint.
-            path: where to write the file (parent directories are created).
-
-        Returns:
-            ``path`` as a :class:`~pathlib.Path`.
-
-        Raises:
-            UsageError: the key is malformed, or the object is a native table or has patches.
-            NotFoundError: the object does not exist.
-            ClusterError: any other refusal or transport failure.
-        """
-        ref = ref_or_key if isinstance(ref_or_key, ObjectRef) else ObjectRef(self.endpoint, ref_or_key, 0)
-        check_full_key(ref.key)
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part")
-        client = self._client(ref.endpoint)
-        try:
-            with open(partial, "wb") as out, flight_errors(ref.endpoint, ref.key):
-                reader = client.do_get(
-                    flight.Ticket(f"{ref.key}:0".encode()),
-                    self._options(self._transfer_timeout(0, _TRANSFER_FLOOR)),
-                )
-                if is_native_schema(reader.schema):
-                    raise UsageError(f"object {ref.key} is an Arrow table, not a file: use get_object")
-                for chunk in data_chunks(reader):
-                    batch = chunk.data
-                    if "kind" in batch.schema.names and any(
-                        k != _KIND_BASE for k in batch.column("kind").to_pylist()
-                    ):
-                        raise UsageError(
-                            f"object {ref.key} has patches; download_object reads plain files only"
-                        )
-                    for cell in cell_buffers(batch.column("data")):
-                        out.write(memoryview(cell))
-            os.replace(partial, dest)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-        return dest

@@ -28,6 +28,9 @@ from ._exceptions import (
 )
 
 __all__ = [
+    "KIND_BASE",
+    "KIND_PATCH",
+    "OPAQUE_SCHEMA",
     "SIZE_HINT_PREFIX",
     "ObjectRef",
     "cell_buffers",
@@ -47,6 +50,11 @@ __all__ = [
 #: Optional app_metadata on the first batch of a put: ``<prefix><total payload bytes>``. The real
 #: cache ignores batch metadata; the fake uses it to preallocate and keep its peak memory low.
 SIZE_HINT_PREFIX = b"flamepy-runner.payload-size="
+#: The rows of an opaque object (pickled values, files): flamepy's layout.
+OPAQUE_SCHEMA = pa.schema([pa.field("version", pa.uint64()), pa.field("data", pa.binary())])
+#: The ``kind`` of a row of a patched object's answer: its base or one of its patches.
+KIND_BASE = "base"
+KIND_PATCH = "patch"
 
 
 @dataclasses.dataclass(frozen=True)
