@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from flamepy_runner._config import FlameConfig
-from flamepy_runner._proto import pb, rpc
+from flamepy_runner import FlameConfig
+from flamepy_runner._for_fake import pb, rpc
 
 from ._errors import Unavailable
 from ._toolkit._workset import close_session_patiently, open_channel

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from flamepy_runner._exceptions import UsageError
+from flamepy_runner import UsageError
 
 from ._addresses import check_port, dialable
 from ._control._policies import DEFAULT_POLICIES
@@ -35,7 +35,7 @@ from ._parts import ClusterParts, Placement
 from ._toolkit._cluster_toolkit import ClusterToolkit
 
 if TYPE_CHECKING:
-    from flamepy_runner._config import FlameConfig
+    from flamepy_runner import FlameConfig
 
     from ._control._state import ClusterState
     from ._executors import AbandonedInstance
@@ -373,7 +373,7 @@ class FakeCluster(ClusterToolkit):
         Raises:
             UsageError: the cluster is not running.
         """
-        from flamepy_runner._config import FlameConfig
+        from flamepy_runner import FlameConfig
 
         self._require_running("config")
         return FlameConfig(endpoint=self.endpoint, cache_endpoint=self.cache_endpoint)

@@ -27,7 +27,7 @@ import sys
 import threading
 from typing import Any
 
-from flamepy_runner._proto import pb
+from flamepy_runner._for_fake import pb
 
 from ._flmping import PingService
 
@@ -150,7 +150,7 @@ class FlmexecService:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m flamepy_fake._flmexec [--ping]``, serving ``$FLAME_INSTANCE_ENDPOINT``."""
-    from flamepy_runner._worker import serve
+    from flamepy_runner._for_fake import serve_worker
 
     args = sys.argv[1:] if argv is None else argv
     endpoint = os.environ.get("FLAME_INSTANCE_ENDPOINT")
@@ -160,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["--ping"]:
         ping = PingService()
         try:
-            serve(ping, endpoint)
+            serve_worker(ping, endpoint)
         finally:
             ping.kill()
         return 0
     service = FlmexecService()
     try:
-        serve(service, endpoint)
+        serve_worker(service, endpoint)
     finally:
         service.kill()
     return 0

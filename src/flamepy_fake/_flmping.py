@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 
-from flamepy_runner._proto import pb
+from flamepy_runner._for_fake import pb
 
 __all__ = ["PingError", "PingService", "parse_request", "ping"]
 

@@ -100,7 +100,7 @@ class ClusterParts:
         Raises:
             ClusterStartError: a port is taken, the work directory cannot be made, a part failed.
         """
-        from flamepy_runner._proto import pb
+        from flamepy_runner._for_fake import pb
 
         from ._control._state import ClusterState
         from ._home import make_home
@@ -136,7 +136,7 @@ class ClusterParts:
 
         import grpc
 
-        from flamepy_runner._proto import pb, rpc
+        from flamepy_runner._for_fake import pb, rpc
 
         from ._control._frontend import FrontendServicer
         from ._limits import limit_requests

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.flight as flight
 from bson.int64 import Int64
 
-from flamepy_runner._cache_wire import SIZE_HINT_PREFIX, data_chunks
+from flamepy_runner._for_fake import SIZE_HINT_PREFIX, data_chunks
 
 from .._addresses import bracket, outbound_address
 from .._toolkit._calls import CACHE_SERVICE, CallLog

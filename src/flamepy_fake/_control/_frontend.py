@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from flamepy_runner._proto import pb
+from flamepy_runner._for_fake import pb
 
 from . import _msgs as msgs
 from . import _state as st

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flamepy_runner._proto import pb
+from flamepy_runner._for_fake import pb
 
 from ._policies import DEFAULT_POLICIES, check_policies, plan_cycle
 from ._state import ClusterState, SessionDemand, StateError

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flamepy_runner._proto import pb
+from flamepy_runner._for_fake import pb
 
 from .._control._state import AppRecord, ClusterState, SessionRecord, StateError, TaskRecord
 from .._install import Installer, InstallError

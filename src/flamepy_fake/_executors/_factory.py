@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flamepy_runner._config import FlameConfig
+from flamepy_runner import FlameConfig
 
 from .._home import FOREIGN_VARIABLES
 from ._import_scope import ENV_VAR as IMPORT_SCOPE_VAR
@@ -149,14 +149,14 @@ class InstanceFactory:
 
             factory = FlmexecService if is_flmexec(app) else PingService
             return ThreadInstance(factory, self.client_config)
-        from flamepy_runner._worker import RunnerWorker
+        from flamepy_runner._for_fake import RunnerWorker
 
         _append_sys_path(installation.pythonpath)
         cache = self._thread_cache()
         return ThreadInstance(lambda: RunnerWorker(cache), self.client_config)
 
     def _thread_cache(self) -> Any:
-        from flamepy_runner._cache import CacheClient
+        from flamepy_runner import CacheClient
 
         with self._lock:
             if self._cache is None:

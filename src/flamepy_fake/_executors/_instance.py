@@ -21,8 +21,7 @@ from typing import Protocol
 
 import grpc
 
-from flamepy_runner._proto import pb, rpc
-from flamepy_runner._worker import InstanceService, InstanceServicer
+from flamepy_runner._for_fake import InstanceService, InstanceServicer, pb, rpc
 
 from .._errors import InstanceCrashed, ShimError
 from . import _pdeath

@@ -23,7 +23,7 @@ def leftovers(
     cluster: FakeCluster, options: FlameOptions, earlier: frozenset[str] = frozenset()
 ) -> list[str]:
     """The leftover lists for the sessions not in ``earlier`` (those of a shared cluster's past tests)."""
-    from flamepy_runner._proto import pb
+    from flamepy_runner._for_fake import pb
 
     state = cluster.state
     open_sessions: list[str] = []

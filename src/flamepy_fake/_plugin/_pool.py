@@ -27,7 +27,7 @@ def open_remote(settings: Settings, stack: contextlib.ExitStack) -> FlameBackend
     Raises:
         Unavailable: the cluster cannot be had here; the message is the reason.
     """
-    from flamepy_runner._config import FlameConfig
+    from flamepy_runner import FlameConfig
 
     from .._backends import docker_backend, external_backend
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flamepy_runner._config import FlameConfig
+from flamepy_runner import FlameConfig
 
 from .._home import isolated_env, make_home
 

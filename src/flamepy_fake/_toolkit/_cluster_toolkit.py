@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flamepy_runner._exceptions import UsageError
+from flamepy_runner import UsageError
 
 if TYPE_CHECKING:
     from .._control._records import EventRecord

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import grpc
 
-from flamepy_runner._config import FlameConfig
+from flamepy_runner import FlameConfig
 
 __all__ = ["Snapshot", "cleanup", "close_session_patiently", "open_channel", "snapshot"]
 
@@ -50,7 +50,7 @@ class Snapshot:
 
 def snapshot(config: FlameConfig) -> Snapshot:
     """The applications, sessions and cache keys on the cluster of ``config`` now."""
-    from flamepy_runner._proto import pb
+    from flamepy_runner._for_fake import pb
 
     with open_channel(config) as channel:
         stub = _stub(channel)
@@ -67,7 +67,7 @@ def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
     """Remove what appeared on the cluster since ``before``; return what could not be removed."""
     import grpc
 
-    from flamepy_runner._proto import pb
+    from flamepy_runner._for_fake import pb
 
     problems: list[str] = []
     deadline = time.monotonic() + _CLOSE_DEADLINE
@@ -89,7 +89,7 @@ def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
                 problems.append(f"application {name}: {exc.code().name}: {exc.details()}")
     new_keys = sorted(set(_keys(config)) - before.keys)
     if new_keys:
-        from flamepy_runner._cache import CacheClient
+        from flamepy_runner import CacheClient
 
         with CacheClient(config) as cache:
             for key in new_keys:
@@ -108,7 +108,7 @@ def close_session_patiently(stub: Any, session_id: str, deadline: float) -> str 
     """
     import grpc
 
-    from flamepy_runner._proto import pb
+    from flamepy_runner._for_fake import pb
 
     while True:
         try:
@@ -122,7 +122,7 @@ def close_session_patiently(stub: Any, session_id: str, deadline: float) -> str 
 
 
 def _stub(channel: Any) -> Any:
-    from flamepy_runner._proto import pb, rpc
+    from flamepy_runner._for_fake import pb, rpc
 
     return rpc.Stub(channel, pb.FRONTEND_SERVICE)
 
