@@ -24,12 +24,13 @@ if _typing.TYPE_CHECKING:
     from ._cluster import FakeCluster
     from ._control._records import EventRecord
     from ._errors import ClusterStartError, FaultError
-    from ._executors import AbandonedInstance, ExecutorInfo
     from ._toolkit._calls import CallLog, CallRecord
     from ._toolkit._faults import CallTarget, Fault, Faults
     from ._toolkit._introspect import (
+        AbandonedInstance,
         AppInfo,
         AppState,
+        ExecutorInfo,
         ExecutorState,
         ObjectInfo,
         SessionInfo,
@@ -64,7 +65,7 @@ __all__ = [
 # Loaded on first access, so that importing the package (as pytest does for the plugin in
 # every run) costs next to nothing; tracebacks and reprs show the public path.
 _LAZY = {
-    "AbandonedInstance": "._executors",
+    "AbandonedInstance": "._toolkit._introspect",
     "ClusterStartError": "._errors",
     "FakeCluster": "._cluster",
     "AppInfo": "._toolkit._introspect",
@@ -73,7 +74,7 @@ _LAZY = {
     "CallRecord": "._toolkit._calls",
     "CallTarget": "._toolkit._faults",
     "EventRecord": "._control._records",
-    "ExecutorInfo": "._executors",
+    "ExecutorInfo": "._toolkit._introspect",
     "ExecutorState": "._toolkit._introspect",
     "FakeObjectCache": "._cache._server",
     "Fault": "._toolkit._faults",

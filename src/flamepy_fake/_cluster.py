@@ -7,7 +7,7 @@
 - ``_control._frontend.FrontendServicer``: the ``flame.v1.Frontend`` gRPC adapter over that state;
 - ``_cache._server.FakeObjectCache``: the Arrow Flight object cache;
 - ``_executors.ExecutorManager``: the scheduler and the thread / process instances;
-- ``_toolkit._cluster_toolkit.ClusterToolkit`` (the base class): what a test reads and injects.
+- ``_cluster_toolkit.ClusterToolkit`` (the base class): what a test reads and injects.
 
 Every cluster owns its state, ports, threads and work directory, so two clusters in one
 process are independent, and ``stop()`` leaves nothing behind. Heavy modules (grpc, pyarrow)
@@ -28,17 +28,17 @@ from typing import TYPE_CHECKING, Any
 from flamepy_runner import UsageError
 
 from ._addresses import check_port, dialable
+from ._cluster_toolkit import ClusterToolkit
 from ._control._policies import DEFAULT_POLICIES
 from ._errors import ClusterStartError
 from ._options import EXECUTORS, FLMRUN_MODES, INSTANCE_IMPORTS, ClusterOptions, executors_from
 from ._parts import ClusterParts, Placement
-from ._toolkit._cluster_toolkit import ClusterToolkit
 
 if TYPE_CHECKING:
     from flamepy_runner import FlameConfig
 
     from ._control._state import ClusterState
-    from ._executors import AbandonedInstance
+    from ._toolkit._introspect import AbandonedInstance
 
 __all__ = ["BACKENDS", "FLMRUN_MODES", "INSTANCE_IMPORTS", "ClusterStartError", "FakeCluster"]
 

@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
     from ._cache._server import FakeObjectCache
     from ._control._state import ClusterState
-    from ._executors import AbandonedInstance, ExecutorManager
+    from ._executors import ExecutorManager
     from ._options import ClusterOptions
     from ._toolkit._calls import CallLog
     from ._toolkit._faults import Faults
+    from ._toolkit._introspect import AbandonedInstance
 
 __all__ = ["ClusterParts", "Placement"]
 

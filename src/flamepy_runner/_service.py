@@ -16,7 +16,7 @@ import string
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cloudpickle
 
@@ -31,9 +31,12 @@ from ._tasks import task_error_message
 from ._types import ResourceRequirement, SessionContext
 
 if TYPE_CHECKING:
-    from ._runner import Runner
+    from pathlib import Path
 
-__all__ = ["MAX_TASK_INPUT", "RunnerService", "ServiceKind", "service_kind"]
+    from ._cache import CacheClient
+    from ._frontend import FrontendClient
+
+__all__ = ["MAX_TASK_INPUT", "RunnerService", "ServiceKind", "ServiceOwner", "service_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,27 @@ MAX_TASK_INPUT = 4 * 1024 * 1024 - 64 * 1024
 _ID_ALPHABET = string.ascii_letters + string.digits
 _FLAMEPY_SESSION_CONTEXT = ("flamepy.runner.types", "SessionContext")
 _SUCCEED = pb.TaskState.Value("Succeed")
+
+
+class ServiceOwner(Protocol):
+    """What a service uses of the :class:`~flamepy_runner.Runner` that made it (named here, so
+    this module does not import the Runner's)."""
+
+    name: str
+    project_dir: Path
+    frontend: FrontendClient
+    cache: CacheClient
+
+    @property
+    def registered(self) -> bool: ...
+
+    def _check_open(self, what: str) -> None: ...
+
+    def _fetch(self, future: ObjectFuture, ref: ObjectRef) -> Any: ...
+
+    def _track(self, future: ObjectFuture, on_done: Callable[[Any, BaseException | None], None]) -> None: ...
+
+
 _FAILED = pb.TaskState.Value("Failed")
 
 
@@ -182,7 +206,7 @@ class RunnerService:
 
     def __init__(
         self,
-        runner: Runner,
+        runner: ServiceOwner,
         execution_object: Any,
         *,
         stateful: bool | None = None,

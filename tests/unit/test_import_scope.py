@@ -18,10 +18,12 @@ from flamepy_fake._executors._import_scope import (
     ImportScope,
     guarded_argv,
     hidden_text,
+    instance_scope,
     spawn_env,
     with_program,
+    zygote_scope,
 )
-from flamepy_fake._executors._visible import instance_scope, program_names, visible_names, zygote_scope
+from flamepy_fake._executors._visible import program_names, visible_names
 
 # -- resolution -------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The fake cluster's executor manager: scheduler-driven instances in threads or processes.
 
 ``ExecutorManager`` is the only entry point (contract D); see ``_manager`` for the executor
-life cycle, ``_info`` for what it reports, ``_factory`` for making an executor's instance,
+life cycle, ``_drive`` for one executor's binding, ``_factory`` for making its instance,
 ``_instance`` for the two instance kinds, ``_launch`` for command and environment
 construction, ``_zygote``/``_zygote_pool`` for the fork servers every cluster of a process
 shares, and ``_visible``/``_import_scope`` for what an instance can import (what a
@@ -15,7 +15,7 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from .._options import FLMRUN_MODES
-    from ._info import AbandonedInstance, ExecutorInfo
+    from .._toolkit._introspect import AbandonedInstance, ExecutorInfo
     from ._manager import BACKENDS, ExecutorManager
     from ._zygote_pool import ForkServers, shared_fork_servers, stop_shared_fork_servers
 
@@ -24,8 +24,8 @@ if _typing.TYPE_CHECKING:
 _LAZY = {
     "BACKENDS": "._manager",
     "FLMRUN_MODES": ".._options",
-    "AbandonedInstance": "._info",
-    "ExecutorInfo": "._info",
+    "AbandonedInstance": ".._toolkit._introspect",
+    "ExecutorInfo": ".._toolkit._introspect",
     "ExecutorManager": "._manager",
     "ForkServers": "._zygote_pool",
     "shared_fork_servers": "._zygote_pool",

@@ -20,9 +20,9 @@ from flamepy_runner import FlameConfig
 
 from .._home import FOREIGN_VARIABLES
 from ._import_scope import ENV_VAR as IMPORT_SCOPE_VAR
+from ._import_scope import instance_scope
 from ._instance import Instance, ProcessInstance, ShimError, ThreadInstance
 from ._launch import build_env, instance_argv, is_flmexec, is_flmping, is_flmrun
-from ._visible import instance_scope
 from ._zygote_pool import own_paths
 
 if TYPE_CHECKING:

@@ -36,9 +36,11 @@ __all__ = [
     "activate",
     "guarded_argv",
     "hidden_text",
+    "instance_scope",
     "main",
     "spawn_env",
     "with_program",
+    "zygote_scope",
 ]
 
 #: The variable that carries an instance's :class:`ImportScope` (removed before its program runs).
@@ -113,6 +115,34 @@ def with_program(scope: ImportScope) -> ImportScope:
                 _PROGRAM_NAMES.setdefault(program, program_names(program))
         names = _PROGRAM_NAMES[scope.program] = program_names(scope.program)
     return dataclasses.replace(scope, names=scope.names | names, program="")
+
+
+def zygote_scope() -> ImportScope:
+    """The zygote's scope: every program it preloads (both flmruns), no package. Cheap: the
+    zygote resolves the names itself, while it starts."""
+    from ._visible import program_text
+
+    return ImportScope(names=frozenset(), executor=program_text("*"), program="*")
+
+
+def instance_scope(flmrun: str, app: str, declared: Sequence[str], roots: Sequence[str]) -> ImportScope:
+    """The scope of an instance of ``app`` (its program's names are added where it starts).
+
+    Args:
+        flmrun: ``builtin`` (our worker) or ``flamepy`` (stock runpy).
+        app: the application's name (for the hint).
+        declared: the package's declared dependencies (pip requirement strings).
+        roots: the package's directories (release, ``deps``).
+    """
+    from ._visible import program_text, visible_names
+
+    return ImportScope(
+        names=visible_names(declared),
+        roots=tuple(roots),
+        app=app,
+        executor=program_text(flmrun),
+        program=flmrun,
+    )
 
 
 def hidden_text(module: str, distribution: str | None, scope: ImportScope) -> str:

@@ -35,11 +35,10 @@ from .._control._scheduler import Scheduler
 from .._control._state import AppRecord, ClusterState, SessionDemand, StateError
 from .._install import Installer, ReleaseStore, shared_release_store
 from .._options import EXECUTORS
-from .._toolkit._introspect import executor_state
+from .._toolkit._introspect import AbandonedInstance, ExecutorInfo, executor_state
 from ._drive import ExecutorDrive
 from ._factory import InstanceFactory
 from ._hooks import ExecutorHooks
-from ._info import AbandonedInstance, ExecutorInfo
 from ._instance import Instance
 from ._launch import (
     is_flmexec,

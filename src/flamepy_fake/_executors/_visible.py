@@ -5,7 +5,8 @@ flamepy 0.6.0 and its requirements, where the package and the dependencies its p
 declares are installed. The fake resolves the same set from the test's environment through
 ``importlib.metadata`` (nothing is downloaded): each requirement's installed distribution, then
 its requirements (with their markers and extras evaluated), transitively. The top-level module
-names of those distributions form the :class:`~._import_scope.ImportScope` of an instance.
+names of those distributions form the :class:`~._import_scope.ImportScope` of an instance
+(made by :mod:`._import_scope`, which asks this module; this one knows nothing of scopes).
 
 The builtin flmrun (flamepy_runner's worker) needs flamepy_runner's own requirements as well;
 they are visible to its instances (``jsonschema`` and its requirements, beyond flamepy's set).
@@ -15,10 +16,8 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-from ._import_scope import ImportScope
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -26,10 +25,9 @@ if TYPE_CHECKING:
 __all__ = [
     "FLAMEPY_EXECUTOR_REQUIREMENTS",
     "WORKER_REQUIREMENTS",
-    "instance_scope",
     "program_names",
+    "program_text",
     "visible_names",
-    "zygote_scope",
 ]
 
 #: What a v0.6.0 executor has for flmrun: flamepy 0.6.0 and the requirements its METADATA
@@ -159,22 +157,6 @@ def program_names(flmrun: str) -> frozenset[str]:
     return visible_names(_program_requirements(flmrun)[0])
 
 
-def zygote_scope() -> ImportScope:
-    """The zygote's scope: every program it preloads (both flmruns), no package. Cheap: the
-    zygote resolves the names itself, while it starts."""
-    return ImportScope(names=frozenset(), executor=_WORKER_TEXT, program="*")
-
-
-def instance_scope(flmrun: str, app: str, declared: Sequence[str], roots: Sequence[str]) -> ImportScope:
-    """The scope of an instance of ``app`` (its program's names are added where it starts).
-
-    Args:
-        flmrun: ``builtin`` (our worker) or ``flamepy`` (stock runpy).
-        app: the application's name (for the hint).
-        declared: the package's declared dependencies (pip requirement strings).
-        roots: the package's directories (release, ``deps``).
-    """
-    text = _program_requirements(flmrun)[1]
-    return ImportScope(
-        names=visible_names(declared), roots=tuple(roots), app=app, executor=text, program=flmrun
-    )
+def program_text(flmrun: str) -> str:
+    """How an instance's hint names what the flmrun program's executor has."""
+    return _program_requirements(flmrun)[1]

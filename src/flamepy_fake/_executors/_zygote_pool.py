@@ -186,7 +186,7 @@ def zygote_request(python: str, flmrun: str, instance_imports: str = "declared")
     env["PYTHONPATH"] = os.pathsep.join([*own_paths(), *filter(None, [env.get("PYTHONPATH")])])
     env.pop(ENV_VAR, None)
     if instance_imports == "declared":
-        from ._visible import zygote_scope
+        from ._import_scope import zygote_scope
 
         env[ENV_VAR] = zygote_scope().to_env()
     return {"python": python, "modules": tuple(modules), "preload": PRELOAD, "env": env}

@@ -1,5 +1,5 @@
-"""Introspection records: what ``FakeCluster.applications()``, ``sessions()``, ``tasks()`` and
-``objects()`` return.
+"""Introspection records: what ``FakeCluster.applications()``, ``sessions()``, ``tasks()``,
+``objects()``, ``executors()`` and ``abandoned_instances`` return.
 
 Plain frozen dataclasses with :class:`enum.Enum` states, built from the state model's records
 by the functions below (the only place that knows the protobuf values). Nothing here imports
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import warnings
 
 from .._control._records import AppRecord, EventRecord, SessionRecord, TaskRecord
+from .._options import deprecated_backend_text
 
 __all__ = [
+    "AbandonedInstance",
     "AppInfo",
     "AppState",
+    "ExecutorInfo",
     "ExecutorState",
     "ObjectInfo",
     "SessionInfo",
@@ -165,6 +169,67 @@ class ObjectInfo:
     version: int
     size: int
     patches: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutorInfo:
+    """One executor as ``cluster.executors()`` shows it.
+
+    Attributes:
+        id: the executor id (a UUID).
+        state: an :class:`~flamepy_fake.ExecutorState` (a ``str`` enum, so it also equals
+            ``"binding"``, ``"bound"``, ``"unbinding"``, ...: upstream's names, lowercase).
+        session: the session it serves, if any.
+        app: the application of that session.
+        executors: ``thread`` or ``process``, how this one runs (the cluster's ``executors``
+            option resolved for its application). ``backend``, its former name, still reads it
+            (deprecated: a ``DeprecationWarning``).
+        pid: the instance's process id (None for thread instances or before spawning).
+        task_id: the task it is running, if any.
+    """
+
+    id: str
+    state: ExecutorState
+    session: str | None
+    app: str | None
+    executors: str
+    pid: int | None
+    task_id: int | None = None
+
+    @property
+    def backend(self) -> str:
+        """The former name of :attr:`executors` (deprecated)."""
+        warnings.warn(deprecated_backend_text("ExecutorInfo.backend"), DeprecationWarning, stacklevel=2)
+        return self.executors
+
+
+@dataclasses.dataclass(frozen=True)
+class AbandonedInstance:
+    """A thread instance still running user code when the manager stopped.
+
+    A thread cannot be killed: the executor manager's stop leaves it running (a daemon thread,
+    renamed ``flamepy-fake-abandoned-<id>``) instead of waiting for it.
+
+    Attributes:
+        executor_id: the executor the thread served.
+        thread_name: the thread's name after it was marked.
+        session_id: the session it was bound to, if known.
+        task_id: the task it was running, if any.
+    """
+
+    executor_id: str
+    thread_name: str
+    session_id: str | None
+    task_id: int | None
+
+    def describe(self) -> str:
+        """One line: which executor, thread, task and session."""
+        what = f"executor {self.executor_id} (thread {self.thread_name})"
+        if self.task_id is not None:
+            return f"{what} running task {self.task_id} of session {self.session_id}"
+        if self.session_id is not None:
+            return f"{what} serving session {self.session_id}"
+        return what
 
 
 def app_info(app: AppRecord) -> AppInfo:

@@ -10,13 +10,13 @@ failed (or timed out).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .._cluster import FakeCluster
-    from ._calls import CallRecord
+    from ._calls import CallLog, CallRecord
+    from ._introspect import AppInfo, ExecutorInfo, SessionInfo, TaskInfo
 
-__all__ = ["STATE_TITLE", "failure_sections"]
+__all__ = ["STATE_TITLE", "ReportedCluster", "failure_sections"]
 
 #: The title of the cluster state section.
 STATE_TITLE = "flame_cluster: state of the fake Flame cluster when the test failed"
@@ -26,7 +26,27 @@ LAST_CALLS = 20  # the calls shown
 MAX_ITEMS = 20  # failed tasks and executors shown
 
 
-def failure_sections(cluster: FakeCluster) -> list[tuple[str, str]]:
+class ReportedCluster(Protocol):
+    """What a report reads of a cluster: ``FakeCluster``'s toolkit (named here, so this module
+    stays below the cluster it reports on)."""
+
+    @property
+    def calls(self) -> CallLog: ...
+
+    def applications(self) -> list[AppInfo]: ...
+
+    def sessions(self) -> list[SessionInfo]: ...
+
+    def tasks(self, session_id: str) -> list[TaskInfo]: ...
+
+    def executors(self) -> list[ExecutorInfo]: ...
+
+    def executors_of(self, session_id: str) -> list[str]: ...
+
+    def instance_logs(self, executor_id: str) -> str: ...
+
+
+def failure_sections(cluster: ReportedCluster) -> list[tuple[str, str]]:
     """Report sections ``(title, text)`` for a failed test that used ``cluster`` (running)."""
     shown: set[str] = set()
     sections = _bind_failures(cluster, shown)
@@ -34,7 +54,7 @@ def failure_sections(cluster: FakeCluster) -> list[tuple[str, str]]:
     return sections
 
 
-def _bind_failures(cluster: FakeCluster, shown: set[str]) -> list[tuple[str, str]]:
+def _bind_failures(cluster: ReportedCluster, shown: set[str]) -> list[tuple[str, str]]:
     """Sections for sessions that got event 1001/1002: the events, each distinct stderr once."""
     sections = []
     for ssn in cluster.sessions():
@@ -49,7 +69,7 @@ def _bind_failures(cluster: FakeCluster, shown: set[str]) -> list[tuple[str, str
     return sections
 
 
-def _stderr_lines(cluster: FakeCluster, executor_ids: list[str], where: str) -> list[str]:
+def _stderr_lines(cluster: ReportedCluster, executor_ids: list[str], where: str) -> list[str]:
     """The stderr tails of ``executor_ids``, each distinct one once with the executors that wrote
     it: five failed binds of one broken import print one traceback, not five."""
     groups: dict[tuple[str, ...], list[str]] = {}
@@ -70,7 +90,7 @@ def _stderr_lines(cluster: FakeCluster, executor_ids: list[str], where: str) -> 
     return lines
 
 
-def _state_lines(cluster: FakeCluster, shown: set[str]) -> list[str]:
+def _state_lines(cluster: ReportedCluster, shown: set[str]) -> list[str]:
     lines = ["Applications: " + ", ".join(a.name for a in cluster.applications())]
     sessions = cluster.sessions()
     lines.append("Sessions:" if sessions else "Sessions: none")
@@ -131,7 +151,7 @@ def _bounded(items: list[str]) -> list[str]:
     return [*items[:MAX_ITEMS], f"  ... and {len(items) - MAX_ITEMS} more"]
 
 
-def _stderr_tail(cluster: FakeCluster, executor_id: str) -> list[str]:
+def _stderr_tail(cluster: ReportedCluster, executor_id: str) -> list[str]:
     logs = cluster.instance_logs(executor_id)
     marker = "--- stderr ---\n"  # the layout of FakeCluster.instance_logs()
     stderr = logs.split(marker, 1)[1] if marker in logs else ""

@@ -13,12 +13,18 @@ from typing import TYPE_CHECKING
 from flamepy_runner import UsageError
 
 if TYPE_CHECKING:
-    from .._control._records import EventRecord
-    from .._executors import AbandonedInstance, ExecutorInfo
-    from .._parts import ClusterParts
-    from ._calls import CallLog
-    from ._faults import Faults
-    from ._introspect import AppInfo, ObjectInfo, SessionInfo, TaskInfo
+    from ._control._records import EventRecord
+    from ._parts import ClusterParts
+    from ._toolkit._calls import CallLog
+    from ._toolkit._faults import Faults
+    from ._toolkit._introspect import (
+        AbandonedInstance,
+        AppInfo,
+        ExecutorInfo,
+        ObjectInfo,
+        SessionInfo,
+        TaskInfo,
+    )
 
 __all__ = ["ClusterToolkit"]
 
@@ -65,7 +71,7 @@ class ClusterToolkit:
         Raises:
             UsageError: the cluster is not running.
         """
-        from ._introspect import app_info
+        from ._toolkit._introspect import app_info
 
         state = self._running_parts("applications()").state
         assert state is not None
@@ -77,7 +83,7 @@ class ClusterToolkit:
         Raises:
             UsageError: the cluster is not running.
         """
-        from ._introspect import session_info
+        from ._toolkit._introspect import session_info
 
         state = self._running_parts("sessions()").state
         assert state is not None
@@ -89,8 +95,8 @@ class ClusterToolkit:
         Raises:
             UsageError: the cluster is not running, or has no such session.
         """
-        from .._control._state import StateError
-        from ._introspect import task_info
+        from ._control._state import StateError
+        from ._toolkit._introspect import task_info
 
         state = self._running_parts("tasks()").state
         assert state is not None
@@ -106,7 +112,7 @@ class ClusterToolkit:
         Raises:
             UsageError: the cluster is not running.
         """
-        from ._introspect import ObjectInfo
+        from ._toolkit._introspect import ObjectInfo
 
         cache = self._running_parts("objects()").cache
         assert cache is not None
@@ -161,7 +167,7 @@ class ClusterToolkit:
         Raises:
             UsageError: the cluster is not running, or has no such session.
         """
-        from .._control._state import StateError
+        from ._control._state import StateError
 
         state = self._running_parts("session_events()").state
         assert state is not None
