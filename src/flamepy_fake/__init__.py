@@ -16,8 +16,9 @@ name is first used).
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from flamepy_runner._for_fake import lazy_names as _lazy_names
 
 if _typing.TYPE_CHECKING:
     from ._cache._server import FakeObjectCache
@@ -85,21 +86,8 @@ _LAZY = {
     "SessionState": "._toolkit._introspect",
     "TaskInfo": "._toolkit._introspect",
     "TaskState": "._toolkit._introspect",
+    "__version__": "._version",  # one version for both packages: flamepy_runner.__version__
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    if name == "__version__":  # one version for both packages: flamepy_runner.__version__
-        from ._version import __version__
-
-        return __version__
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        value.__module__ = __name__
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, public=True)

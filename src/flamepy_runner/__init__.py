@@ -5,7 +5,6 @@ The public API is re-exported here; implementation modules are private (``_name`
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
 
 from ._config import DEFAULT_EXCLUDES, FlameConfig
@@ -25,6 +24,7 @@ from ._exceptions import (
     UsageError,
     WaitTimeoutError,
 )
+from ._lazy import lazy_names as _lazy_names
 
 if _typing.TYPE_CHECKING:
     from ._cache import CacheClient
@@ -53,16 +53,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY)
 
 
 __all__ = [

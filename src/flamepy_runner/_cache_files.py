@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,17 +52,8 @@ class FileTransfers:
 
         def _transfer_timeout(self, nbytes: int, floor: float = 0.0) -> float: ...
 
-        def _put(
-            self,
-            endpoint: str,
-            descriptor: flight.FlightDescriptor,
-            schema: pa.Schema,
-            batches: Iterable[pa.RecordBatch],
-            *,
-            key: str,
-            timeout: float,
-            size_hint: int | None = None,
-        ) -> ObjectRef: ...
+        # CacheClient._put: one DoPut of the batches, answered by the object's reference.
+        _put: Callable[..., ObjectRef]
 
     def upload_object(self, key: str, path: str | os.PathLike[str]) -> ObjectRef:
         """Upload a file, streamed in 1 MiB rows (flamepy's ``upload_object`` layout).

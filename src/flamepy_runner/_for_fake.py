@@ -11,13 +11,15 @@ fake module that needs the bindings does not also import pyarrow or the worker.
 - ``InstanceService``, ``InstanceServicer``: the ``flame.v1.Instance`` hooks and their servicer,
   which the fake's ``flmexec`` and ``flmping`` programs implement too;
 - ``RunnerWorker``: the builtin ``flmrun`` program's service, for thread instances;
-- ``serve_worker``: its ``main``, for process instances and the fake's programs.
+- ``serve_worker``: its ``main``, for process instances and the fake's programs;
+- ``lazy_names``: the packages' one mechanism for names loaded on first access.
 """
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from ._lazy import lazy_names
 
 if _typing.TYPE_CHECKING:
     from ._cache_wire import SIZE_HINT_PREFIX, data_chunks
@@ -31,32 +33,22 @@ __all__ = [
     "InstanceServicer",
     "RunnerWorker",
     "data_chunks",
+    "lazy_names",
     "pb",
     "rpc",
     "serve_worker",
 ]
 
-# name -> (module, attribute)
-_WHERE = {
-    "pb": ("._proto", "pb"),
-    "rpc": ("._proto", "rpc"),
-    "SIZE_HINT_PREFIX": ("._cache_wire", "SIZE_HINT_PREFIX"),
-    "data_chunks": ("._cache_wire", "data_chunks"),
-    "InstanceService": ("._worker", "InstanceService"),
-    "InstanceServicer": ("._worker", "InstanceServicer"),
-    "RunnerWorker": ("._worker", "RunnerWorker"),
-    "serve_worker": ("._worker", "serve"),
-}
-
-
-def __getattr__(name: str) -> _typing.Any:
-    if name in _WHERE:
-        module, attribute = _WHERE[name]
-        value = getattr(_importlib.import_module(module, "flamepy_runner"), attribute)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        "pb": "._proto",
+        "rpc": "._proto",
+        "SIZE_HINT_PREFIX": "._cache_wire",
+        "data_chunks": "._cache_wire",
+        "InstanceService": "._worker",
+        "InstanceServicer": "._worker",
+        "RunnerWorker": "._worker",
+        "serve_worker": "._worker:serve",
+    },
+)

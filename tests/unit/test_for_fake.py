@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import flamepy_runner
-from flamepy_runner import _cache_wire, _for_fake, _proto, _worker
+from flamepy_runner import _cache_wire, _for_fake, _lazy, _proto, _worker
 
 FAKE_SOURCES = Path(__file__).resolve().parents[2] / "src" / "flamepy_fake"
 
@@ -50,6 +50,7 @@ def test_the_seam_is_small_and_named() -> None:
         "InstanceServicer",
         "RunnerWorker",
         "data_chunks",
+        "lazy_names",
         "pb",
         "rpc",
         "serve_worker",
@@ -67,6 +68,7 @@ def test_each_name_is_the_object_it_stands_for() -> None:
     assert _for_fake.InstanceServicer is _worker.InstanceServicer
     assert _for_fake.RunnerWorker is _worker.RunnerWorker
     assert _for_fake.serve_worker is _worker.serve
+    assert _for_fake.lazy_names is _lazy.lazy_names
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

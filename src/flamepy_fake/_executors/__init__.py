@@ -10,8 +10,9 @@ Flame executor has, not the test's whole environment).
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from flamepy_runner._for_fake import lazy_names as _lazy_names
 
 if _typing.TYPE_CHECKING:
     from .._options import FLMRUN_MODES
@@ -33,12 +34,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    if name in _LAZY:
-        value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY)
 
 
 __all__ = [
