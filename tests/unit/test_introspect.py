@@ -11,6 +11,7 @@ from support import eventually
 from flamepy_fake import (
     AppInfo,
     AppState,
+    ExecutorInfo,
     ExecutorState,
     FakeCluster,
     ObjectInfo,
@@ -69,7 +70,14 @@ def test_sessions_tasks_and_executors(cluster: FakeCluster, stub: rpc.Stub) -> N
     assert first.output_size > 0
     assert second.state is TaskState.FAILED and second.message is not None
     assert second.message == second.events[-1].message
-    executors = cluster.executors()  # one per pending task (autoscaling)
+
+    # One executor per pending task (autoscaling); the second may still be binding when the
+    # first has run both tasks.
+    def all_bound() -> list[ExecutorInfo] | None:
+        executors = cluster.executors()
+        return executors if executors and all(e.state is ExecutorState.BOUND for e in executors) else None
+
+    executors = eventually(all_bound, "every executor to be bound")
     assert {(e.state, e.session, e.app, e.task_id, e.executors) for e in executors} == {
         (ExecutorState.BOUND, "p1", "flmping", None, "thread")
     }
