@@ -171,7 +171,7 @@ class Names:
         deadline = time.monotonic() + _CLEANUP_DEADLINE
         sessions = stub.ListSession(pb.ListSessionRequest(), timeout=10).sessions
         for ssn in sessions:
-            if not self.owns(ssn.metadata.id) or ssn.status.state != pb.Open:
+            if not self.owns(ssn.metadata.id) or ssn.status.state != pb.SessionState.Value("Open"):
                 continue
             close_session_patiently(stub, ssn.metadata.id, deadline)
         for app in stub.ListApplication(pb.ListApplicationRequest(), timeout=10).applications:

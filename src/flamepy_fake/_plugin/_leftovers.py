@@ -26,18 +26,21 @@ def leftovers(
     from flamepy_runner._for_fake import pb
 
     state = cluster.state
+    # By enum: the records keep flame.v1 values, and pb's flattened names (pb.Open) span enums.
+    session_open = pb.SessionState.Value("Open")
+    unfinished_states = (pb.TaskState.Value("Pending"), pb.TaskState.Value("Running"))
     open_sessions: list[str] = []
     unfinished: list[str] = []
     for ssn in state.list_sessions():
         if ssn.id in earlier:
             continue
-        if ssn.state == pb.Open:
+        if ssn.state == session_open:
             open_sessions.append(
                 f"  - {ssn.id} (application {ssn.application}: {ssn.pending} pending, "
                 f"{ssn.running} running, {ssn.succeed} succeeded, {ssn.failed} failed)"
             )
         for task in state.list_tasks(ssn.id):
-            if task.state in (pb.Pending, pb.Running):
+            if task.state in unfinished_states:
                 unfinished.append(f"  - task {task.id} of session {ssn.id}: {pb.TaskState.Name(task.state)}")
     sections: list[str] = []
     if open_sessions and not options.allow_open_sessions:

@@ -74,7 +74,7 @@ def cleanup(config: FlameConfig, before: Snapshot) -> list[str]:
     with open_channel(config) as channel:
         stub = _stub(channel)
         for ssn in stub.ListSession(pb.ListSessionRequest(), timeout=_CALL_TIMEOUT).sessions:
-            if ssn.metadata.id in before.sessions or ssn.status.state != pb.Open:
+            if ssn.metadata.id in before.sessions or ssn.status.state != pb.SessionState.Value("Open"):
                 continue
             refusal = close_session_patiently(stub, ssn.metadata.id, deadline)
             if refusal is not None:
