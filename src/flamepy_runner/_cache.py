@@ -101,6 +101,18 @@ class _Fetched:
     patches: tuple[tuple[int, Any], ...] = ()
 
 
+def _open_client(endpoint: str, location: str, ca_file: str | None) -> flight.FlightClient:
+    """A Flight connection to ``location`` (with ``ca_file``'s roots for ``grpc+tls``)."""
+    kwargs: dict[str, Any] = {"generic_options": _GRPC_OPTIONS}
+    if location.startswith("grpc+tls://") and ca_file:
+        try:
+            kwargs["tls_root_certs"] = Path(ca_file).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read cache CA file {ca_file}: {exc}") from exc
+    with flight_errors(endpoint):
+        return flight.FlightClient(location, **kwargs)
+
+
 # --------------------------------------------------------------------------- the client
 
 
@@ -161,17 +173,9 @@ class CacheClient(FileTransfers):
                 raise UsageError("this CacheClient is closed; create a new one")
             client = self._clients.get(location)
             if client is None:
-                kwargs: dict[str, Any] = {"generic_options": _GRPC_OPTIONS}
-                if location.startswith("grpc+tls://") and self._config.cache_ca_file:
-                    try:
-                        kwargs["tls_root_certs"] = Path(self._config.cache_ca_file).read_bytes()
-                    except OSError as exc:
-                        raise UsageError(
-                            f"cannot read cache CA file {self._config.cache_ca_file}: {exc}"
-                        ) from exc
-                with flight_errors(endpoint):
-                    client = flight.FlightClient(location, **kwargs)
-                self._clients[location] = client
+                client = self._clients[location] = _open_client(
+                    endpoint, location, self._config.cache_ca_file
+                )
             return client
 
     def warm_up(self, timeout: float = 5.0) -> None:

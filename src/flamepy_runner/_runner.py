@@ -21,14 +21,14 @@ from types import TracebackType
 from typing import Any
 
 from . import _sigterm
+from ._application import application_spec, template_of
 from ._cache import CacheClient
 from ._cache_wire import ObjectRef
 from ._config import FlameConfig
-from ._exceptions import AlreadyExistsError, FlameError, NotFoundError, UsageError, WaitTimeoutError
+from ._exceptions import AlreadyExistsError, UsageError, WaitTimeoutError
 from ._frontend import FrontendClient
 from ._future import ObjectFuture
 from ._packaging import DEFAULT_MAX_PACKAGE_SIZE, Package, PackageCache, build_package
-from ._proto import pb
 from ._service import RunnerService
 from ._storage import PackageStorage, open_storage
 from ._tasks import TaskWatcher
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds :meth:`Runner.close` waits for calls still in flight before closing their sessions.
 DEFAULT_CLOSE_TIMEOUT = 30.0
-_PYTHON_VERSION_ENV = "FLAME_PYTHON_VERSION"
 
 
 class Runner:
@@ -148,7 +147,7 @@ class Runner:
                 self.name,
             )
             return
-        template = self._template()
+        template = template_of(self.frontend, self.config)
         self._storage = open_storage(self.config, self.name, cache=self.cache)
         build = build_package if self._package_cache is None else self._package_cache.build
         self._package = build(
@@ -160,7 +159,9 @@ class Runner:
         )
         url = self._storage.upload(self._package.path)
         try:
-            self.frontend.register_application(self.name, self._application_spec(template, url))
+            self.frontend.register_application(
+                self.name, application_spec(template, self.name, url, self._python_version)
+            )
         except AlreadyExistsError:
             if self._fail_if_exists:
                 raise
@@ -172,49 +173,6 @@ class Runner:
             return
         self._registered = True
         logger.info("Runner %r: registered with package %s", self.name, url)
-
-    def _template(self) -> Any:
-        name = self.config.runner_template
-        hint = f"confirm the session manager is running and {name} appears in flmctl list application"
-        try:
-            template = self.frontend.get_application(name)
-        except FlameError as exc:
-            raise type(exc)(
-                f"Failed to get application template '{name}': {exc.message}; {hint}", endpoint=exc.endpoint
-            ) from exc
-        if template is None:
-            raise NotFoundError(
-                f"Failed to get application template '{name}': no such application on "
-                f"{self.config.endpoint}; {hint}",
-                endpoint=self.config.endpoint,
-            )
-        return template
-
-    def _application_spec(self, template: Any, url: str) -> Any:
-        source = template.spec
-        spec = pb.ApplicationSpec(
-            shim=source.shim,
-            description=f"Runner application: {self.name}",
-            labels=list(source.labels),
-            arguments=list(source.arguments),
-            url=url,
-        )
-        for field in ("image", "command", "max_instances", "delay_release", "installer"):
-            if source.HasField(field):
-                setattr(spec, field, getattr(source, field))
-        if source.HasField("schema"):
-            spec.schema.CopyFrom(source.schema)
-        if source.working_directory:
-            spec.working_directory = f"{source.working_directory.rstrip('/')}/{self.name}"
-        envs = [
-            (e.name, e.value)
-            for e in source.environments
-            if e.name != _PYTHON_VERSION_ENV or not self._python_version
-        ]
-        if self._python_version:
-            envs.append((_PYTHON_VERSION_ENV, self._python_version))
-        spec.environments.extend(pb.Environment(name=k, value=v) for k, v in envs)
-        return spec
 
     def _undo_start(self) -> None:
         """After a failed start: remove what this start created (best effort, logged)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_MODULE_LINES = 600
-MAX_CLASS_LINES = 425  # "about 400": Runner, the user's one entry point, is 421
+MAX_CLASS_LINES = 400
 
 #: flamepy_fake's subsystems from the bottom up: each may import its own layer and those below.
 LAYERS: tuple[tuple[str, ...], ...] = (
