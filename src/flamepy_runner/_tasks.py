@@ -11,8 +11,11 @@ are outstanding:
   a session manager runs a session's tasks in submission order, so the oldest tasks are the
   ones about to finish;
 * a task that finishes while it is still queued (a cluster that runs out of order, or more
-  instances than slots) is found by a ``ListTask`` sweep of its session, which runs only when a
-  session has made no progress for ``sweep_interval`` seconds;
+  instances than slots) is found by a sweep of its session, which runs only when a session has
+  made no progress for ``sweep_interval`` seconds: a ``GetSession``, then a ``ListTask`` only if
+  the session's counts show more tasks ended than the watcher saw end (a session stalled by
+  slow instance starts is not listed every second, which on a real cluster loads the session
+  manager with every task of it);
 * the same sweep reads the session's events: once a session has event 1002 (retry limit
   reached: no executor will be assigned) and nothing running, its tasks fail with the last bind
   failure instead of waiting forever;
@@ -130,6 +133,9 @@ class TaskWatcher:
         self._sweep_interval = sweep_interval
         self._stream_timeout = stream_timeout
         self._sessions: dict[str, _Session] = {}
+        # Tasks seen to end, by session (kept while the session's watch comes and goes): what
+        # a sweep compares with the session's own counts.
+        self._ended: collections.Counter[str] = collections.Counter()
         self._turn: collections.deque[str] = collections.deque()
         self._open_streams = 0
         self._peak_streams = 0
@@ -258,6 +264,7 @@ class TaskWatcher:
         if tracked.done:
             return
         tracked.done = True
+        self._ended[tracked.session_id] += 1
         if tracked.watch is not None and tracked.watch is not asyncio.current_task():
             tracked.watch.cancel()  # finished from outside (a failed session): free its stream now
         session = self._sessions.get(tracked.session_id)
@@ -367,8 +374,9 @@ class TaskWatcher:
 
     async def _sweep(self, session_id: str, session: _Session) -> None:
         try:
-            await self._check_session(session_id, session)
-            if session.queue and session_id in self._sessions:
+            ended = await self._check_session(session_id, session)
+            # Only a task that ended unseen can be a queued one: else listing finds nothing.
+            if session.queue and session_id in self._sessions and ended > self._ended[session_id]:
                 await self._list_finished(session_id, session)
         except asyncio.CancelledError:
             raise
@@ -378,12 +386,16 @@ class TaskWatcher:
             session.sweeping = False
             session.last_progress = time.monotonic()
 
-    async def _check_session(self, session_id: str, session: _Session) -> None:
+    async def _check_session(self, session_id: str, session: _Session) -> int:
+        """Fail the session's tasks if it reached the retry limit; return how many of its tasks
+        ended (succeeded, failed or cancelled), by the session manager's counts."""
         request = pb.GetSessionRequest(session_id=session_id)
         ssn = await self._stub.GetSession(request, timeout=self._frontend.config.timeout)
-        events = list(ssn.status.events)
-        if ssn.status.running > 0 or not any(e.code == RETRY_LIMIT_EVENT for e in events):
-            return
+        status = ssn.status
+        ended = int(status.succeed + status.failed + status.cancelled)
+        events = list(status.events)
+        if status.running > 0 or not any(e.code == RETRY_LIMIT_EVENT for e in events):
+            return ended
         limit = [e for e in events if e.code == RETRY_LIMIT_EVENT][-1]
         binds = [e for e in events if e.code == BIND_FAILED_EVENT]
         text = (
@@ -395,6 +407,7 @@ class TaskWatcher:
         self._fail_session(
             session_id, InvalidStateError(text, endpoint=self._frontend.endpoint, session_id=session_id)
         )
+        return ended
 
     async def _list_finished(self, session_id: str, session: _Session) -> None:
         queued = {t.task_id: t for t in session.queue if not t.done}

@@ -187,3 +187,33 @@ def test_a_closed_watchers_loop_drops_late_grpc_completions(runner: Runner) -> N
     other.join(10)
     assert outcome == [True]
     assert ran == ["open"]
+
+
+def test_a_stalled_session_is_listed_only_once_a_task_finished_unseen(tmp_path: Path) -> None:
+    # On a cluster whose instances take seconds to start, every session stalls: listing all of
+    # its tasks each second (ListTask streams every task) loads the session manager for nothing.
+    # The session's check (GetSession) says how many tasks ended; only more than the watcher saw
+    # end means a queued task finished outside the window.
+    project = tmp_path / "project"
+    project.mkdir()
+    gate = tmp_path / "gate"
+    with (
+        FakeCluster(work_dir=tmp_path) as cluster,
+        Runner("tw-stall", config=cluster.config, project_dir=project) as runner,
+    ):
+        svc = runner.service(gated, autoscale=False, warmup=1)  # one instance: tasks run in order
+        watcher = TaskWatcher(runner.frontend, window=1, sweep_interval=0.05)
+        results = Results()
+        try:
+            checks = len(cluster.calls(method="GetSession"))
+            ids = [_task(runner, svc.session_id, str(gate)) for _ in range(3)]
+            for tid in ids:
+                watcher.track(svc.session_id, tid, results(tid))
+            eventually(lambda: len(cluster.calls(method="GetSession")) >= checks + 3, "three session checks")
+            assert cluster.calls(method="ListTask") == []  # nothing ended: nothing to find
+            assert results.done == {}
+            gate.touch()
+            results.wait_for(3)
+        finally:
+            watcher.close()
+    assert [results.done[tid][0].status.state for tid in ids] == [SUCCEED] * 3
