@@ -9,7 +9,11 @@ of a trivial function:
 
 * client CPU per call (``time.process_time`` of this process, every thread included) over N
   sequential calls, each ``get()`` before the next (target: ours <= 0.4 ms and >= 3x better);
-* calls/s and client CPU per call for N calls submitted, then gathered (target: ours >= 2x).
+* calls/s and client CPU per call for N calls submitted, then gathered (target: ours >= 2x);
+* the session-manager RPCs each Runner makes per call, by method (counted by an in-process
+  fake's call record): trivial calls in sequence and in a batch on an autoscaled service, and a
+  batch stalled for 2.5 s behind its first call on one instance, where a Runner that sweeps or
+  polls its sessions shows it.
 
 ``--profile`` prints a cProfile of our sequential calls (the client side only).
 """
@@ -103,6 +107,45 @@ def _batch(svc: Any, calls: int, gather: Callable[[list[Any]], list[Any]]) -> tu
     return calls / (time.perf_counter() - wall), (time.process_time() - cpu) / calls * 1000
 
 
+def slow(seconds: float) -> float:
+    import time as _time
+
+    _time.sleep(seconds)
+    return seconds
+
+
+def _rpc_load(make_runner: Callable[[str], Any], cluster: Any, quick: bool) -> dict[str, dict[str, float]]:
+    """Session-manager RPCs per call, by method, for each of three workloads."""
+    import collections
+
+    def per_call(since: int, calls: int) -> dict[str, float]:
+        served = cluster.calls(service="flame.v1.Frontend", where=lambda c: c.seq > since)
+        return {m: n / calls for m, n in sorted(collections.Counter(c.method for c in served).items())}
+
+    load: dict[str, dict[str, float]] = {}
+    count, stalled = (50, 100) if quick else (200, 200)
+    with make_runner("rpc-trivial") as runner:
+        svc = runner.service(trivial)
+        svc(0).get()
+        mark = cluster.calls()[-1].seq
+        for i in range(count):
+            svc(i).get()
+        load["sequential"] = per_call(mark, count)
+        mark = cluster.calls()[-1].seq
+        runner.get([svc(i) for i in range(count)])
+        load["batch"] = per_call(mark, count)
+    with make_runner("rpc-stalled") as runner:
+        # One instance held 2.5 s by the first call while the rest wait, most beyond the
+        # watcher's window of 64 streams: the session stalls as on a cluster whose instances
+        # take seconds to start.
+        svc = runner.service(slow, autoscale=False, warmup=1)
+        svc(0.0).get()
+        mark = cluster.calls()[-1].seq
+        runner.get([svc(2.5), *(svc(0.0) for _ in range(stalled - 1))])
+        load["stalled batch"] = per_call(mark, stalled)
+    return load
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer calls")
@@ -147,6 +190,22 @@ def main() -> int:
         f"ratios (flamepy / ours): sequential CPU {base[0] / ours[0]:.2f}x (target >= 3x, ours <= 0.4 ms), "
         f"batch calls/s {ours[2] / base[2]:.2f}x (target >= 2x), batch CPU {base[3] / ours[3]:.2f}x"
     )
+    from flamepy_fake import FakeCluster
+
+    loads: dict[str, dict[str, dict[str, float]]] = {}
+    with _project(), FakeCluster(executors="thread") as cluster:
+        loads["flamepy_runner"] = _rpc_load(
+            lambda name: Runner(name, config=cluster.config), cluster, args.quick
+        )
+        os.environ.update(cluster.env)
+        reset_flamepy_clients()
+        loads["flamepy 0.6.0"] = _rpc_load(FlamepyRunner, cluster, args.quick)
+        reset_flamepy_clients()
+    print("session-manager RPCs per call, by method (in-process fake, thread instances)")
+    for workload in loads["flamepy_runner"]:
+        for name, load in loads.items():
+            rpcs = ", ".join(f"{m} {n:.3f}" for m, n in load[workload].items())
+            print(f"  {workload:16s} {name:16s} {sum(load[workload].values()):6.3f}: {rpcs}")
     if args.profile:
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     return 0
