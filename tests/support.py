@@ -8,13 +8,15 @@ broken run from hanging.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["WAIT", "children_of", "eventually"]
+__all__ = ["WAIT", "children_of", "eventually", "one_at_a_time"]
 
 T = TypeVar("T")
 
@@ -58,3 +60,16 @@ def children_of(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry))
     return sorted(found)
+
+
+@contextlib.contextmanager
+def one_at_a_time(shared_dir: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock named ``name`` in ``shared_dir`` (a directory every xdist worker
+    of the run sees) for the block: tests that time a whole pytest run under signals are held
+    to bounds that two of them starting zygotes side by side on a 2-core machine can exceed."""
+    with open(shared_dir / f"{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

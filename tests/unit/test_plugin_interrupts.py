@@ -10,9 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import one_at_a_time
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -26,6 +28,13 @@ def forever(marker):
     while True:
         time.sleep(0.1)
 """
+
+
+@pytest.fixture(autouse=True)
+def _one_signal_run_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # The run's shared temp root (the parent of each xdist worker's own): see support.one_at_a_time.
+    with one_at_a_time(tmp_path_factory.getbasetemp().parent, "signal-runs"):
+        yield
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import children_of, eventually
+from support import children_of, eventually, one_at_a_time
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -168,6 +168,13 @@ AUTOSTART_INNER_TEST = textwrap.dedent(
             time.sleep(0.05)
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_signal_run_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # The run's shared temp root (the parent of each xdist worker's own): see support.one_at_a_time.
+    with one_at_a_time(tmp_path_factory.getbasetemp().parent, "signal-runs"):
+        yield
 
 
 @pytest.fixture
