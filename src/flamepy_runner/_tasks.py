@@ -75,7 +75,13 @@ class _WatchLoop(asyncio.SelectorEventLoop):
     :meth:`TaskWatcher.close` cancelled can complete after this loop is closed; the stock loop
     then raises ``RuntimeError``, which the other Runner's loop logs as an asyncio error. The call
     is gone, so its completion has nothing left to do.
+
+    Only once :meth:`TaskWatcher.close` has begun (``closing``): a loop that ended any other way
+    keeps the stock error, so that a caller handing it work fails at once instead of waiting
+    for an answer that never comes.
     """
+
+    closing = False
 
     # The stub's signature needs TypeVarTuple (Python 3.11); this one accepts the same calls.
     def call_soon_threadsafe(  # type: ignore[override]
@@ -84,7 +90,7 @@ class _WatchLoop(asyncio.SelectorEventLoop):
         try:
             return super().call_soon_threadsafe(callback, *args, context=context)
         except RuntimeError:
-            if not self.is_closed():
+            if not (self.closing and self.is_closed()):
                 raise
             dropped = asyncio.Handle(callback, args, self, context)
             dropped.cancel()
@@ -190,7 +196,11 @@ class TaskWatcher:
             if self._closed:
                 return
             self._closed = True
+        if self._loop.is_closed():  # its thread ended on its own: nothing to shut down
+            self._thread.join(timeout=10)
+            return
         reason = error or UsageError("the Runner was closed before the task finished")
+        self._loop.closing = True
         fut = asyncio.run_coroutine_threadsafe(self._shutdown(reason), self._loop)
         with contextlib.suppress(Exception):
             fut.result(timeout=10)

@@ -217,3 +217,17 @@ def test_a_stalled_session_is_listed_only_once_a_task_finished_unseen(tmp_path: 
         finally:
             watcher.close()
     assert [results.done[tid][0].status.state for tid in ids] == [SUCCEED] * 3
+
+
+def test_a_loop_that_ended_on_its_own_refuses_work_at_once(runner: Runner) -> None:
+    # Dropping late completions is for a loop close() shut down; one whose thread ended any other
+    # way must still refuse at once (else a caller waits for an answer that never comes).
+    watcher = TaskWatcher(runner.frontend)
+    watcher._loop.call_soon_threadsafe(watcher._loop.stop)
+    watcher._thread.join(10)
+    assert not watcher._thread.is_alive() and watcher._loop.is_closed()
+    with pytest.raises(RuntimeError) as err:
+        watcher.track("s", "1", lambda task, error: None)
+    assert str(err.value) == "Event loop is closed"
+    watcher.close()  # returns: nothing to shut down
+    assert not watcher._loop.closing
