@@ -191,3 +191,68 @@ def test_stopping_the_server_ends_its_spare(tmp_path: Path, server: ForkServer) 
     spare = _spare(server)
     server.stop()  # returns once the zygote has reaped every child and exited
     assert not Path(f"/proc/{spare}").exists()
+
+
+class _Made:
+    """Stands for grpc and pyarrow.flight in a spare's warm-up: records what it made and closed."""
+
+    def __init__(self, log: list[str], what: str) -> None:
+        self.log, self.what = log, what
+
+    def __call__(self, target: str) -> _Made:
+        self.log.append(f"{self.what} {target}")
+        return self
+
+    def close(self) -> None:
+        self.log.append(f"closed {self.what}")
+
+
+def _warm_with_fakes(monkeypatch: pytest.MonkeyPatch, log: list[str]) -> None:
+    import types
+
+    from flamepy_fake._executors import _zygote_side
+
+    grpc = types.SimpleNamespace(insecure_channel=_Made(log, "channel"))
+    flight = types.SimpleNamespace(FlightClient=_Made(log, "flight client"))
+    monkeypatch.setitem(sys.modules, "grpc", grpc)
+    monkeypatch.setitem(sys.modules, "pyarrow.flight", flight)
+    monkeypatch.setattr(_zygote_side, "_WARM_AFTER", 0.05)
+
+
+def test_an_idle_spare_initialises_grpc_and_flight_with_what_is_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flamepy_fake._executors._zygote_side import _warm
+
+    log: list[str] = []
+    _warm_with_fakes(monkeypatch, log)
+    read_end, write_end = os.pipe()
+    try:
+        before = set(sys.modules)
+        _warm(read_end)  # nothing to read within _WARM_AFTER: it warms
+        assert set(sys.modules) == before  # imports nothing of its own
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert log == [
+        "channel unix:///nonexistent/flamepy-fake-warm.sock",
+        "closed channel",
+        "flight client grpc://127.0.0.1:1",
+        "closed flight client",
+    ]
+
+
+def test_a_spare_handed_a_request_at_once_does_not_warm(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flamepy_fake._executors._zygote_side import _warm
+
+    log: list[str] = []
+    _warm_with_fakes(monkeypatch, log)
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"{}\n")
+        _warm(read_end)
+        assert os.read(read_end, 16) == b"{}\n"  # the request is left for the spare to read
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert log == []
