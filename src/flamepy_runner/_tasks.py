@@ -139,8 +139,8 @@ class TaskWatcher:
         self._sweep_interval = sweep_interval
         self._stream_timeout = stream_timeout
         self._sessions: dict[str, _Session] = {}
-        # Tasks seen to end, by session (kept while the session's watch comes and goes): what
-        # a sweep compares with the session's own counts.
+        # Tasks seen ending on the server, by session (kept while the session's watch comes
+        # and goes): what a sweep compares with the session's own counts.
         self._ended: collections.Counter[str] = collections.Counter()
         self._turn: collections.deque[str] = collections.deque()
         self._open_streams = 0
@@ -274,7 +274,8 @@ class TaskWatcher:
         if tracked.done:
             return
         tracked.done = True
-        self._ended[tracked.session_id] += 1
+        if task is not None:  # ended on the server (a local error may leave it running there)
+            self._ended[tracked.session_id] += 1
         if tracked.watch is not None and tracked.watch is not asyncio.current_task():
             tracked.watch.cancel()  # finished from outside (a failed session): free its stream now
         session = self._sessions.get(tracked.session_id)
