@@ -175,8 +175,9 @@ def build_package(
         excludes: glob patterns to leave out, matched against each entry's name and its path
             relative to ``project_dir``; ``dir/`` matches directories only, ``/path`` only
             the path from the root. Pass ``FlameConfig.excludes`` (defaults included).
-        dependencies: requirements written to the generated ``pyproject.toml`` when the
-            project has no metadata; ignored (with a warning) when it has some.
+        dependencies: requirements written to the generated ``pyproject.toml`` (which is
+            named after ``project_dir``, not ``name``) when the project has no metadata;
+            ignored (with a warning) when it has some.
         max_size: the largest acceptable archive, in bytes.
 
     Returns:
@@ -203,7 +204,7 @@ class PackageCache:
     :meth:`build` walks the project as :func:`build_package` does, and fingerprints what the
     exclusion rules select (each entry's path, kind, mode, size and link target, a file's
     mtime in nanoseconds, and a generated ``pyproject.toml``): an unchanged tree gets the archive built
-    before, a changed file a new one. Archives are written to ``directory`` (a temporary
+    before, whatever the Runner is called, and a changed file a new one. Archives are written to ``directory`` (a temporary
     directory by default), never into the project, and removed by :meth:`close` (the
     directory too, when the cache created it). The pytest plugin's ``flame_runner`` gives its
     Runners one cache per run; thread-safe.
@@ -303,7 +304,7 @@ def _select(
         entries = _collect(str(root), _excludes(tuple(excludes)))
     except OSError as exc:
         raise PackageError(f"cannot package {root}: {exc}") from exc
-    extra = _metadata(name, root, dependencies or ())
+    extra = _metadata(root, dependencies or ())
     if extra is not None:
         newest = max((e.info.mtime for e in entries if e.info.isfile()), default=_FALLBACK_MTIME)
         info = _info("pyproject.toml", tarfile.REGTYPE, 0o644, int(newest), len(extra))
@@ -455,10 +456,13 @@ def _link_inside(root: str, path: str, prefix: str) -> str | None:
     return os.path.relpath(resolved, os.path.join(root, link_dir)).replace(os.sep, "/")
 
 
-def _metadata(name: str, root: Path, dependencies: Sequence[str]) -> bytes | None:
+def _metadata(root: Path, dependencies: Sequence[str]) -> bytes | None:
     present = [f for f in _METADATA_FILES if (root / f).is_file()]
     if not present:
-        text = generated_pyproject(name, dependencies)
+        # Named after the project, not the Runner: the same tree is the same package whatever
+        # the application is called, so a PackageCache (and the fake's release store) reuse it
+        # across Runners. Names never clash: Flame installs each release into its own target.
+        text = generated_pyproject(root.name, dependencies)
         log.info("Added a generated pyproject.toml (dependencies: %s)", sorted(set(dependencies)) or "none")
         return text.encode()
     if any(d.strip() for d in dependencies):

@@ -631,8 +631,8 @@ def test_runners_sharing_a_package_cache_upload_one_archive_and_run_a_changed_fi
 ) -> None:
     import runner_sample_tasks as tasks
 
-    # Metadata of its own: a generated pyproject.toml would name each Runner (one package each).
-    (project / "pyproject.toml").write_text('[project]\nname = "sample"\nversion = "0"\n')
+    # No metadata of its own: the generated pyproject.toml names the project, not each Runner.
+    assert not any((project / f).exists() for f in ("pyproject.toml", "setup.py", "setup.cfg"))
     isolated = setup[1] != "thread"  # thread instances share this process's imported modules
     with PackageCache(tmp_path / "packages") as packages:
         first = make_runner(package_cache=packages)

@@ -306,8 +306,9 @@ py-modules = []
 
 
 def test_generated_pyproject_when_the_project_has_no_metadata(tmp_path: Path) -> None:
-    _tree(tmp_path, {"app.py": "", "pkg/__init__.py": "", "other/__init__.py": ""})
-    package = _build(tmp_path, dependencies=["pyyaml>=5", "numpy>=1.26"])
+    root = _tree(tmp_path / "demo", {"app.py": "", "pkg/__init__.py": "", "other/__init__.py": ""})
+    # Named after the project directory, not the package (Runner) name.
+    package = build_package("runner-7", root, excludes=DEFAULT_EXCLUDES, dependencies=["pyyaml>=5", "numpy>=1.26"])
     with tarfile.open(package.path, "r:gz") as tar:
         member = tar.getmember("pyproject.toml")
         text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
@@ -379,8 +380,8 @@ def test_generated_package_installs_with_pip_target(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     installed = sorted(p.name for p in (tmp_path / "target").iterdir())
-    assert installed == ["demo_app-0.1.0.dist-info"]  # metadata only: the tree itself is not copied
-    metadata = (tmp_path / "target" / "demo_app-0.1.0.dist-info" / "METADATA").read_text()
+    assert installed == ["proj-0.1.0.dist-info"]  # metadata only: the tree itself is not copied
+    metadata = (tmp_path / "target" / "proj-0.1.0.dist-info" / "METADATA").read_text()
     assert "Requires-Dist: pyyaml>=5" in metadata
 
 
@@ -543,13 +544,20 @@ def test_changes_the_rules_exclude_reuse_the_package(tmp_path: Path, packages: P
     assert packages.builds == 1
 
 
-def test_a_generated_pyproject_names_the_runner_so_each_name_has_its_package(
+def test_a_generated_pyproject_names_the_project_so_runners_of_any_name_share_its_package(
     tmp_path: Path, packages: PackageCache
 ) -> None:
     root = _tree(tmp_path / "proj", {"mod.py": "x = 1\n"})
-    assert _cached(packages, root, name="a") != _cached(packages, root, name="b")
-    assert _cached(packages, root, name="a", dependencies=["numpy"]).path != _cached(packages, root, "a").path
-    assert packages.builds == 3
+    first = _cached(packages, root, name="test-0a1b2c3d4e")
+    assert _cached(packages, root, name="test-5f6a7b8c9d") == first
+    assert packages.builds == 1
+    with tarfile.open(first.path, "r:gz") as tar:
+        text = tar.extractfile("pyproject.toml").read().decode()  # type: ignore[union-attr]
+    assert 'name = "proj"' in text.splitlines()
+    # The dependencies are part of the content: other dependencies, another package.
+    numpy = _cached(packages, root, name="test-0a1b2c3d4e", dependencies=["numpy"])
+    assert numpy.path != first.path
+    assert packages.builds == 2
 
 
 def test_a_reused_package_still_obeys_the_size_limit(tmp_path: Path, packages: PackageCache) -> None:
