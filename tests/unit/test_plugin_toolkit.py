@@ -746,8 +746,9 @@ def test_a_module_global_set_remotely_by_one_test_is_unset_in_the_next(
 
 def test_flame_runner_packages_once_per_content_outside_the_project(inner: pytest.Pytester) -> None:
     # A project of its own: pytester's directory also holds the run's changing stdout file.
+    # No metadata of its own: each test's Runner has its own name, the generated pyproject.toml
+    # names the project, so the three Runners share one package until a file changes.
     project = inner.mkdir("proj")
-    (project / "pyproject.toml").write_text('[project]\nname = "inner"\nversion = "0"\n')
     (project / "inner_tasks.py").write_text("def double(x):\n    return 2 * x\n")
     inner.makepyfile(
         test_packages=f"""
