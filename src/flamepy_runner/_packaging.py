@@ -203,11 +203,11 @@ class PackageCache:
 
     :meth:`build` walks the project as :func:`build_package` does, and fingerprints what the
     exclusion rules select (each entry's path, kind, mode, size and link target, a file's
-    mtime in nanoseconds, and a generated ``pyproject.toml``): an unchanged tree gets the archive built
-    before, whatever the Runner is called, and a changed file a new one. Archives are written to ``directory`` (a temporary
-    directory by default), never into the project, and removed by :meth:`close` (the
-    directory too, when the cache created it). The pytest plugin's ``flame_runner`` gives its
-    Runners one cache per run; thread-safe.
+    mtime in nanoseconds, and a generated ``pyproject.toml``): an unchanged tree gets the
+    archive built before, whatever the Runner is called, and a changed file a new one.
+    Archives are written to ``directory`` (a temporary directory by default), never into the
+    project, and removed by :meth:`close` (the directory too, when the cache created it). The
+    pytest plugin's ``flame_runner`` gives its Runners one cache per run; thread-safe.
 
     Args:
         directory: where the archives are kept.

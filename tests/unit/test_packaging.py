@@ -308,7 +308,9 @@ py-modules = []
 def test_generated_pyproject_when_the_project_has_no_metadata(tmp_path: Path) -> None:
     root = _tree(tmp_path / "demo", {"app.py": "", "pkg/__init__.py": "", "other/__init__.py": ""})
     # Named after the project directory, not the package (Runner) name.
-    package = build_package("runner-7", root, excludes=DEFAULT_EXCLUDES, dependencies=["pyyaml>=5", "numpy>=1.26"])
+    package = build_package(
+        "runner-7", root, excludes=DEFAULT_EXCLUDES, dependencies=["pyyaml>=5", "numpy>=1.26"]
+    )
     with tarfile.open(package.path, "r:gz") as tar:
         member = tar.getmember("pyproject.toml")
         text = tar.extractfile(member).read().decode()  # type: ignore[union-attr]
