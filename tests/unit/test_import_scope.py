@@ -217,8 +217,13 @@ FINDER_SCRIPT = """
 import json, os, sys, traceback
 from flamepy_fake._executors import _import_scope as scope_module
 
+zygote_finders = sys.path_importer_cache
+zygote_count = len(zygote_finders)
 finder = scope_module.activate()
 report = {"var_left": scope_module.ENV_VAR in os.environ, "fake_loaded": "flamepy_fake" in sys.modules}
+# A fresh cache, the old one left whole (not cleared: freeing its finders costs a forked child).
+report["fresh_cache"] = sys.path_importer_cache == {} and sys.path_importer_cache is not zygote_finders
+report["old_finders_kept"] = zygote_count > 0 and len(zygote_finders) == zygote_count
 report["meta_path"] = [type(f).__name__ for f in sys.meta_path]
 
 def attempt(name):
@@ -232,6 +237,7 @@ def attempt(name):
 for name in ("inpkg", "outside", "outside", "json", "numpy", "sortedcontainers", "no_such_module_x"):
     report[name] = attempt(name)
 report["hidden"] = sorted(finder.hidden)
+report["cache_used"] = os.environ["PYTHONPATH"].split(os.pathsep)[0] in sys.path_importer_cache
 scope_module.activate({})
 report["restored"] = [type(f).__name__ for f in sys.meta_path] == ORIGINAL
 report["numpy_after_restore"] = attempt("numpy")
@@ -283,6 +289,9 @@ def test_the_finder_hides_what_is_outside_the_scope(tmp_path: Path) -> None:
     assert report == {
         "var_left": False,
         "fake_loaded": False,  # imported before the scope applied, outside it: forgotten
+        "fresh_cache": True,
+        "old_finders_kept": True,
+        "cache_used": True,  # the import system fills the new cache (it reads sys anew)
         "meta_path": ["ScopeFinder"],
         "inpkg": "ok",
         "outside": gone("outside"),

@@ -294,7 +294,7 @@ def become(request: dict[str, Any]) -> None:
     # interpreter's own paths (the zygote's, without its working directory and PYTHONPATH).
     own = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:] = [os.getcwd(), *(os.path.abspath(p) for p in own), *_BASE_PATH]
-    sys.path_importer_cache.clear()
+    _import_scope.fresh_path_importer_cache()
     importlib.invalidate_caches()
     # The instance's own import scope (or none), replacing the zygote's; the out-of-scope
     # modules the zygote imported leave sys.modules.
