@@ -21,6 +21,7 @@ write into its package directory (on Flame too, the executors of a node share it
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -172,15 +173,31 @@ class Installer:
         self.installs = 0  # releases actually extracted (observable in tests)
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._cancelled = False
+        self._flight: dict[str, Any] = {}  # location -> FlightClient, kept until cancel()
 
     def cancel(self) -> None:
-        """Kill running dependency installations and refuse new ones (the cluster is stopping)."""
+        """Kill running dependency installations, close the cache connections and refuse new
+        ones (the cluster is stopping)."""
         with self._lock:
             self._cancelled = True
             procs = list(self._procs)
+            clients, self._flight = list(self._flight.values()), {}
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def warm_up(self, cache_endpoint: str, timeout: float = 5.0) -> None:
+        """Connect to the object cache now (a ``ListActions`` call), so the first bind's
+        download does not wait for the connection; failures are left to that download."""
+        with contextlib.suppress(Exception):
+            parsed = urllib.parse.urlsplit(cache_endpoint)
+            import pyarrow.flight as flight
+
+            client = self._flight_client(parsed)
+            list(client.list_actions(flight.FlightCallOptions(timeout=timeout)))
 
     def install(self, app: AppRecord, *, dependencies: bool = True) -> Installation:
         """Make ``app``'s package available and return the environment additions.
@@ -301,13 +318,7 @@ class Installer:
         key = parsed.path.lstrip("/")
         if not key or not parsed.hostname:
             raise InstallError(f"package URL names no object: {parsed.geturl()}")
-        port = parsed.port or 9090
-        tls = parsed.scheme.lower() == "grpcs"
-        location = f"{'grpc+tls' if tls else 'grpc'}://{parsed.hostname}:{port}"
-        kwargs: dict[str, Any] = {}
-        if tls and self.cache_ca_file:
-            kwargs["tls_root_certs"] = Path(self.cache_ca_file).read_bytes()
-        client = flight.FlightClient(location, **kwargs)
+        client = self._flight_client(parsed)
         written = 0
         try:
             options = flight.FlightCallOptions(timeout=_DOWNLOAD_TIMEOUT)
@@ -326,10 +337,27 @@ class Installer:
             raise InstallError(f"object not found: {key}") from exc
         except (pa.ArrowException, OSError) as exc:
             raise InstallError(f"do_get failed: {_first_line(exc)}") from exc
-        finally:
-            client.close()
         if written == 0:
             raise InstallError(f"object not found: {key}")
+
+    def _flight_client(self, parsed: urllib.parse.SplitResult) -> Any:
+        """The connection to the cache ``parsed`` names, opened once per installer: every bind
+        of a cluster downloads from the same cache (and a test's first bind is on its critical
+        path, so :meth:`warm_up` opens it ahead)."""
+        import pyarrow.flight as flight
+
+        tls = parsed.scheme.lower() == "grpcs"
+        location = f"{'grpc+tls' if tls else 'grpc'}://{parsed.hostname}:{parsed.port or 9090}"
+        with self._lock:
+            if self._cancelled:
+                raise InstallError("the cluster is stopping")
+            client = self._flight.get(location)
+            if client is None:
+                kwargs: dict[str, Any] = {}
+                if tls and self.cache_ca_file:
+                    kwargs["tls_root_certs"] = Path(self.cache_ca_file).read_bytes()
+                client = self._flight[location] = flight.FlightClient(location, **kwargs)
+            return client
 
     # -- dependencies ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from support import eventually
 
@@ -95,10 +96,57 @@ def test_grpc_url_downloads_from_the_cache(tmp_path: Path) -> None:
     archive = _tar(tmp_path / "demo.tar.gz", PACKAGE)
     with FakeObjectCache() as server, CacheClient(FlameConfig(cache_endpoint=server.endpoint)) as client:
         client.upload_object("demo/pkg/demo.tar.gz", archive)
-        got = Installer(tmp_path / "apps").install(app(f"{server.endpoint}/demo/pkg/demo.tar.gz"))
-        assert _import(got.pythonpath, "demo_mod") == "42"
-        with pytest.raises(InstallError, match="object not found: demo/pkg/missing"):
-            Installer(tmp_path / "apps2").install(app(f"{server.endpoint}/demo/pkg/missing.tar.gz"))
+        installer = Installer(tmp_path / "apps")
+        try:
+            got = installer.install(app(f"{server.endpoint}/demo/pkg/demo.tar.gz"))
+            assert _import(got.pythonpath, "demo_mod") == "42"
+            with pytest.raises(InstallError) as missing:
+                installer.install(app(f"{server.endpoint}/demo/pkg/missing.tar.gz", name="other"))
+            assert str(missing.value) == "object not found: demo/pkg/missing.tar.gz"
+        finally:
+            installer.cancel()
+
+
+def test_the_cache_connection_is_opened_once_ahead_and_closed_by_cancel(tmp_path: Path) -> None:
+    with FakeObjectCache() as server, CacheClient(FlameConfig(cache_endpoint=server.endpoint)) as client:
+        client.upload_object("demo/pkg/demo.tar.gz", _tar(tmp_path / "demo.tar.gz", PACKAGE))
+        changed = {**PACKAGE, "demo_mod.py": b"VALUE = 43\n"}
+        client.upload_object("other/pkg/other.tar.gz", _tar(tmp_path / "other.tar.gz", changed))
+        installer = Installer(tmp_path / "apps")
+        installer.warm_up(server.endpoint)
+        (location,) = installer._flight  # opened ahead, before any install
+        assert location == server.endpoint  # grpc://host:port, as a download names it
+        warmed = installer._flight[location]
+        installer.install(app(f"{server.endpoint}/demo/pkg/demo.tar.gz"))
+        got = installer.install(app(f"{server.endpoint}/other/pkg/other.tar.gz", name="other"))
+        assert _import(got.pythonpath, "demo_mod") == "43"
+        assert installer._flight == {location: warmed}  # both downloads used it
+        installer.cancel()
+        assert installer._flight == {}
+        with pytest.raises(pa.ArrowException):  # closed, not merely forgotten
+            list(warmed.list_actions())
+        with pytest.raises(InstallError) as refused:
+            installer.install(app(f"{server.endpoint}/demo/pkg/demo.tar.gz", name="late"))
+        assert str(refused.value) == "the cluster is stopping"
+        installer.warm_up(server.endpoint)  # after cancel: opens nothing, raises nothing
+        assert installer._flight == {}
+
+
+def test_a_warm_up_without_a_cache_leaves_the_error_to_the_download(tmp_path: Path) -> None:
+    installer = Installer(tmp_path / "apps")
+    try:
+        installer.warm_up("grpc://127.0.0.1:1", timeout=2.0)  # nothing listens there: no raise
+        assert list(installer._flight) == ["grpc://127.0.0.1:1"]
+        with pytest.raises(InstallError) as failed:
+            installer.install(app("grpc://127.0.0.1:1/demo/pkg/demo.tar.gz"))
+        # Pinned up to gRPC's debug context, whose wording varies between gRPC releases.
+        assert str(failed.value).startswith(
+            "do_get failed: Flight returned unavailable error, with message: failed to connect to all "
+            "addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed to connect to remote host: "
+            "Connection refused. "
+        )
+    finally:
+        installer.cancel()
 
 
 @pytest.fixture

@@ -62,7 +62,10 @@ def _free_port() -> int:
 def _installed_value(tmp_path: Path, url: str) -> str:
     """What the fake executor's installer makes of ``url``: the value of demo_mod.VALUE."""
     installer = Installer(tmp_path / "apps")
-    got = installer.install(AppRecord(name="demo", installer="python", url=url))
+    try:
+        got = installer.install(AppRecord(name="demo", installer="python", url=url))
+    finally:
+        installer.cancel()  # closes its cache connection
     code = f"import sys; sys.path[:0] = {list(got.pythonpath)!r}; import demo_mod; print(demo_mod.VALUE)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     return out.stdout.strip()
