@@ -216,3 +216,48 @@ def test_backend_choice(tmp_path: Path, backend: str, flmrun: str, expected: tup
         AppRecord(name="svc", command="python3", arguments=["svc.py"]),
     )
     assert tuple(manager.executors_for(app) for app in apps) == expected
+
+
+@pytest.mark.parametrize("executors", ["thread", "process"])
+def test_a_thread_executor_manager_opens_its_cache_connections_at_start(
+    tmp_path: Path, executors: str
+) -> None:
+    from flamepy_fake._cache._server import FakeObjectCache
+    from flamepy_fake._control._state import ClusterState
+    from flamepy_fake._executors import ExecutorManager
+
+    with FakeObjectCache() as cache:
+        manager = ExecutorManager(
+            ClusterState(),
+            frontend_endpoint="http://127.0.0.1:1",
+            cache_endpoint=cache.endpoint,
+            executors=executors,
+            work_dir=tmp_path,
+            fork_server=False,
+        )
+        manager.start()
+        try:
+            factory = manager._factory
+            assert factory is not None
+            if executors == "thread":
+                # Before any bind: the package download's connection and the thread instances'.
+                eventually(
+                    lambda: (
+                        list(manager.installer._flight) == [cache.endpoint] and factory._cache is not None
+                    ),
+                    "the warm-up to open both connections",
+                )
+                warm = manager._warm_thread
+                assert warm is not None and warm.name == "flamepy-fake-warm-up"
+                eventually(lambda: not warm.is_alive(), "the warm-up thread to end")
+            else:
+                # A process instance opens its own connection; nothing is warmed here.
+                assert manager._warm_thread is None
+                assert manager.installer._flight == {} and factory._cache is None
+        finally:
+            manager.stop()
+        assert manager.installer._flight == {} and factory._cache is None  # both closed
+        with pytest.raises(ShimError) as refused:
+            factory._thread_cache()
+        assert str(refused.value) == "the executor manager is stopping"
+        assert not [t for t in threading.enumerate() if t.name == "flamepy-fake-warm-up"]

@@ -79,6 +79,7 @@ class InstanceFactory:
         self.client_config = FlameConfig(endpoint=frontend_endpoint, cache_endpoint=cache_endpoint)
         self._lock = threading.Lock()
         self._cache: Any = None  # CacheClient for thread instances, made on first use
+        self._closed = False
 
     def make(self, eid: str, app: AppRecord, executors: str, installation: Installation) -> Instance:
         """The instance of executor ``eid`` (not started), ``executors`` being ``thread`` or ``process``.
@@ -134,9 +135,15 @@ class InstanceFactory:
             fork_server=self.zygote,
         )
 
+    def warm_up(self, timeout: float) -> None:
+        """Open the thread instances' cache connection now (see ``CacheClient.warm_up``)."""
+        with contextlib.suppress(ShimError):
+            self._thread_cache().warm_up(timeout)
+
     def close(self) -> None:
-        """Close the thread instances' cache client, if one was made."""
+        """Close the thread instances' cache client, if one was made; make no other."""
         with self._lock:
+            self._closed = True
             cache, self._cache = self._cache, None
         if cache is not None:
             with contextlib.suppress(Exception):
@@ -159,6 +166,8 @@ class InstanceFactory:
         from flamepy_runner import CacheClient
 
         with self._lock:
+            if self._closed:
+                raise ShimError("the executor manager is stopping")
             if self._cache is None:
                 self._cache = CacheClient(self.client_config)
             return self._cache
