@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ._exceptions import ConfigError
 
 __all__ = ["DEFAULT_EXCLUDES", "FlameConfig"]
@@ -119,18 +117,20 @@ class FlameConfig:
         return cls(**fields)
 
 
-# libyaml's safe loader where PyYAML was built with it: the same documents, ~10x faster to read
-# (a flmrun instance reads its flame.yaml at start-up, on the path of every first call).
-_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
 def _read_yaml(path: Path, *, required: bool) -> dict[str, Any]:
     if not path.exists():
         if required:
             raise ConfigError(f"configuration file {path} does not exist")
         return {}
+    # Imported here, not with the module: PyYAML is two thirds of importing the pytest plugin
+    # (~20 ms, which every pytest run pays), and a test on the fake never reads a flame.yaml.
+    import yaml
+
+    # libyaml's safe loader where PyYAML was built with it: the same documents, ~10x faster to
+    # read (a flmrun instance reads its flame.yaml at start-up, on the path of every first call).
+    loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        doc = yaml.load(path.read_text(), Loader=_SAFE_LOADER)
+        doc = yaml.load(path.read_text(), Loader=loader)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
     if doc is None:

@@ -59,6 +59,7 @@ FLMEXEC_MODULE = "flamepy_fake._flmexec"
 PRELOAD = (
     "grpc._server",  # imported by grpc.server(), which every flmrun instance calls
     "cloudpickle",
+    "yaml",  # FlameConfig.load() reads the instance's flame.yaml (imported lazily by the client)
     "pyarrow",
     "pyarrow.flight",
     "flamepy_runner._cache",
