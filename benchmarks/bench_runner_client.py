@@ -10,6 +10,8 @@ of a trivial function:
 * client CPU per call (``time.process_time`` of this process, every thread included) over N
   sequential calls, each ``get()`` before the next (target: ours <= 0.4 ms and >= 3x better);
 * calls/s and client CPU per call for N calls submitted, then gathered (target: ours >= 2x);
+* the wire floor: the same call as raw RPCs (``CreateTask`` of ready-made bytes, a ``WatchTask``
+  stream, one Flight ``DoGet``), what no Runner can go below on the v0.6.0 wire;
 * the session-manager RPCs each Runner makes per call, by method (counted by an in-process
   fake's call record): trivial calls in sequence and in a batch on an autoscaled service, and a
   batch stalled for 2.5 s behind its first call on one instance, where a Runner that sweeps or
@@ -107,6 +109,67 @@ def _batch(svc: Any, calls: int, gather: Callable[[list[Any]], list[Any]]) -> tu
     return calls / (time.perf_counter() - wall), (time.process_time() - cpu) / calls * 1000
 
 
+def _wire_floor(frontend: str, session_id: str, data: bytes, calls: int) -> tuple[float, float]:
+    """(client CPU ms per call, wall ms per call) of what one call is on the v0.6.0 wire, made
+    raw: a ``CreateTask`` of ready-made input bytes, a ``WatchTask`` stream read until the task
+    ends, and one Flight ``DoGet`` of the result its output names, on a sync gRPC channel and
+    a Flight client opened once. No Runner can do less per call on this wire; it bounds the
+    CPU targets from below."""
+    import grpc
+    import pyarrow.flight as flight
+
+    from flamepy_runner._cache_wire import ObjectRef
+    from flamepy_runner._proto import pb, rpc
+
+    done = {pb.TaskState.Value(s) for s in ("Succeed", "Failed", "Cancelled")}
+    channel = grpc.insecure_channel(frontend.removeprefix("http://"))
+    stub = rpc.Stub(channel, pb.FRONTEND_SERVICE)
+    clients: dict[str, flight.FlightClient] = {}
+
+    def one() -> None:
+        spec = pb.TaskSpec(session_id=session_id, input=data)
+        task = stub.CreateTask(pb.CreateTaskRequest(task=spec), timeout=30)
+        request = pb.WatchTaskRequest(session_id=session_id, task_id=task.metadata.id)
+        for update in stub.WatchTask(request, timeout=30):
+            if update.status.state in done:
+                break
+        ref = ObjectRef.decode(update.spec.output)
+        client = clients.get(ref.endpoint)
+        if client is None:
+            client = clients[ref.endpoint] = flight.FlightClient(ref.endpoint)
+        client.do_get(flight.Ticket(f"{ref.key}:0".encode())).read_all()
+
+    try:
+        for _ in range(20):
+            one()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(calls):
+            one()
+        return (time.process_time() - cpu) / calls * 1000, (time.perf_counter() - wall) / calls * 1000
+    finally:
+        for client in clients.values():
+            client.close()
+        channel.close()
+
+
+def _request_of(svc: Any) -> bytes:
+    """The input bytes our service sends for ``svc(1)``: the floor sends the same."""
+    sent: list[bytes] = []
+    frontend = svc._runner.frontend
+    create = frontend.create_task
+
+    def spy(session_id: str, data: bytes) -> Any:
+        sent.append(data)
+        return create(session_id, data)
+
+    frontend.create_task = spy
+    try:
+        assert svc(1).get() == 1
+    finally:
+        del frontend.create_task
+    return sent[0]
+
+
 def slow(seconds: float) -> float:
     import time as _time
 
@@ -166,6 +229,7 @@ def main() -> int:
             seq = _sequential(svc, sequential)
             rate = _batch(svc, batch, runner.get)
             results["flamepy_runner"] = (*seq, *rate)
+            floor = _wire_floor(env["FLAME_ENDPOINT"], svc.session_id, _request_of(svc), sequential)
             if args.profile:
                 profile = cProfile.Profile()
                 profile.enable()
@@ -186,6 +250,7 @@ def main() -> int:
     print(f"{'':16s} {'CPU ms/call':>12s} {'wall ms/call':>13s} {'batch calls/s':>14s} {'batch CPU ms':>13s}")
     for name, (cpu, wall, rate, batch_cpu) in results.items():
         print(f"{name:16s} {cpu:12.3f} {wall:13.3f} {rate:14,.0f} {batch_cpu:13.3f}")
+    print(f"{'wire floor':16s} {floor[0]:12.3f} {floor[1]:13.3f}   (raw CreateTask + WatchTask + DoGet)")
     print(
         f"ratios (flamepy / ours): sequential CPU {base[0] / ours[0]:.2f}x (target >= 3x, ours <= 0.4 ms), "
         f"batch calls/s {ours[2] / base[2]:.2f}x (target >= 2x), batch CPU {base[3] / ours[3]:.2f}x"
